@@ -1,0 +1,210 @@
+//! A slab of entries indexed by a `HashTable<u32>`, with CLOCK eviction and exact
+//! byte accounting. Synchronous and lock-free by itself: the shard's mutex guards it.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+/// Values that know how many heap bytes they own.
+pub trait Weigh: Default {
+    fn heap_bytes(&self) -> usize;
+}
+
+#[derive(Debug, Default)]
+struct Slot<T> {
+    /// 0 = free slot (ids are never 0).
+    id: u64,
+    value: T,
+    /// Storage writes queued for this entry and not yet committed.
+    pending: u32,
+    /// CLOCK's second-chance bit, set on every access.
+    referenced: bool,
+}
+
+/// Entries of one kind in one shard.
+#[derive(Debug)]
+pub struct Table<T> {
+    slots: Vec<Slot<T>>,
+    index: HashTable<u32>,
+    free: Vec<u32>,
+    hand: usize,
+    heap: usize,
+    len: usize,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl<T: Weigh> Default for Table<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Weigh> Table<T> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            index: HashTable::new(),
+            free: Vec::new(),
+            hand: 0,
+            heap: 0,
+            len: 0,
+            hasher: foldhash::fast::FixedState::with_seed(0x7265_6164_7374_6174),
+        }
+    }
+
+    fn hash(&self, id: u64) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        let slots = &self.slots;
+        self.index.find(self.hash(id), |&pos| slots[pos as usize].id == id).map(|&pos| pos as usize)
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held: slab slots and index buckets by capacity, plus every value's heap.
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot<T>>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.heap
+    }
+
+    /// The value of `id`, without marking it used.
+    pub fn get(&self, id: u64) -> Option<&T> {
+        self.position(id).map(|pos| &self.slots[pos].value)
+    }
+
+    /// Marks `id` as recently used; false when it is not cached.
+    pub fn touch(&mut self, id: u64) -> bool {
+        match self.position(id) {
+            Some(pos) => {
+                self.slots[pos].referenced = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies `f` to the value of `id`, keeping the byte count exact.
+    pub fn update<R>(&mut self, id: u64, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let pos = self.position(id)?;
+        let slot = &mut self.slots[pos];
+        slot.referenced = true;
+        let before = slot.value.heap_bytes();
+        let out = f(&mut slot.value);
+        let after = slot.value.heap_bytes();
+        self.heap = self.heap - before + after;
+        Some(out)
+    }
+
+    /// Inserts or replaces the value of `id`.
+    pub fn insert(&mut self, id: u64, value: T) {
+        debug_assert!(id != 0, "ids are never 0");
+        if let Some(pos) = self.position(id) {
+            let slot = &mut self.slots[pos];
+            self.heap = self.heap - slot.value.heap_bytes() + value.heap_bytes();
+            slot.value = value;
+            slot.referenced = true;
+            return;
+        }
+        self.heap += value.heap_bytes();
+        let slot = Slot { id, value, pending: 0, referenced: true };
+        let pos = match self.free.pop() {
+            Some(pos) => {
+                self.slots[pos as usize] = slot;
+                pos
+            }
+            None => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).expect("a shard holds fewer than 2^32 entries")
+            }
+        };
+        let hash = self.hash(id);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, pos, |&p| hasher.hash_one(slots[p as usize].id));
+        self.len += 1;
+    }
+
+    /// Counts a queued storage write for `id` (it becomes unevictable).
+    pub fn add_pending(&mut self, id: u64) {
+        if let Some(pos) = self.position(id) {
+            self.slots[pos].pending += 1;
+        }
+    }
+
+    /// Counts a committed storage write for `id`.
+    pub fn done_pending(&mut self, id: u64) {
+        if let Some(pos) = self.position(id) {
+            let slot = &mut self.slots[pos];
+            slot.pending = slot.pending.saturating_sub(1);
+        }
+    }
+
+    /// Entries with writes not yet committed.
+    pub fn dirty(&self) -> usize {
+        self.slots.iter().filter(|s| s.id != 0 && s.pending > 0).count()
+    }
+
+    /// Live `(id, value)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> + '_ {
+        self.slots.iter().filter(|s| s.id != 0).map(|s| (s.id, &s.value))
+    }
+
+    /// Applies `f` to every live value; returns the ids for which `f` returned true.
+    pub fn update_all(&mut self, mut f: impl FnMut(&mut T) -> bool) -> Vec<u64> {
+        let mut touched = Vec::new();
+        for slot in self.slots.iter_mut().filter(|s| s.id != 0) {
+            let before = slot.value.heap_bytes();
+            if f(&mut slot.value) {
+                touched.push(slot.id);
+            }
+            self.heap = self.heap - before + slot.value.heap_bytes();
+        }
+        touched
+    }
+
+    /// Evicts one clean entry chosen by CLOCK, never `keep`. False when every entry
+    /// is dirty, kept, or the table is empty.
+    pub fn evict_one(&mut self, keep: Option<u64>) -> bool {
+        let n = self.slots.len();
+        for _ in 0..2 * n {
+            if self.hand >= n {
+                self.hand = 0;
+            }
+            let pos = self.hand;
+            self.hand += 1;
+            let slot = &mut self.slots[pos];
+            if slot.id == 0 || slot.pending > 0 || Some(slot.id) == keep {
+                continue;
+            }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            let id = slot.id;
+            let value = std::mem::take(&mut slot.value);
+            slot.id = 0;
+            self.heap -= value.heap_bytes();
+            drop(value);
+            let hash = self.hash(id);
+            if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
+                entry.remove();
+            }
+            self.free.push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
+            self.len -= 1;
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,114 @@
+//! Model-based tests of the cache: random operations against a plain map.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::ReadPos;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Load { user: u64, states: u8 },
+    Ack { user: u64, channel: u64 },
+    Dirty { user: u64 },
+    Commit { user: u64 },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (1..300u64, 0..20u8).prop_map(|(user, states)| Action::Load { user, states }),
+        (1..300u64, 1..50u64).prop_map(|(user, channel)| Action::Ack { user, channel }),
+        (1..300u64).prop_map(|user| Action::Dirty { user }),
+        (1..300u64).prop_map(|user| Action::Commit { user }),
+    ]
+}
+
+fn states(n: u8) -> UserStates {
+    let mut s = UserStates::new();
+    for c in 0..u64::from(n) {
+        s.merge_read(c + 1, ReadPos { epoch: 0, pos: c });
+    }
+    s
+}
+
+proptest! {
+    #[test]
+    fn the_cache_stays_within_budget_and_never_loses_a_dirty_entry(actions in proptest::collection::vec(action(), 1..400)) {
+        let cache = Cache::new(64 * 1024);
+        // What storage plus the write queue hold: the truth a reload must give back.
+        let mut truth: HashMap<u64, UserStates> = HashMap::new();
+        let mut pending: HashMap<u64, u32> = HashMap::new();
+        for a in actions {
+            match a {
+                Action::Load { user, states: n } => {
+                    let mut shard = cache.lock(cache.user_shard(user));
+                    if let Lookup::Miss = shard.lookup_user(user) {
+                        let value = truth.entry(user).or_insert_with(|| states(n)).clone();
+                        shard.finish_user_load(user, value);
+                    }
+                }
+                Action::Ack { user, channel } => {
+                    let mut shard = cache.lock(cache.user_shard(user));
+                    let applied = shard.update_user(user, |s| s.ack(channel, 1_000, None));
+                    if let Some(read) = applied {
+                        shard.users.add_pending(user);
+                        *pending.entry(user).or_default() += 1;
+                        if read.is_some() {
+                            truth.entry(user).or_default().ack(channel, 1_000, None);
+                        }
+                    }
+                }
+                Action::Dirty { user } | Action::Commit { user } => {
+                    let mut shard = cache.lock(cache.user_shard(user));
+                    if pending.get(&user).copied().unwrap_or(0) > 0 {
+                        shard.users.done_pending(user);
+                        *pending.entry(user).or_default() -= 1;
+                    }
+                }
+            }
+            // A dirty user is never evicted, and a cached user equals the truth.
+            for (user, n) in &pending {
+                if *n > 0 {
+                    let shard = cache.lock(cache.user_shard(*user));
+                    prop_assert!(shard.has_user(*user), "dirty user {} was evicted", user);
+                }
+            }
+            for shard in 0..SHARDS {
+                let shard = cache.lock(shard);
+                for (user, value) in shard.users.iter() {
+                    prop_assert_eq!(Some(value), truth.get(&user));
+                }
+            }
+        }
+        let stats = cache.stats();
+        if stats.dirty_entries == 0 {
+            prop_assert!(stats.bytes <= cache.max_bytes(), "{} > {}", stats.bytes, cache.max_bytes());
+        }
+    }
+}
+
+#[test]
+fn a_second_lookup_of_a_loading_user_waits_instead_of_loading_again() {
+    let cache = Cache::new(1 << 20);
+    let mut shard = cache.lock(cache.user_shard(7));
+    assert!(matches!(shard.lookup_user(7), Lookup::Miss));
+    assert!(matches!(shard.lookup_user(7), Lookup::Loading));
+    shard.finish_user_load(7, UserStates::new());
+    assert!(matches!(shard.lookup_user(7), Lookup::Hit(())));
+}
+
+#[test]
+fn eviction_makes_room_and_counts() {
+    let cache = Cache::new(SHARDS as u64 * 4096);
+    for user in 1..10_000u64 {
+        let mut shard = cache.lock(cache.user_shard(user));
+        if let Lookup::Miss = shard.lookup_user(user) {
+            shard.finish_user_load(user, states(4));
+        }
+    }
+    let stats = cache.stats();
+    assert!(stats.bytes <= cache.max_bytes(), "{stats:?}");
+    assert!(stats.evictions > 0);
+    assert!(stats.users > 0 && stats.users < 10_000);
+}

@@ -1,0 +1,27 @@
+//! readstate: what every user has read in every channel, and what is unread.
+//!
+//! - [`domain`]: the pure engine (ids, channel windows, read states, derived fields).
+//! - [`cache`]: the memory-budgeted cache of users and channels.
+//! - [`store`]: durable storage (SQLite) behind the `Store` trait.
+
+pub mod domain;
+pub mod cache;
+pub mod store;
+pub mod commit;
+pub mod metrics;
+pub mod service;
+
+/// Renders an error with its whole cause chain (`a: b: c`), for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+pub mod cli;
+pub mod config;
+pub mod telemetry;

@@ -1,0 +1,553 @@
+//! One function per operation. HTTP, batch (and later gRPC and NATS) call these;
+//! business rules live here and in `domain`, never in a transport.
+//!
+//! Every write follows the same path: reserve room in the commit queue (or answer
+//! 503), make sure the touched entities are cached (loading each at most once), then
+//! for each entity, under its shard lock, apply the effect to the cached value and
+//! queue the storage write, marking the entry dirty. In `sync` mode the call then
+//! waits for a barrier queued behind its writes, i.e. for the commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::cache::{Cache, Lookup, SHARDS};
+use crate::commit::{CommitError, Committer, Entry, Key, Reserved};
+use crate::config::Durability;
+use crate::domain::{
+    Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef, Summary,
+    UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
+};
+use crate::store::{Store, StoreError, Write};
+
+/// Limits the service enforces on its inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceLimits {
+    pub max_mentions: usize,
+    pub max_batch_ops: usize,
+    pub max_page: u32,
+    pub max_summary_users: usize,
+    pub max_channels_filter: usize,
+}
+
+/// An error of the service layer, sorted by what the client can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The input is invalid: fix `field`.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The thing asked for does not exist.
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// Too much unflushed work: retry after a moment.
+    #[error("too many unflushed writes; retry later")]
+    Overloaded,
+    /// Storage is failing or the write's outcome is unknown: retry (writes are idempotent).
+    #[error("{reason}")]
+    Unavailable {
+        reason: &'static str,
+        #[source]
+        source: Option<StoreError>,
+    },
+}
+
+impl ServiceError {
+    /// An invalid-input error for `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ServiceError::Invalid { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        crate::metrics::storage_error("load");
+        tracing::warn!(error = %crate::error_chain(&e), "storage read failed");
+        ServiceError::Unavailable { reason: "storage unavailable", source: Some(e) }
+    }
+}
+
+impl From<CommitError> for ServiceError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::QueueFull => ServiceError::Overloaded,
+            CommitError::Failed => ServiceError::Unavailable { reason: "storage commit failed; the write may or may not have been applied", source: None },
+            CommitError::Stopped => ServiceError::Unavailable { reason: "shutting down", source: None },
+        }
+    }
+}
+
+/// A read state with its mention ids, copied out of the cache.
+struct OwnedState {
+    channel: u64,
+    read: ReadPos,
+    mentions: Vec<(u64, u64)>,
+}
+
+impl OwnedState {
+    fn as_ref(&self) -> StateRef<'_> {
+        StateRef { channel: self.channel, read: self.read, mentions: &self.mentions }
+    }
+}
+
+/// How many times a call retries finding an entry it just loaded before giving up
+/// (only a cache budget far too small for its working set gets there).
+const MAX_ATTEMPTS: usize = 64;
+
+/// The read-state service.
+#[derive(Debug)]
+pub struct Service {
+    cache: Arc<Cache>,
+    store: Arc<dyn Store>,
+    committer: Committer,
+    caps: Caps,
+    limits: ServiceLimits,
+    commit_timeout: Duration,
+    /// Woken when a user load in that shard ends.
+    user_loads: Box<[Notify]>,
+    /// Woken when any channel load ends.
+    channel_loads: Notify,
+    /// Bumped by every channel delete: a user load that overlapped one reloads.
+    delete_epoch: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Service {
+    /// Wires the service to its cache, store and commit writer.
+    pub fn new(
+        cache: Arc<Cache>,
+        store: Arc<dyn Store>,
+        committer: Committer,
+        caps: Caps,
+        limits: ServiceLimits,
+        commit_timeout: Duration,
+    ) -> Self {
+        Self {
+            cache,
+            store,
+            committer,
+            caps,
+            limits,
+            commit_timeout,
+            user_loads: (0..SHARDS).map(|_| Notify::new()).collect(),
+            channel_loads: Notify::new(),
+            delete_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The cache (for metrics and tests).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// The commit queue (for readiness and metrics).
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// The store (for readiness).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The input limits.
+    pub fn limits(&self) -> ServiceLimits {
+        self.limits
+    }
+
+    /// Checks an operation against the limits.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the offending field.
+    pub fn validate(&self, op: &Op) -> Result<(), ServiceError> {
+        if let Op::MessageCreated { mentions, .. } = op
+            && mentions.len() > self.limits.max_mentions
+        {
+            return Err(ServiceError::invalid("mentions", format!("at most {} users", self.limits.max_mentions)));
+        }
+        Ok(())
+    }
+
+    /// Applies one write operation; in `sync` mode returns once it is durable.
+    ///
+    /// # Errors
+    /// Invalid input, back pressure, or storage failure (the outcome is then unknown).
+    pub async fn execute(&self, op: &Op) -> Result<(), ServiceError> {
+        self.validate(op)?;
+        self.apply(op).await?;
+        self.wait_durable().await
+    }
+
+    /// Applies many write operations in order, each with its own outcome, then waits
+    /// once for all of them to be durable (`sync` mode).
+    pub async fn execute_batch(&self, ops: Vec<Result<Op, ServiceError>>) -> Vec<Result<(), ServiceError>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let result = match op {
+                Ok(op) => match self.validate(&op) {
+                    Ok(()) => self.apply(&op).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            results.push(result);
+        }
+        if results.iter().any(Result::is_ok)
+            && let Err(e) = self.wait_durable().await
+        {
+            let reason = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(match &e {
+                    ServiceError::Overloaded => ServiceError::Overloaded,
+                    _ => ServiceError::Unavailable { reason: "storage commit failed; the write may or may not have been applied", source: None },
+                });
+            }
+            tracing::debug!(%reason, "batch commit failed");
+        }
+        results
+    }
+
+    async fn wait_durable(&self) -> Result<(), ServiceError> {
+        if self.committer.durability() == Durability::Async {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.commit_timeout, self.committer.flush()).await {
+            Ok(result) => result.map_err(ServiceError::from),
+            Err(_) => Err(ServiceError::Unavailable { reason: "storage commit timed out; the write may or may not have been applied", source: None }),
+        }
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), ServiceError> {
+        if let Op::DeleteChannel { channel } = op {
+            return self.delete_channel(channel.get());
+        }
+        let (channel, users) = expand(op);
+        let mut reserved = self.committer.reserve(usize::from(channel.is_some()) + users.len())?;
+        if let Some(effect) = channel {
+            self.apply_channel(effect, &mut reserved).await?;
+        }
+        let now = now_ms();
+        for effect in users {
+            self.apply_user(effect, &mut reserved, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_channel(&self, effect: ChannelEffect, reserved: &mut Reserved<'_>) -> Result<(), ServiceError> {
+        let (channel, message, deleted) = (effect.channel.get(), effect.message.get(), effect.deleted);
+        let window = self.caps.channel_window();
+        for _ in 0..MAX_ATTEMPTS {
+            self.ensure_channels(&[channel]).await?;
+            let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+            let Some(changed) = shard.update_channel(channel, |w| w.observe(message, deleted, window)) else {
+                continue;
+            };
+            if changed {
+                shard.channels.add_pending(channel);
+                reserved.send(Entry {
+                    keys: vec![Key::Channel(channel)],
+                    writes: vec![Write::Message { channel, message, deleted }],
+                    reply: None,
+                });
+            }
+            return Ok(());
+        }
+        Err(thrashing())
+    }
+
+    async fn apply_user(&self, effect: UserEffect, reserved: &mut Reserved<'_>, now: u64) -> Result<(), ServiceError> {
+        let user = effect.user().get();
+        // Heads of the channels the effect needs, read before taking the user's lock.
+        let heads: HashMap<u64, u64> = match effect {
+            UserEffect::Join { channel, read: None, .. } => self.heads(&[channel.get()]).await?,
+            UserEffect::AckAll { .. } => {
+                let channels = self.user_channels(user).await?;
+                self.heads(&channels).await?
+            }
+            _ => HashMap::new(),
+        };
+        let mention_window = self.caps.mention_window();
+        for _ in 0..MAX_ATTEMPTS {
+            self.ensure_user(user).await?;
+            let mut shard = self.cache.lock(self.cache.user_shard(user));
+            let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
+            let Some(changes) =
+                shard.update_user(user, |states| apply_user_effect(states, &effect, head_of, now, mention_window))
+            else {
+                continue;
+            };
+            if !changes.is_empty() {
+                shard.users.add_pending(user);
+                let writes = changes.iter().map(|c| user_write(user, *c)).collect();
+                reserved.send(Entry { keys: vec![Key::User(user)], writes, reply: None });
+            }
+            return Ok(());
+        }
+        Err(thrashing())
+    }
+
+    fn delete_channel(&self, channel: u64) -> Result<(), ServiceError> {
+        let mut reserved = self.committer.reserve(1)?;
+        let mut shards = self.cache.lock_all();
+        // Loads that overlap this delete must not insert what storage held before it.
+        self.delete_epoch.fetch_add(1, Ordering::SeqCst);
+        self.committer.delete_started();
+        let ci = self.cache.channel_shard(channel);
+        shards[ci].channels.insert(channel, ChannelWindow::new());
+        shards[ci].channels.add_pending(channel);
+        let mut keys = vec![Key::Channel(channel)];
+        for shard in shards.iter_mut() {
+            for user in shard.users.update_all(|states| states.remove(channel).is_yes()) {
+                shard.users.add_pending(user);
+                keys.push(Key::User(user));
+            }
+        }
+        reserved.send(Entry { keys, writes: vec![Write::DeleteChannel { channel }], reply: None });
+        Ok(())
+    }
+
+    /// Makes sure `user` is cached, loading it (once, however many callers ask).
+    async fn ensure_user(&self, user: u64) -> Result<(), ServiceError> {
+        let index = self.cache.user_shard(user);
+        loop {
+            let notified = self.user_loads[index].notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let lookup = self.cache.lock(index).lookup_user(user);
+            match lookup {
+                Lookup::Hit(()) => return Ok(()),
+                Lookup::Loading => notified.await,
+                Lookup::Miss => {
+                    let loaded = self.load_user(user).await;
+                    {
+                        let mut shard = self.cache.lock(index);
+                        match &loaded {
+                            Ok(states) => shard.finish_user_load(user, states.clone()),
+                            Err(_) => shard.abort_user_load(user),
+                        }
+                    }
+                    self.user_loads[index].notify_waiters();
+                    return loaded.map(|_| ());
+                }
+            }
+        }
+    }
+
+    async fn load_user(&self, user: u64) -> Result<UserStates, ServiceError> {
+        crate::metrics::cache_load("user");
+        loop {
+            if self.committer.deletes_pending() {
+                self.committer.flush().await?;
+            }
+            let epoch = self.delete_epoch.load(Ordering::SeqCst);
+            let states = self.store.load_user(user, self.caps.mention_window()).await?;
+            if self.delete_epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(states);
+            }
+        }
+    }
+
+    /// Makes sure every listed channel is cached (one storage query for the misses).
+    async fn ensure_channels(&self, channels: &[u64]) -> Result<(), ServiceError> {
+        loop {
+            let notified = self.channel_loads.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut own = Vec::new();
+            let mut waiting = false;
+            for &channel in channels {
+                match self.cache.lock(self.cache.channel_shard(channel)).lookup_channel(channel) {
+                    Lookup::Hit(()) => {}
+                    Lookup::Loading => waiting = true,
+                    Lookup::Miss => own.push(channel),
+                }
+            }
+            if own.is_empty() {
+                if !waiting {
+                    return Ok(());
+                }
+                notified.await;
+                continue;
+            }
+            crate::metrics::cache_load("channel");
+            let loaded = self.store.load_channels(&own, self.caps.channel_window()).await;
+            match loaded {
+                Ok(windows) => {
+                    for (channel, window) in windows {
+                        self.cache.lock(self.cache.channel_shard(channel)).finish_channel_load(channel, window);
+                    }
+                    self.channel_loads.notify_waiters();
+                    if !waiting {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    for channel in own {
+                        self.cache.lock(self.cache.channel_shard(channel)).abort_channel_load(channel);
+                    }
+                    self.channel_loads.notify_waiters();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    async fn heads(&self, channels: &[u64]) -> Result<HashMap<u64, u64>, ServiceError> {
+        self.with_channels(channels, |_, w| w.head()).await
+    }
+
+    /// Applies `f` to each listed channel's window, from the cache when possible.
+    async fn with_channels<R>(&self, channels: &[u64], f: impl Fn(u64, &ChannelWindow) -> R) -> Result<HashMap<u64, R>, ServiceError> {
+        let mut out = HashMap::with_capacity(channels.len());
+        let mut missing: Vec<u64> = channels.to_vec();
+        for _ in 0..3 {
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            self.ensure_channels(&missing).await?;
+            missing.retain(|&c| {
+                let shard = self.cache.lock(self.cache.channel_shard(c));
+                match shard.channels.get(c) {
+                    Some(window) => {
+                        out.insert(c, f(c, window));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        // Evicted as fast as loaded (a budget far too small): read storage directly.
+        if !missing.is_empty() {
+            for (c, window) in self.store.load_channels(&missing, self.caps.channel_window()).await? {
+                out.insert(c, f(c, &window));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn user_channels(&self, user: u64) -> Result<Vec<u64>, ServiceError> {
+        self.with_user(user, |states| states.channels().collect()).await
+    }
+
+    /// Applies `f` to the cached states of `user`, loading them if needed.
+    async fn with_user<R>(&self, user: u64, f: impl Fn(&UserStates) -> R) -> Result<R, ServiceError> {
+        for _ in 0..MAX_ATTEMPTS {
+            self.ensure_user(user).await?;
+            let mut shard = self.cache.lock(self.cache.user_shard(user));
+            if let Some(r) = shard.update_user(user, |states| f(states)) {
+                return Ok(r);
+            }
+        }
+        Err(thrashing())
+    }
+
+    /// The read states of `user` (all, or those of the listed channels), with derived fields.
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn read_states(&self, user: UserId, channels: Option<&[ChannelId]>) -> Result<Vec<ReadStateView>, ServiceError> {
+        let filter: Option<Vec<u64>> = channels.map(|cs| {
+            let mut v: Vec<u64> = cs.iter().map(|c| c.get()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        });
+        let states: Vec<OwnedState> = self
+            .with_user(user.get(), |states| {
+                states
+                    .iter()
+                    .filter(|s| filter.as_ref().is_none_or(|f| f.binary_search(&s.channel).is_ok()))
+                    .map(|s| OwnedState { channel: s.channel, read: s.read, mentions: s.mentions.to_vec() })
+                    .collect()
+            })
+            .await?;
+        let ids: Vec<u64> = states.iter().map(|s| s.channel).collect();
+        let caps = self.caps;
+        // `states` is sorted by channel (as the user's states are), so each lookup is a search.
+        let mut views = self
+            .with_channels(&ids, |c, window| {
+                let at = states.partition_point(|s| s.channel < c);
+                derive(states[at].as_ref(), window, caps)
+            })
+            .await?;
+        Ok(ids.iter().filter_map(|c| views.remove(c)).collect())
+    }
+
+    /// One read state.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] when the user has no read state in the channel.
+    pub async fn read_state(&self, user: UserId, channel: ChannelId) -> Result<ReadStateView, ServiceError> {
+        self.read_states(user, Some(&[channel])).await?.pop().ok_or(ServiceError::NotFound { what: "read state" })
+    }
+
+    /// Unread channels and mention total of `user`.
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn summary(&self, user: UserId) -> Result<Summary, ServiceError> {
+        let mut summary = Summary::default();
+        for view in self.read_states(user, None).await? {
+            summary.add(&view);
+        }
+        Ok(summary)
+    }
+
+    /// Summaries of many users.
+    ///
+    /// # Errors
+    /// Too many users, or storage failures.
+    pub async fn summaries(&self, users: &[UserId]) -> Result<Vec<(UserId, Summary)>, ServiceError> {
+        if users.len() > self.limits.max_summary_users {
+            return Err(ServiceError::invalid("user_ids", format!("at most {} users", self.limits.max_summary_users)));
+        }
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            out.push((*user, self.summary(*user).await?));
+        }
+        Ok(out)
+    }
+
+    /// Read receipts: users whose read position in `channel` is at or past `message`,
+    /// after the cursor `after`, at most `limit`; the next cursor when more may follow.
+    ///
+    /// # Errors
+    /// A limit out of range, or storage failures.
+    pub async fn readers(&self, channel: ChannelId, message: MessageId, after: Option<UserId>, limit: u32) -> Result<(Vec<UserId>, Option<UserId>), ServiceError> {
+        if limit == 0 || limit > self.limits.max_page {
+            return Err(ServiceError::invalid("limit", format!("must be between 1 and {}", self.limits.max_page)));
+        }
+        let ids = self.store.readers(channel.get(), message.get(), after.map_or(0, UserId::get), limit).await?;
+        let users: Vec<UserId> = ids.into_iter().filter_map(|id| UserId::new(id).ok()).collect();
+        let next = if users.len() == limit as usize { users.last().copied() } else { None };
+        Ok((users, next))
+    }
+
+    /// Checks the number of channels in a read-states filter.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] on `channels` when there are too many.
+    pub fn check_channel_filter(&self, n: usize) -> Result<(), ServiceError> {
+        if n > self.limits.max_channels_filter {
+            return Err(ServiceError::invalid("channels", format!("at most {} channels", self.limits.max_channels_filter)));
+        }
+        Ok(())
+    }
+}
+
+fn user_write(user: u64, change: UserChange) -> Write {
+    match change {
+        UserChange::Read { channel, read } => Write::ReadPos { user, channel, epoch: read.epoch, pos: read.pos },
+        UserChange::Mention { channel, message } => Write::Mention { user, channel, message },
+        UserChange::Removed { channel } => Write::Leave { user, channel },
+    }
+}
+
+fn thrashing() -> ServiceError {
+    ServiceError::Unavailable { reason: "cache budget too small for the working set", source: None }
+}

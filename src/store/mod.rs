@@ -1,0 +1,82 @@
+//! Durable storage behind one interface, [`Store`], with one implementation per
+//! database. Every write is a merge (see [`Write`]), so a batch may be replayed and
+//! several nodes may write the same rows and still converge.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{ChannelWindow, UserStates};
+pub use sqlite::SqliteStore;
+
+/// A storage error, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is failing: retry later.
+    #[error("storage unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Migrations failed or are missing.
+    #[error("storage migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The storage URL or options are unusable.
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+    /// Stored data does not parse (never written by us).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e)
+    }
+}
+
+/// One storage write: a merge into the stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Read position merged by lexicographic max of `(epoch, pos)`; creates the row.
+    ReadPos { user: u64, channel: u64, epoch: u64, pos: u64 },
+    /// A mention id added to the state's set; creates the state at position 0.
+    Mention { user: u64, channel: u64, message: u64 },
+    /// A message id seen by the channel; `deleted` is sticky (a tombstone).
+    Message { channel: u64, message: u64, deleted: bool },
+    /// Removes one read state and its mentions.
+    Leave { user: u64, channel: u64 },
+    /// Removes a channel, its messages and every read state in it.
+    DeleteChannel { channel: u64 },
+}
+
+/// Durable storage of read states and channels.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Ok when the database answers and every migration is applied.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Every read state of `user` (with mention ids), in one query.
+    async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError>;
+
+    /// The windows of `channels`, in one query; channels never seen come back empty.
+    async fn load_channels(&self, channels: &[u64], window: usize) -> Result<Vec<(u64, ChannelWindow)>, StoreError>;
+
+    /// Applies `writes` in order in one transaction; returns once it is durable.
+    async fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
+
+    /// Users whose read position in `channel` is at or past `message`, with user id
+    /// greater than `after`, ascending, at most `limit`.
+    async fn readers(&self, channel: u64, message: u64, after: u64, limit: u32) -> Result<Vec<u64>, StoreError>;
+
+    /// Closes connections (after the commit writer has drained).
+    async fn close(&self);
+}
+
+/// Parses a comma-separated list of ids as stored by an aggregate.
+pub(crate) fn parse_id_list(text: &str) -> Result<Vec<u64>, StoreError> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse::<u64>().map_err(|_| StoreError::Corrupt(format!("bad id list {text:?}"))))
+        .collect()
+}

@@ -1,0 +1,297 @@
+//! SQLite storage: one file in WAL mode, one writer connection (SQLite has a single
+//! writer anyway; the commit task owns it) and a small pool of readers.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Store, StoreError, Write, parse_id_list};
+use crate::domain::{ChannelWindow, ReadPos, UserStates};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How the SQLite store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `sqlite://PATH` (the directory is created when missing).
+    pub url: String,
+    /// `FULL` fsyncs the WAL on every commit (survives power loss); `NORMAL` survives
+    /// a killed process but may lose the last commits on power loss.
+    pub full_sync: bool,
+    /// Reader connections.
+    pub readers: u32,
+    /// How long to wait for a connection or a lock.
+    pub timeout: Duration,
+    /// Message ids each channel keeps (the engine's channel window).
+    pub channel_window: usize,
+    /// Mention ids each read state keeps.
+    pub mention_window: usize,
+}
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    channel_window: i64,
+    mention_window: i64,
+}
+
+fn id(v: u64) -> i64 {
+    // Ids and epochs are at most 2^63-1 (checked at the API boundary).
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn uid(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative id {v}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for an unusable URL, [`StoreError::Unavailable`] when the
+    /// file cannot be opened.
+    pub async fn open(opts: &SqliteOptions) -> Result<Self, StoreError> {
+        let path = opts
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| opts.url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Config(format!("not a sqlite URL: {}", opts.url)))?;
+        let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let base = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if opts.full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .busy_timeout(opts.timeout)
+            .foreign_keys(false);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(opts.timeout)
+            .connect_with(base.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(opts.readers.max(1))
+            .acquire_timeout(opts.timeout)
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(Self {
+            writer,
+            readers,
+            channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
+            mention_window: i64::try_from(opts.mention_window).unwrap_or(i64::MAX),
+        })
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'static, Sqlite>, w: &Write) -> Result<(), sqlx::Error> {
+        match *w {
+            Write::ReadPos { user, channel, epoch, pos } => {
+                sqlx::query(
+                    "insert into read_states (user_id, channel_id, epoch, pos) values (?1, ?2, ?3, ?4) \
+                     on conflict (user_id, channel_id) do update set epoch = excluded.epoch, pos = excluded.pos \
+                     where (excluded.epoch, excluded.pos) > (read_states.epoch, read_states.pos)",
+                )
+                .bind(id(user))
+                .bind(id(channel))
+                .bind(id(epoch))
+                .bind(id(pos))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Write::Mention { user, channel, message } => {
+                sqlx::query("insert into read_states (user_id, channel_id) values (?1, ?2) on conflict do nothing")
+                    .bind(id(user))
+                    .bind(id(channel))
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("insert into mentions (user_id, channel_id, message_id) values (?1, ?2, ?3) on conflict do nothing")
+                    .bind(id(user))
+                    .bind(id(channel))
+                    .bind(id(message))
+                    .execute(&mut **tx)
+                    .await?;
+                // Keep the newest mention_window ids of the state (primary key range scan).
+                sqlx::query(
+                    "delete from mentions where user_id = ?1 and channel_id = ?2 and message_id < \
+                     (select message_id from mentions where user_id = ?1 and channel_id = ?2 \
+                      order by message_id desc limit 1 offset ?3 - 1)",
+                )
+                .bind(id(user))
+                .bind(id(channel))
+                .bind(self.mention_window)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Write::Message { channel, message, deleted } => {
+                sqlx::query(
+                    "insert into channel_messages (channel_id, message_id, deleted) values (?1, ?2, ?3) \
+                     on conflict (channel_id, message_id) do update set deleted = max(deleted, excluded.deleted)",
+                )
+                .bind(id(channel))
+                .bind(id(message))
+                .bind(i64::from(deleted))
+                .execute(&mut **tx)
+                .await?;
+                // Trim to the newest W ids; the largest trimmed id becomes the floor
+                // (primary key range scan, newest first).
+                sqlx::query(
+                    "insert into channels (channel_id, floor) \
+                     select ?1, message_id from channel_messages where channel_id = ?1 \
+                     order by message_id desc limit 1 offset ?2 \
+                     on conflict (channel_id) do update set floor = max(floor, excluded.floor)",
+                )
+                .bind(id(channel))
+                .bind(self.channel_window)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "delete from channel_messages where channel_id = ?1 and message_id <= \
+                     (select floor from channels where channel_id = ?1)",
+                )
+                .bind(id(channel))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Write::Leave { user, channel } => {
+                sqlx::query("delete from read_states where user_id = ?1 and channel_id = ?2")
+                    .bind(id(user))
+                    .bind(id(channel))
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("delete from mentions where user_id = ?1 and channel_id = ?2")
+                    .bind(id(user))
+                    .bind(id(channel))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Write::DeleteChannel { channel } => {
+                // read_states_by_channel, mentions_by_channel and the primary keys
+                // make each of these an index range delete.
+                for sql in [
+                    "delete from read_states where channel_id = ?1",
+                    "delete from mentions where channel_id = ?1",
+                    "delete from channel_messages where channel_id = ?1",
+                    "delete from channels where channel_id = ?1",
+                ] {
+                    sqlx::query(sql).bind(id(channel)).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await.map_err(StoreError::Migrate)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("select max(version) from _sqlx_migrations where success = 1")
+                .fetch_one(&self.readers)
+                .await?;
+        if applied.unwrap_or(0) < latest {
+            return Err(StoreError::Config(format!("migrations not applied (at {applied:?}, need {latest})")));
+        }
+        Ok(())
+    }
+
+    async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
+        // Primary key prefix scan on read_states; mentions by their primary key.
+        let rows = sqlx::query(
+            "select r.channel_id, r.epoch, r.pos, \
+             (select group_concat(m.message_id) from mentions m \
+              where m.user_id = r.user_id and m.channel_id = r.channel_id) as mentions \
+             from read_states r where r.user_id = ?1",
+        )
+        .bind(id(user))
+        .fetch_all(&self.readers)
+        .await?;
+        let mut states = UserStates::new();
+        for row in rows {
+            let channel = uid(row.try_get(0)?)?;
+            let read = ReadPos { epoch: uid(row.try_get(1)?)?, pos: uid(row.try_get(2)?)? };
+            states.merge_read(channel, read);
+            let mentions: Option<String> = row.try_get(3)?;
+            for message in parse_id_list(mentions.as_deref().unwrap_or(""))? {
+                states.add_mention(channel, message, mention_window);
+            }
+        }
+        Ok(states)
+    }
+
+    async fn load_channels(&self, channels: &[u64], window: usize) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
+        let list = serde_json::to_string(channels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Primary key range scans of channel_messages, one per listed channel.
+        let rows = sqlx::query(
+            "select c.value as channel_id, m.message_id, m.deleted, coalesce(f.floor, 0) as floor \
+             from json_each(?1) c \
+             left join channel_messages m on m.channel_id = c.value \
+             left join channels f on f.channel_id = c.value",
+        )
+        .bind(list)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut grouped: std::collections::BTreeMap<u64, (u64, Vec<(u64, bool)>)> = std::collections::BTreeMap::new();
+        for row in rows {
+            let channel = uid(row.try_get(0)?)?;
+            let floor = uid(row.try_get(3)?)?;
+            let entry = grouped.entry(channel).or_insert((floor, Vec::new()));
+            let message: Option<i64> = row.try_get(1)?;
+            if let Some(message) = message {
+                let deleted: i64 = row.try_get(2)?;
+                entry.1.push((uid(message)?, deleted != 0));
+            }
+        }
+        Ok(channels
+            .iter()
+            .map(|c| {
+                let (floor, rows) = grouped.remove(c).unwrap_or_default();
+                (*c, ChannelWindow::from_rows(rows, floor, window))
+            })
+            .collect())
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for w in writes {
+            self.apply(&mut tx, w).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn readers(&self, channel: u64, message: u64, after: u64, limit: u32) -> Result<Vec<u64>, StoreError> {
+        // read_states_by_channel: range scan from (channel, after), filtered on pos.
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "select user_id from read_states where channel_id = ?1 and user_id > ?2 and pos >= ?3 \
+             order by user_id limit ?4",
+        )
+        .bind(id(channel))
+        .bind(id(after))
+        .bind(id(message))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(uid).collect()
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}
