@@ -25,3 +25,5 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub mod cli;
 pub mod config;
 pub mod telemetry;
+pub mod http;
+pub mod app;

@@ -1,1 +1,67 @@
-fn main() {}
+//! The `readstate` binary: parse the command line, dispatch, map the result to an
+//! exit code (64 for a bad configuration, 1 for a failure).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use readstate::cli::{Cli, Command};
+use readstate::{app, config, telemetry};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// EX_USAGE: the configuration is invalid.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load_from(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("readstate: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("readstate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::CheckConfig => {
+            match serde_json::to_string_pretty(&settings) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("readstate: cannot print the configuration: {e}"),
+            }
+            eprintln!("configuration ok");
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init(settings.log.format, &settings.log.filter);
+            runtime.block_on(async {
+                let store = app::open_store(&settings).await?;
+                store.close().await;
+                tracing::info!(storage = %settings.storage.url, "migrations applied");
+                Ok(())
+            })
+        }
+        Command::Serve(args) => {
+            telemetry::init(args.log_format.unwrap_or(settings.log.format), &settings.log.filter);
+            runtime.block_on(async {
+                let shutdown = app::shutdown_on_signals();
+                let app = app::App::build(settings).await?;
+                app.run(shutdown).await
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "readstate failed");
+            eprintln!("readstate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

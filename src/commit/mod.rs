@@ -206,20 +206,24 @@ impl Writer {
             };
             let Some(first) = first else { break };
             batch.push(first);
-            self.fill(&mut rx, &mut batch, closing).await;
+            self.fill(&mut rx, &mut batch, closing, &cancel).await;
             self.commit(&mut batch).await;
         }
         tracing::info!("commit writer drained and stopped");
     }
 
-    async fn fill(&self, rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>, closing: bool) {
+    async fn fill(&self, rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>, closing: bool, cancel: &CancellationToken) {
         let max = self.config.max_batch;
         if self.config.durability == Durability::Async && !closing {
+            // Gather for up to one flush interval, but a shutdown flushes at once.
             let deadline = tokio::time::Instant::now() + self.config.flush_interval;
             while batch.len() < max {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(entry)) => batch.push(entry),
-                    Ok(None) | Err(_) => break,
+                tokio::select! {
+                    entry = tokio::time::timeout_at(deadline, rx.recv()) => match entry {
+                        Ok(Some(entry)) => batch.push(entry),
+                        Ok(None) | Err(_) => break,
+                    },
+                    () = cancel.cancelled() => break,
                 }
             }
         }

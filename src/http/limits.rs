@@ -45,8 +45,15 @@ impl RateLimit {
     pub const fn every(interval: Duration) -> Self {
         // A u128 of milliseconds that does not fit a u64 is half a billion years.
         let ms = interval.as_millis();
-        let interval_ms = if ms > u64::MAX as u128 { u64::MAX } else { ms as u64 };
-        Self { last_ms: AtomicU64::new(0), interval_ms }
+        let interval_ms = if ms > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            ms as u64
+        };
+        Self {
+            last_ms: AtomicU64::new(0),
+            interval_ms,
+        }
     }
 
     /// Whether this event may be logged (true at most once per interval).
@@ -56,7 +63,9 @@ impl RateLimit {
         if last != 0 && now.saturating_sub(last) < self.interval_ms {
             return false;
         }
-        self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        self.last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -84,7 +93,11 @@ impl InFlight {
     fn soft_limit_exceeded(&self, in_flight: usize) {
         counter!(HTTP_SOFT_LIMIT).increment(1);
         if self.soft_warning.allow() {
-            tracing::warn!(in_flight, soft_limit = self.soft, "in-flight requests above the soft limit");
+            tracing::warn!(
+                in_flight,
+                soft_limit = self.soft,
+                "in-flight requests above the soft limit"
+            );
         }
     }
 
@@ -92,7 +105,10 @@ impl InFlight {
     fn shed(&self) {
         counter!(HTTP_SHED).increment(1);
         if self.shed_warning.allow() {
-            tracing::warn!(hard_limit = self.hard, "in-flight requests at the hard limit; shedding with 503");
+            tracing::warn!(
+                hard_limit = self.hard,
+                "in-flight requests at the hard limit; shedding with 503"
+            );
         }
     }
 }
@@ -129,7 +145,10 @@ impl<S> Layer<S> for InFlightLayer {
     type Service = InFlightService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        InFlightService { inner, state: Arc::clone(&self.state) }
+        InFlightService {
+            inner,
+            state: Arc::clone(&self.state),
+        }
     }
 }
 
@@ -155,7 +174,11 @@ impl Drop for Slot {
 
 /// The answer to a request refused at the hard limit.
 pub fn shed_response() -> Response {
-    Problem::new(ProblemKind::Overloaded, "too many requests in flight; retry later").into_response()
+    Problem::new(
+        ProblemKind::Overloaded,
+        "too many requests in flight; retry later",
+    )
+    .into_response()
 }
 
 impl<S> Service<Request> for InFlightService<S>
@@ -175,15 +198,22 @@ where
         if before >= self.state.hard {
             self.state.count.fetch_sub(1, Ordering::Relaxed);
             self.state.shed();
-            return InFlightFuture::Shed { response: Some(shed_response()) };
+            return InFlightFuture::Shed {
+                response: Some(shed_response()),
+            };
         }
         gauge!(HTTP_IN_FLIGHT).increment(1.0);
-        let slot = Slot { state: Arc::clone(&self.state) };
+        let slot = Slot {
+            state: Arc::clone(&self.state),
+        };
         let in_flight = before + 1;
         if in_flight > self.state.soft {
             self.state.soft_limit_exceeded(in_flight);
         }
-        InFlightFuture::Admitted { future: self.inner.call(request), slot: Some(slot) }
+        InFlightFuture::Admitted {
+            future: self.inner.call(request),
+            slot: Some(slot),
+        }
     }
 }
 
@@ -261,12 +291,21 @@ mod tests {
             tokio::task::yield_now().await;
         }
 
-        let shed = service.clone().oneshot(Request::new(Body::empty())).await.expect("infallible");
+        let shed = service
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect("infallible");
         release.send(()).expect("the first request is waiting");
         let admitted = first.await.expect("task ran").expect("infallible");
 
         assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(shed.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(
+            shed.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
         assert_eq!(admitted.status(), StatusCode::NO_CONTENT);
         assert_eq!(layer.in_flight(), 0);
     }

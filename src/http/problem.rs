@@ -98,7 +98,10 @@ impl ProblemKind {
 
     /// Whether the client should retry after a moment (answered with `Retry-After: 1`).
     pub fn is_retryable(self) -> bool {
-        matches!(self, ProblemKind::Overloaded | ProblemKind::Unavailable | ProblemKind::Timeout)
+        matches!(
+            self,
+            ProblemKind::Overloaded | ProblemKind::Unavailable | ProblemKind::Timeout
+        )
     }
 
     /// The full `type` URI.
@@ -145,13 +148,21 @@ pub struct ProblemBody {
 impl Problem {
     /// A problem of `kind` with `detail` and no field.
     pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), field: None }
+        Self {
+            kind,
+            detail: detail.into(),
+            field: None,
+        }
     }
 
     /// Invalid input naming `field`; the detail reads `field: reason`.
     pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         let field = field.into();
-        Self { kind: ProblemKind::InvalidInput, detail: format!("{field}: {reason}"), field: Some(field) }
+        Self {
+            kind: ProblemKind::InvalidInput,
+            detail: format!("{field}: {reason}"),
+            field: Some(field),
+        }
     }
 
     /// A generic internal error. The caller logs the cause.
@@ -191,7 +202,9 @@ impl Problem {
             ServiceError::Overloaded => Problem::new(ProblemKind::Overloaded, e.to_string()),
             // `reason` is a fixed sentence written for clients; the cause chain
             // (`source`) is never shown to them.
-            ServiceError::Unavailable { reason, .. } => Problem::new(ProblemKind::Unavailable, *reason),
+            ServiceError::Unavailable { reason, .. } => {
+                Problem::new(ProblemKind::Unavailable, *reason)
+            }
         }
     }
 }
@@ -234,7 +247,10 @@ impl IntoResponse for Problem {
         };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         if self.kind.is_retryable() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -248,13 +264,31 @@ mod tests {
     use http_body_util::BodyExt;
     use serde_json::json;
 
-    async fn render(problem: Problem) -> (StatusCode, Option<String>, Option<String>, serde_json::Value) {
+    async fn render(
+        problem: Problem,
+    ) -> (
+        StatusCode,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+    ) {
         let response = problem.into_response();
         let status = response.status();
-        let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let content_type = header(header::CONTENT_TYPE);
         let retry_after = header(header::RETRY_AFTER);
-        let bytes = response.into_body().collect().await.expect("an in-memory body cannot fail").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("an in-memory body cannot fail")
+            .to_bytes();
         let body = serde_json::from_slice(&bytes).expect("problem bodies are JSON");
         (status, content_type, retry_after, body)
     }
@@ -268,13 +302,38 @@ mod tests {
         assert_eq!(
             table,
             vec![
-                (ProblemKind::InvalidInput, 400, "invalid-input", "Invalid input"),
+                (
+                    ProblemKind::InvalidInput,
+                    400,
+                    "invalid-input",
+                    "Invalid input"
+                ),
                 (ProblemKind::NotFound, 404, "not-found", "Not found"),
-                (ProblemKind::MethodNotAllowed, 405, "method-not-allowed", "Method not allowed"),
-                (ProblemKind::PayloadTooLarge, 413, "payload-too-large", "Payload too large"),
-                (ProblemKind::UnsupportedMediaType, 415, "unsupported-media-type", "Unsupported media type"),
+                (
+                    ProblemKind::MethodNotAllowed,
+                    405,
+                    "method-not-allowed",
+                    "Method not allowed"
+                ),
+                (
+                    ProblemKind::PayloadTooLarge,
+                    413,
+                    "payload-too-large",
+                    "Payload too large"
+                ),
+                (
+                    ProblemKind::UnsupportedMediaType,
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported media type"
+                ),
                 (ProblemKind::Overloaded, 503, "overloaded", "Overloaded"),
-                (ProblemKind::Unavailable, 503, "unavailable", "Service unavailable"),
+                (
+                    ProblemKind::Unavailable,
+                    503,
+                    "unavailable",
+                    "Service unavailable"
+                ),
                 (ProblemKind::Timeout, 503, "timeout", "Request timed out"),
                 (ProblemKind::Internal, 500, "internal", "Internal error"),
             ]
@@ -304,7 +363,8 @@ mod tests {
 
     #[tokio::test]
     async fn not_found_is_a_404_without_a_field() {
-        let (status, _, retry_after, body) = render(Problem::from(ServiceError::NotFound { what: "read state" })).await;
+        let (status, _, retry_after, body) =
+            render(Problem::from(ServiceError::NotFound { what: "read state" })).await;
 
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(retry_after, None);
@@ -340,7 +400,9 @@ mod tests {
     async fn unavailable_is_a_503_with_retry_after_and_never_shows_the_cause() {
         let e = ServiceError::Unavailable {
             reason: "storage unavailable",
-            source: Some(crate::store::StoreError::Corrupt("secret row detail".into())),
+            source: Some(crate::store::StoreError::Corrupt(
+                "secret row detail".into(),
+            )),
         };
 
         let (status, _, retry_after, body) = render(Problem::from(e)).await;
@@ -360,12 +422,19 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_and_internal_render_their_own_kinds() {
-        let (status, _, retry_after, body) = render(Problem::new(ProblemKind::Timeout, "too slow")).await;
-        assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        let (status, _, retry_after, body) =
+            render(Problem::new(ProblemKind::Timeout, "too slow")).await;
+        assert_eq!(
+            (status, retry_after.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+        );
         assert_eq!(body["type"], "https://readstate.dev/problems/timeout");
 
         let (status, _, retry_after, body) = render(Problem::internal()).await;
-        assert_eq!((status, retry_after), (StatusCode::INTERNAL_SERVER_ERROR, None));
+        assert_eq!(
+            (status, retry_after),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
         assert_eq!(
             body,
             json!({
@@ -383,7 +452,10 @@ mod tests {
 
         let value = problem_json(&e);
 
-        assert_eq!(value, serde_json::to_value(Problem::from_service_error(&e).body()).expect("serializable"));
+        assert_eq!(
+            value,
+            serde_json::to_value(Problem::from_service_error(&e).body()).expect("serializable")
+        );
         assert_eq!(value["field"], "mentions");
     }
 }

@@ -1,0 +1,254 @@
+//! Startup and shutdown: `App::build` opens storage, runs migrations, starts the
+//! commit writer and binds the listener (honouring port 0); `App::run` serves until
+//! cancelled, then drains in order. `build` never serves and `run` never configures,
+//! so tests call exactly what `readstate serve` calls.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::Cache;
+use crate::commit::{self, CommitConfig};
+use crate::config::{Durability, Settings};
+use crate::domain::Caps;
+use crate::http::{HttpLimits, HttpState};
+use crate::service::{Service, ServiceLimits};
+use crate::store::{SqliteStore, Store, sqlite::SqliteOptions};
+
+/// A built, bound, not yet serving readstate.
+pub struct App {
+    settings: Settings,
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    router: axum::Router,
+    service: Arc<Service>,
+    ready: Arc<AtomicBool>,
+    tracker: TaskTracker,
+    writer_cancel: CancellationToken,
+}
+
+/// Opens the store named by the settings and applies migrations.
+///
+/// # Errors
+/// When the database cannot be opened or migrated.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let caps = caps(settings);
+    let store = SqliteStore::open(&SqliteOptions {
+        url: settings.storage.url.clone(),
+        full_sync: settings.storage.durability == Durability::Sync,
+        readers: settings.storage.sqlite_readers,
+        timeout: settings.storage.timeout(),
+        channel_window: caps.channel_window(),
+        mention_window: caps.mention_window(),
+    })
+    .await
+    .with_context(|| format!("while opening storage {}", settings.storage.url))?;
+    store.migrate().await.context("while applying migrations")?;
+    Ok(Arc::new(store))
+}
+
+fn caps(settings: &Settings) -> Caps {
+    Caps { unread: settings.state.unread_cap, mention: settings.state.mention_cap }
+}
+
+impl App {
+    /// Opens storage, runs migrations, starts the commit writer and binds the listener.
+    ///
+    /// # Errors
+    /// Storage, migration, metrics or bind failures.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let store = open_store(&settings).await?;
+        let handle = crate::metrics::install().map_err(anyhow::Error::msg).context("while installing metrics")?;
+        let cache = Arc::new(Cache::new(settings.cache.max_bytes.get()));
+        let tracker = TaskTracker::new();
+        let writer_cancel = CancellationToken::new();
+        let committer = commit::spawn(
+            store.clone(),
+            cache.clone(),
+            CommitConfig {
+                durability: settings.storage.durability,
+                max_batch: settings.storage.max_batch,
+                flush_interval: settings.storage.flush_interval(),
+                max_unflushed: settings.storage.max_unflushed,
+            },
+            writer_cancel.clone(),
+            &tracker,
+        );
+        let limits = &settings.limits;
+        let service = Arc::new(Service::new(
+            cache,
+            store,
+            committer,
+            caps(&settings),
+            ServiceLimits {
+                max_mentions: limits.max_mentions,
+                max_batch_ops: limits.max_batch_ops,
+                max_page: u32::try_from(limits.max_page).unwrap_or(u32::MAX),
+                max_summary_users: limits.max_summary_users,
+                max_channels_filter: limits.max_channels_filter,
+            },
+            settings.storage.commit_timeout(),
+        ));
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = HttpState {
+            service: service.clone(),
+            metrics: handle.clone(),
+            ready: ready.clone(),
+            started,
+            durability: match settings.storage.durability {
+                Durability::Sync => "sync",
+                Durability::Async => "async",
+            },
+        };
+        let router = crate::http::router(
+            state,
+            HttpLimits {
+                soft_in_flight: limits.soft_in_flight,
+                hard_in_flight: limits.hard_in_flight,
+                request_timeout: settings.http.request_timeout(),
+                max_body_bytes: settings.http.max_body_bytes.as_usize(),
+            },
+        );
+        let listener = TcpListener::bind(settings.http.addr)
+            .await
+            .with_context(|| format!("while binding http.addr {}", settings.http.addr))?;
+        let http_addr = listener.local_addr().context("while reading the bound address")?;
+        // Histogram buffers of the exporter only drain on upkeep.
+        let upkeep_cancel = writer_cancel.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    () = upkeep_cancel.cancelled() => break,
+                }
+            }
+        });
+        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "built");
+        Ok(Self { settings, listener, http_addr, router, service, ready, tracker, writer_cancel })
+    }
+
+    /// The address the HTTP listener is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The service (for tests that inspect the cache).
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: readiness goes false, the
+    /// listener stops accepting, in-flight requests finish, the commit writer commits
+    /// everything queued, storage closes. Bounded by `shutdown.grace_period_ms`.
+    ///
+    /// # Errors
+    /// When the drain does not finish within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { settings, listener, http_addr, router, service, ready, tracker, writer_cancel } = self;
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Without a timer hyper's header-read timeout is inert and a client that never
+        // finishes its request head holds the connection forever (slowloris).
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.http.header_read_timeout());
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        ready.store(true, Ordering::SeqCst);
+        tracing::info!(addr = %http_addr, protocol = "http", "listening");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            durability = %settings.storage.durability,
+            storage = %redact_url(&settings.storage.url),
+            cache_max_bytes = settings.cache.max_bytes.get(),
+            "ready"
+        );
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("draining: not ready, no new connections");
+        ready.store(false, Ordering::SeqCst);
+        drop(listener);
+        let deadline = tokio::time::Instant::now() + settings.shutdown.grace_period();
+        let drained = async {
+            graceful.shutdown().await;
+            tracing::info!("in-flight requests finished; flushing");
+            writer_cancel.cancel();
+            tracker.close();
+            tracker.wait().await;
+            service.store().close().await;
+        };
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            tracing::warn!(grace_ms = settings.shutdown.grace_period_ms, "shutdown did not finish within the grace period");
+            anyhow::bail!("shutdown did not finish within shutdown.grace_period_ms");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Hides a password in a URL for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,826 @@
+//! Our own extractors, so that every malformed request gets the same problem body as
+//! any other error: JSON bodies (content type, size, syntax, the field serde names),
+//! ids in paths (naming the path parameter), strict query strings, and the id
+//! wrappers that accept a JSON string or number.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+
+use super::problem::{Problem, ProblemKind};
+use crate::domain::{ChannelId, IdError, MessageId, UserId};
+
+/// Largest id (and read position): ids fit a signed BIGINT.
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Why a value is not an id, in the words every id error uses.
+pub fn id_reason() -> String {
+    IdError::OutOfRange.to_string()
+}
+
+/// Why a value is not a read position (0 is allowed: nothing read).
+pub const POSITION_REASON: &str = "must be an integer between 0 and 9223372036854775807";
+
+/// The id newtypes of the domain, as the HTTP layer parses them.
+pub trait ApiId: Copy + Sized {
+    /// Checks the range 1..=2^63-1.
+    ///
+    /// # Errors
+    /// When the value is out of range.
+    fn from_u64(raw: u64) -> Result<Self, IdError>;
+    /// Parses a decimal string.
+    ///
+    /// # Errors
+    /// When the text is not a decimal integer in range.
+    fn from_text(text: &str) -> Result<Self, IdError>;
+}
+
+macro_rules! api_id {
+    ($($t:ty),*) => {$(
+        impl ApiId for $t {
+            fn from_u64(raw: u64) -> Result<Self, IdError> {
+                <$t>::new(raw)
+            }
+            fn from_text(text: &str) -> Result<Self, IdError> {
+                <$t>::parse(text)
+            }
+        }
+    )*};
+}
+api_id!(UserId, ChannelId, MessageId);
+
+/// An id in a request body: a JSON number or a decimal string, checked to be in
+/// 1..=2^63-1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyId<T>(pub T);
+
+impl<T: Copy> BodyId<T> {
+    /// The id.
+    pub fn get(self) -> T {
+        self.0
+    }
+}
+
+struct IdVisitor<T>(PhantomData<T>);
+
+impl<T: ApiId> Visitor<'_> for IdVisitor<T> {
+    type Value = BodyId<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an id (an integer between 1 and 9223372036854775807, as a JSON number or a decimal string)")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::from_u64(v)
+            .map(BodyId)
+            .map_err(|_| E::custom(id_reason()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(id_reason()))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom(id_reason()))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        T::from_text(v)
+            .map(BodyId)
+            .map_err(|_| E::custom(id_reason()))
+    }
+}
+
+impl<'de, T: ApiId> Deserialize<'de> for BodyId<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IdVisitor(PhantomData))
+    }
+}
+
+/// A read position in a request body (`last_read_message_id`): like an id, but 0 is
+/// allowed (nothing read yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPosition(pub u64);
+
+struct PositionVisitor;
+
+impl Visitor<'_> for PositionVisitor {
+    type Value = BodyPosition;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a read position (an integer between 0 and 9223372036854775807, as a JSON number or a decimal string)")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        if v > MAX_ID {
+            Err(E::custom(POSITION_REASON))
+        } else {
+            Ok(BodyPosition(v))
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(POSITION_REASON))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom(POSITION_REASON))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        parse_position(v).map_err(|()| E::custom(POSITION_REASON))
+    }
+}
+
+fn parse_position(text: &str) -> Result<BodyPosition, ()> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    let v: u64 = text.parse().map_err(|_| ())?;
+    if v > MAX_ID {
+        Err(())
+    } else {
+        Ok(BodyPosition(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for BodyPosition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PositionVisitor)
+    }
+}
+
+/// Parses a JSON value as an id (a number or a decimal string), for the batch parser.
+///
+/// # Errors
+/// The reason, when the value is not an id.
+pub fn id_from_value<T: ApiId>(value: &serde_json::Value) -> Result<T, String> {
+    BodyId::<T>::deserialize(value)
+        .map(BodyId::get)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a JSON value as a read position (0 allowed), for the batch parser.
+///
+/// # Errors
+/// The reason, when the value is not a read position.
+pub fn position_from_value(value: &serde_json::Value) -> Result<u64, String> {
+    BodyPosition::deserialize(value)
+        .map(|p| p.0)
+        .map_err(|e| e.to_string())
+}
+
+/// A JSON request body, parsed with errors naming the field.
+///
+/// Rejections: 415 without a JSON content type, 413 over `http.max_body_bytes`,
+/// 400 for malformed JSON or a bad field.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+/// An optional JSON request body: an empty body gives `None` (whatever the content
+/// type); anything else is parsed as [`ApiJson`] would.
+#[derive(Debug, Clone)]
+pub struct ApiJsonOrEmpty<T>(pub Option<T>);
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+pub fn has_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        ProblemKind::UnsupportedMediaType,
+        "the request body must be JSON (Content-Type: application/json)",
+    )
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    ProblemKind::PayloadTooLarge,
+                    "the request body is larger than the configured limit",
+                )
+            } else {
+                Problem::invalid("body", "could not be read")
+            }
+        })
+}
+
+/// Parses a JSON document, naming the offending field on error.
+///
+/// # Errors
+/// [`ProblemKind::InvalidInput`] naming the field serde pointed at (`mentions[2]`),
+/// or `body` for malformed JSON.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_problem)?;
+    deserializer
+        .end()
+        .map_err(|e| Problem::invalid("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn json_problem(error: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let message = inner.to_string();
+            // serde_json appends the position; the field name says more.
+            let message = match message.rfind(" at line ") {
+                Some(at) => message[..at].to_owned(),
+                None => message,
+            };
+            let (field, reason) = name_field(&path, &message);
+            Problem::invalid(field, reason)
+        }
+        serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof
+        | serde_json::error::Category::Io => {
+            Problem::invalid("body", format!("malformed JSON: {inner}"))
+        }
+    }
+}
+
+/// Joins a serde path (`.` for the root) and a field name.
+fn join_path(path: &str, name: &str) -> String {
+    if path.is_empty() || path == "." {
+        name.to_owned()
+    } else if path == name || path.ends_with(&format!(".{name}")) {
+        path.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// The first name between backticks in a serde message.
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+/// Turns serde's message into (field, reason): `missing field `x`` becomes (`x`,
+/// `required`), `unknown field `x`, expected ...` becomes (`x`, `unknown field; expected
+/// ...`), anything else keeps the path (`body` at the root).
+fn name_field(path: &str, message: &str) -> (String, String) {
+    if let Some(rest) = message.strip_prefix("missing field ")
+        && let Some(name) = backticked(rest)
+    {
+        return (join_path(path, name), "required".to_owned());
+    }
+    for (prefix, what) in [
+        ("unknown field ", "unknown field"),
+        ("duplicate field ", "given more than once"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(name) = backticked(rest)
+        {
+            let expected = rest
+                .split_once(", ")
+                .map(|(_, e)| format!("; {e}"))
+                .unwrap_or_default();
+            return (join_path(path, name), format!("{what}{expected}"));
+        }
+    }
+    let field = if path.is_empty() || path == "." {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
+    (field, message.to_owned())
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        if !has_json_content_type(request.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = read_body(request, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+impl<T, S> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let is_json = has_json_content_type(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrEmpty(None));
+        }
+        if !is_json {
+            return Err(unsupported_media_type());
+        }
+        parse_json(&bytes).map(|v| ApiJsonOrEmpty(Some(v)))
+    }
+}
+
+/// Path parameters parsed into typed ids, each error naming its parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPath<T>(pub T);
+
+/// A set of path parameters (see [`ApiPath`]).
+pub trait FromPathParams: Sized {
+    /// Parses the parameters of the matched route.
+    ///
+    /// # Errors
+    /// [`ProblemKind::InvalidInput`] naming the parameter.
+    fn from_params(params: &RawPathParams) -> Result<Self, Problem>;
+}
+
+/// Parses the path parameter `name` as an id.
+///
+/// # Errors
+/// [`ProblemKind::InvalidInput`] naming `name`, or an internal error when the route
+/// has no such parameter (a routing bug).
+pub fn path_id<T: ApiId>(params: &RawPathParams, name: &'static str) -> Result<T, Problem> {
+    let Some((_, raw)) = params.iter().find(|(key, _)| *key == name) else {
+        tracing::error!(parameter = name, "route has no such path parameter");
+        return Err(Problem::internal());
+    };
+    T::from_text(raw).map_err(|_| Problem::invalid(name, id_reason()))
+}
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: FromPathParams,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::invalid("path", "path parameters must be valid UTF-8"))?;
+        T::from_params(&params).map(ApiPath)
+    }
+}
+
+/// `/v1/users/{user_id}/...`
+#[derive(Debug, Clone, Copy)]
+pub struct UserPath {
+    /// `user_id`.
+    pub user: UserId,
+}
+
+/// `/v1/channels/{channel_id}`
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelPath {
+    /// `channel_id`.
+    pub channel: ChannelId,
+}
+
+/// `/v1/channels/{channel_id}/messages/{message_id}`
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePath {
+    /// `channel_id`.
+    pub channel: ChannelId,
+    /// `message_id`.
+    pub message: MessageId,
+}
+
+/// `/v1/users/{user_id}/channels/{channel_id}`
+#[derive(Debug, Clone, Copy)]
+pub struct UserChannelPath {
+    /// `user_id`.
+    pub user: UserId,
+    /// `channel_id`.
+    pub channel: ChannelId,
+}
+
+impl FromPathParams for UserPath {
+    fn from_params(params: &RawPathParams) -> Result<Self, Problem> {
+        Ok(Self {
+            user: path_id(params, "user_id")?,
+        })
+    }
+}
+
+impl FromPathParams for ChannelPath {
+    fn from_params(params: &RawPathParams) -> Result<Self, Problem> {
+        Ok(Self {
+            channel: path_id(params, "channel_id")?,
+        })
+    }
+}
+
+impl FromPathParams for MessagePath {
+    fn from_params(params: &RawPathParams) -> Result<Self, Problem> {
+        Ok(Self {
+            channel: path_id(params, "channel_id")?,
+            message: path_id(params, "message_id")?,
+        })
+    }
+}
+
+impl FromPathParams for UserChannelPath {
+    fn from_params(params: &RawPathParams) -> Result<Self, Problem> {
+        Ok(Self {
+            user: path_id(params, "user_id")?,
+            channel: path_id(params, "channel_id")?,
+        })
+    }
+}
+
+/// A query string parsed strictly: unknown or repeated parameters are a 400 naming
+/// them. `T` should hold `Option<String>` fields and parse values itself, so that
+/// each value error names its parameter.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+/// Parses a query string (without the `?`).
+///
+/// # Errors
+/// [`ProblemKind::InvalidInput`] naming the parameter.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    serde_urlencoded::from_str(query).map_err(|e| {
+        let (field, reason) = name_field(".", &e.to_string());
+        let field = if field == "body" {
+            "query".to_owned()
+        } else {
+            field
+        };
+        Problem::invalid(field, reason)
+    })
+}
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
+/// Parses a comma-separated id list (`1,2,3`; empty text is an empty list).
+///
+/// # Errors
+/// [`ProblemKind::InvalidInput`] naming `field` and quoting the bad element.
+pub fn parse_id_list<T: ApiId>(field: &str, text: &str) -> Result<Vec<T>, Problem> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|element| {
+            T::from_text(element).map_err(|_| {
+                let shown: String = element.chars().take(40).collect();
+                Problem::invalid(field, format!("`{shown}` is not an id: {}", id_reason()))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Method, Request as HttpRequest};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // fields are read through Debug in the tests
+    struct Sample {
+        message_id: BodyId<MessageId>,
+        #[serde(default)]
+        mentions: Vec<BodyId<UserId>>,
+        last_read_message_id: Option<BodyPosition>,
+    }
+
+    fn problem_of<T: std::fmt::Debug>(result: Result<T, Problem>) -> (Option<String>, String) {
+        let problem = result.expect_err("should be rejected");
+        assert_eq!(problem.kind, ProblemKind::InvalidInput);
+        (problem.field, problem.detail)
+    }
+
+    async fn call(router: Router, request: HttpRequest<Body>) -> (StatusCode, Value) {
+        let response = router.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("in-memory body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[test]
+    fn body_ids_accept_a_string_or_a_number() {
+        let sample: Sample =
+            parse_json(br#"{"message_id": "12", "mentions": [3, "4"], "last_read_message_id": 0}"#)
+                .expect("valid");
+
+        assert_eq!(sample.message_id.get().get(), 12);
+        assert_eq!(
+            sample
+                .mentions
+                .iter()
+                .map(|m| m.get().get())
+                .collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(sample.last_read_message_id, Some(BodyPosition(0)));
+    }
+
+    #[test]
+    fn a_bad_id_in_a_list_names_its_index() {
+        let (field, detail) = problem_of(parse_json::<Sample>(
+            br#"{"message_id": 1, "mentions": [3, 0]}"#,
+        ));
+
+        assert_eq!(field.as_deref(), Some("mentions[1]"));
+        assert_eq!(
+            detail,
+            "mentions[1]: must be an integer between 1 and 9223372036854775807"
+        );
+    }
+
+    #[test]
+    fn ids_out_of_range_negative_fractional_or_not_numeric_are_rejected() {
+        for bad in [
+            r#""0""#,
+            "0",
+            "-1",
+            "1.5",
+            r#""abc""#,
+            "9223372036854775808",
+            "18446744073709551616",
+            r#""""#,
+        ] {
+            let body = format!(r#"{{"message_id": {bad}}}"#);
+
+            let (field, _) = problem_of(parse_json::<Sample>(body.as_bytes()));
+
+            assert_eq!(field.as_deref(), Some("message_id"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let (field, detail) = problem_of(parse_json::<Sample>(b"{}"));
+
+        assert_eq!(field.as_deref(), Some("message_id"));
+        assert_eq!(detail, "message_id: required");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let (field, detail) =
+            problem_of(parse_json::<Sample>(br#"{"message_id": 1, "mention": []}"#));
+
+        assert_eq!(field.as_deref(), Some("mention"));
+        assert!(
+            detail.starts_with("mention: unknown field; expected one of"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn malformed_json_names_the_body() {
+        let (field, detail) = problem_of(parse_json::<Sample>(br#"{"message_id": "#));
+        assert_eq!(field.as_deref(), Some("body"));
+        assert!(detail.starts_with("body: malformed JSON"), "{detail}");
+
+        let (field, _) = problem_of(parse_json::<Sample>(br#"{"message_id": 1} x"#));
+        assert_eq!(field.as_deref(), Some("body"));
+    }
+
+    #[test]
+    fn read_positions_allow_zero_but_not_more_than_the_largest_id() {
+        let ok: Sample =
+            parse_json(br#"{"message_id": 1, "last_read_message_id": "9223372036854775807"}"#)
+                .expect("valid");
+        assert_eq!(ok.last_read_message_id, Some(BodyPosition(MAX_ID)));
+
+        let (field, detail) = problem_of(parse_json::<Sample>(
+            br#"{"message_id": 1, "last_read_message_id": 9223372036854775808}"#,
+        ));
+        assert_eq!(field.as_deref(), Some("last_read_message_id"));
+        assert_eq!(detail, format!("last_read_message_id: {POSITION_REASON}"));
+    }
+
+    #[test]
+    fn id_lists_parse_strictly() {
+        assert_eq!(
+            parse_id_list::<ChannelId>("channels", "1,2,3").map(|v| v.len()),
+            Ok(3)
+        );
+        assert_eq!(
+            parse_id_list::<ChannelId>("channels", "").map(|v| v.len()),
+            Ok(0)
+        );
+        for bad in ["1,,2", "1, 2", "x", "1,0", ",", "1,2,"] {
+            let (field, _) = problem_of(parse_id_list::<ChannelId>("channels", bad));
+            assert_eq!(field.as_deref(), Some("channels"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_strings_reject_unknown_and_repeated_parameters() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Q {
+            limit: Option<String>,
+        }
+
+        assert_eq!(
+            parse_query::<Q>("limit=5").map(|q| q.limit),
+            Ok(Some("5".to_owned()))
+        );
+        let (field, _) = problem_of(parse_query::<Q>("limt=5"));
+        assert_eq!(field.as_deref(), Some("limt"));
+        let (field, _) = problem_of(parse_query::<Q>("limit=5&limit=6"));
+        assert_eq!(field.as_deref(), Some("limit"));
+    }
+
+    fn path_router() -> Router {
+        Router::new().route(
+            "/v1/users/{user_id}/channels/{channel_id}",
+            get(|ApiPath(p): ApiPath<UserChannelPath>| async move {
+                format!("{}/{}", p.user, p.channel)
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn path_ids_are_parsed_and_errors_name_the_parameter() {
+        let request = |uri: &str| {
+            HttpRequest::get(uri)
+                .body(Body::empty())
+                .expect("valid request")
+        };
+
+        let ok = path_router()
+            .oneshot(request("/v1/users/1/channels/2"))
+            .await
+            .expect("infallible");
+        let (status, body) = call(path_router(), request("/v1/users/0/channels/2")).await;
+        let (_, body2) = call(path_router(), request("/v1/users/1/channels/abc")).await;
+
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({
+                "type": "https://readstate.dev/problems/invalid-input",
+                "title": "Invalid input",
+                "status": 400,
+                "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                "field": "user_id"
+            })
+        );
+        assert_eq!(body2["field"], "channel_id");
+    }
+
+    fn json_router() -> Router {
+        Router::new()
+            .route(
+                "/json",
+                post(|ApiJson(s): ApiJson<Sample>| async move { s.message_id.get().to_string() }),
+            )
+            .route(
+                "/optional",
+                post(|ApiJsonOrEmpty(s): ApiJsonOrEmpty<Sample>| async move {
+                    s.map_or_else(|| "none".to_owned(), |s| s.message_id.get().to_string())
+                        .into_response()
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64))
+    }
+
+    fn post_request(uri: &str, content_type: Option<&str>, body: &str) -> HttpRequest<Body> {
+        let mut builder = HttpRequest::builder().method(Method::POST).uri(uri);
+        if let Some(ct) = content_type {
+            builder = builder.header(CONTENT_TYPE, ct);
+        }
+        builder
+            .body(Body::from(body.to_owned()))
+            .expect("valid request")
+    }
+
+    #[tokio::test]
+    async fn json_bodies_need_a_json_content_type() {
+        let (status, body) = call(
+            json_router(),
+            post_request("/json", Some("text/plain"), r#"{"message_id":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            body["type"],
+            "https://readstate.dev/problems/unsupported-media-type"
+        );
+
+        let (status, _) = call(
+            json_router(),
+            post_request("/json", None, r#"{"message_id":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        let ok = json_router()
+            .oneshot(post_request(
+                "/json",
+                Some("application/json; charset=utf-8"),
+                r#"{"message_id":1}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_a_413_problem() {
+        let big = format!(
+            r#"{{"message_id": 1, "mentions": [{}1]}}"#,
+            "1,".repeat(100)
+        );
+
+        let (status, body) = call(
+            json_router(),
+            post_request("/json", Some("application/json"), &big),
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            body["type"],
+            "https://readstate.dev/problems/payload-too-large"
+        );
+        assert_eq!(body["status"], 413);
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_empty_without_a_content_type() {
+        let response = json_router()
+            .oneshot(post_request("/optional", None, ""))
+            .await
+            .expect("infallible");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("in-memory body")
+            .to_bytes();
+        assert_eq!(&bytes[..], b"none");
+
+        let (status, _) = call(
+            json_router(),
+            post_request("/optional", None, r#"{"message_id":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+}

@@ -1,0 +1,266 @@
+//! The HTTP/JSON transport: [`router`] builds the axum app (the `/v1` API, health,
+//! readiness, metrics, OpenAPI, docs and dashboard) with its layers: request metrics,
+//! body limit, request timeout and the in-flight limits. Handlers only parse, call the
+//! service and render; errors render through [`problem`].
+
+pub mod dto;
+pub mod extract;
+pub mod limits;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, histogram};
+
+use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+use crate::service::Service;
+pub use limits::InFlightLayer;
+pub use problem::{Problem, ProblemKind, problem_json};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The read-state service all routes call.
+    pub service: Arc<Service>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// False while starting or draining: `/readyz` answers 503. Written by the app
+    /// (set once serving, cleared when the drain starts), read by `/readyz`.
+    pub ready: Arc<AtomicBool>,
+    /// When the process started (uptime on the dashboard).
+    pub started: Instant,
+    /// The durability mode (`sync` or `async`), shown on `/metrics` and the dashboard.
+    pub durability: &'static str,
+}
+
+/// Limits of the HTTP layer (from the `http` and `limits` config sections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Above this many API requests in flight: a metric and a (rate-limited) warning.
+    pub soft_in_flight: usize,
+    /// At this many API requests in flight, new ones get 503 + `Retry-After` at once.
+    pub hard_in_flight: usize,
+    /// A request not answered within this gets 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+/// Builds the HTTP app: every route of the API plus `/healthz`, `/readyz`,
+/// `/metrics`, `/openapi.json`, `/docs` and `/`.
+///
+/// Layers, outermost first: request metrics (by route template), body limit (413),
+/// request timeout (503 `timeout`), then, on the `/v1` routes only, the in-flight
+/// limits (503 `overloaded` at the hard limit). Unknown routes get a 404 problem and
+/// known routes with another method a 405 problem (with `Allow`).
+pub fn router(state: HttpState, limits: HttpLimits) -> Router {
+    let api = routes::api()
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(InFlightLayer::new(
+            limits.soft_in_flight,
+            limits.hard_in_flight,
+        ));
+    let ops = routes::ops().method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .merge(api)
+        .merge(ops)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            enforce_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+/// Answers routes that do not exist.
+async fn not_found(method: Method, request: Request) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        format!("no route for {method} {}", request.uri().path()),
+    )
+}
+
+/// Answers known routes called with a method they do not take (axum adds `Allow`).
+async fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        format!("this route does not accept {method}"),
+    )
+}
+
+/// Answers 503 `timeout` when the inner service takes longer than `timeout`; the
+/// handler's future is dropped (writes are idempotent, so a retry is safe).
+async fn enforce_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::debug!(timeout_ms = timeout.as_millis(), "request timed out");
+            Problem::new(
+                ProblemKind::Timeout,
+                format!(
+                    "the request did not complete within {} ms; retry later",
+                    timeout.as_millis()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// A bounded label for the method.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// Records `readstate_http_requests_total{route,method,status}` and
+/// `readstate_http_request_duration_seconds{route,method}`, labelled by the route
+/// template (`/v1/users/{user_id}/summary`), never the raw path.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn call(
+        router: Router,
+        method: Method,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("valid request");
+        let response = router.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("in-memory body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The same fallbacks and timeout layer as [`router`], around stub routes (no service needed).
+    fn stub_router(timeout: Duration) -> Router {
+        Router::new()
+            .route(
+                "/v1/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            )
+            .route("/v1/fast", get(|| async { "ok" }))
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
+            .layer(middleware::from_fn(record_metrics))
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_get_a_404_problem() {
+        let (status, headers, body) = call(
+            stub_router(Duration::from_secs(5)),
+            Method::GET,
+            "/v2/nothing",
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "https://readstate.dev/problems/not-found",
+                "title": "Not found",
+                "status": 404,
+                "detail": "no route for GET /v2/nothing"
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_gets_a_405_problem_with_allow() {
+        let (status, headers, body) = call(
+            stub_router(Duration::from_secs(5)),
+            Method::POST,
+            "/v1/fast",
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body["type"],
+            "https://readstate.dev/problems/method-not-allowed"
+        );
+        assert!(
+            headers
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("GET"))
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_requests_get_a_503_timeout_problem() {
+        let (status, headers, body) = call(
+            stub_router(Duration::from_millis(50)),
+            Method::GET,
+            "/v1/slow",
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        assert_eq!(body["type"], "https://readstate.dev/problems/timeout");
+    }
+}

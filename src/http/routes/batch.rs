@@ -1,0 +1,485 @@
+//! `POST /v1/batch`: many writes in one request, applied in order, each with its own
+//! result. Ops are parsed one by one from JSON values, so a bad op fails alone with
+//! an error naming `ops[i].field` while the others still apply.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value};
+
+use crate::domain::{ChannelId, MessageId, Op, UserId};
+use crate::http::HttpState;
+use crate::http::dto::{BatchRequest, BatchResponse, BatchResult};
+use crate::http::extract::{ApiId, ApiJson, id_from_value, position_from_value};
+use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
+use crate::http::problem::{Problem, log_service_error};
+use crate::service::ServiceError;
+
+/// Every field a batch op may carry.
+pub const OP_FIELDS: [&str; 8] = [
+    "op",
+    "user_id",
+    "channel_id",
+    "message_id",
+    "author_id",
+    "mentions",
+    "last_read_message_id",
+    "at",
+];
+
+/// Every op name.
+pub const OP_NAMES: [&str; 8] = [
+    "message_created",
+    "message_deleted",
+    "join",
+    "ack",
+    "ack_all",
+    "unread",
+    "leave",
+    "delete_channel",
+];
+
+/// The fields (besides `op`) an op of `kind` takes.
+fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "message_created" => &["channel_id", "message_id", "author_id", "mentions"],
+        "message_deleted" => &["channel_id", "message_id"],
+        "join" => &["user_id", "channel_id", "last_read_message_id"],
+        "ack" => &["user_id", "channel_id", "message_id", "at"],
+        "ack_all" => &["user_id"],
+        "unread" => &["user_id", "channel_id", "message_id"],
+        "leave" => &["user_id", "channel_id"],
+        "delete_channel" => &["channel_id"],
+        _ => return None,
+    })
+}
+
+/// Reads the fields of one op, naming errors `ops[i].field`.
+struct OpFields<'a> {
+    prefix: String,
+    map: &'a Map<String, Value>,
+}
+
+impl OpFields<'_> {
+    fn name(&self, field: &str) -> String {
+        format!("{}.{field}", self.prefix)
+    }
+
+    /// The value of `field`, `None` when absent or null.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    fn optional_id<T: ApiId>(&self, field: &str) -> Result<Option<T>, ServiceError> {
+        self.get(field)
+            .map(|v| {
+                id_from_value(v).map_err(|reason| ServiceError::invalid(self.name(field), reason))
+            })
+            .transpose()
+    }
+
+    fn id<T: ApiId>(&self, field: &str) -> Result<T, ServiceError> {
+        self.optional_id(field)?
+            .ok_or_else(|| ServiceError::invalid(self.name(field), "required"))
+    }
+
+    fn user(&self) -> Result<UserId, ServiceError> {
+        self.id("user_id")
+    }
+
+    fn channel(&self) -> Result<ChannelId, ServiceError> {
+        self.id("channel_id")
+    }
+
+    fn message(&self) -> Result<MessageId, ServiceError> {
+        self.id("message_id")
+    }
+
+    fn mentions(&self, max_mentions: usize) -> Result<Vec<UserId>, ServiceError> {
+        let Some(value) = self.get("mentions") else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = value else {
+            return Err(ServiceError::invalid(
+                self.name("mentions"),
+                "must be an array of user ids",
+            ));
+        };
+        if items.len() > max_mentions {
+            return Err(ServiceError::invalid(
+                self.name("mentions"),
+                format!("at most {max_mentions} users"),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                id_from_value(v).map_err(|reason| {
+                    ServiceError::invalid(self.name(&format!("mentions[{i}]")), reason)
+                })
+            })
+            .collect()
+    }
+
+    fn position(&self) -> Result<Option<u64>, ServiceError> {
+        self.get("last_read_message_id")
+            .map(|v| {
+                position_from_value(v).map_err(|reason| {
+                    ServiceError::invalid(self.name("last_read_message_id"), reason)
+                })
+            })
+            .transpose()
+    }
+
+    fn at(&self) -> Result<Option<u64>, ServiceError> {
+        self.get("at")
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    ServiceError::invalid(
+                        self.name("at"),
+                        "must be a non-negative integer (ms since the Unix epoch)",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses op number `index` of a batch.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `ops[index]` or `ops[index].field`: not an object,
+/// missing or unknown `op`, an unknown field, a field that does not apply to the op,
+/// a missing or invalid id, too many mentions.
+pub fn parse_op(index: usize, value: &Value, max_mentions: usize) -> Result<Op, ServiceError> {
+    let prefix = format!("ops[{index}]");
+    let Value::Object(map) = value else {
+        return Err(ServiceError::invalid(prefix, "must be an object"));
+    };
+    let fields = OpFields { prefix, map };
+    if let Some(unknown) = map.keys().find(|k| !OP_FIELDS.contains(&k.as_str())) {
+        return Err(ServiceError::invalid(
+            fields.name(unknown),
+            format!("unknown field; expected one of {}", OP_FIELDS.join(", ")),
+        ));
+    }
+    let kind = match fields.get("op") {
+        None => return Err(ServiceError::invalid(fields.name("op"), "required")),
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => {
+            return Err(ServiceError::invalid(
+                fields.name("op"),
+                format!("must be one of {}", OP_NAMES.join(", ")),
+            ));
+        }
+    };
+    let Some(allowed) = fields_of(kind) else {
+        return Err(ServiceError::invalid(
+            fields.name("op"),
+            format!("must be one of {}", OP_NAMES.join(", ")),
+        ));
+    };
+    if let Some((extra, _)) = map
+        .iter()
+        .find(|(k, v)| k.as_str() != "op" && !v.is_null() && !allowed.contains(&k.as_str()))
+    {
+        return Err(ServiceError::invalid(
+            fields.name(extra),
+            format!("not allowed for op {kind}"),
+        ));
+    }
+    Ok(match kind {
+        "message_created" => Op::MessageCreated {
+            channel: fields.channel()?,
+            message: fields.message()?,
+            author: fields.optional_id("author_id")?,
+            mentions: fields.mentions(max_mentions)?,
+        },
+        "message_deleted" => Op::MessageDeleted {
+            channel: fields.channel()?,
+            message: fields.message()?,
+        },
+        "join" => Op::Join {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            read: fields.position()?,
+        },
+        "ack" => Op::Ack {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            message: fields.message()?,
+            at: fields.at()?,
+        },
+        "ack_all" => Op::AckAll {
+            user: fields.user()?,
+        },
+        "unread" => Op::Unread {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            message: fields.message()?,
+        },
+        "leave" => Op::Leave {
+            user: fields.user()?,
+            channel: fields.channel()?,
+        },
+        // `fields_of` accepted the name, so it is `delete_channel`.
+        _ => Op::DeleteChannel {
+            channel: fields.channel()?,
+        },
+    })
+}
+
+/// Batch of writes.
+///
+/// Applies many write operations in order, each with its own result. A bad op fails
+/// alone (`ok: false`, with the problem naming `ops[i].field`) and the others still
+/// apply; a body that is not a batch at all is a 400.
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    tag = "batch",
+    request_body(content = BatchRequest, example = json!({"ops": [
+        {"op": "message_created", "channel_id": "10", "message_id": "500", "author_id": "1", "mentions": ["2"]},
+        {"op": "ack", "user_id": "2", "channel_id": "10", "message_id": "500"}
+    ]})),
+    responses(
+        (status = 200, description = "One result per op, in order", body = BatchResponse,
+            example = json!({"results": [{"ok": true}, {"ok": false, "error": {
+                "type": "https://readstate.dev/problems/invalid-input", "title": "Invalid input", "status": 400,
+                "detail": "ops[1].channel_id: required", "field": "ops[1].channel_id"}}]})),
+        InvalidInputResponse,
+        BodyResponses,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(ops = body.ops.len()))]
+pub async fn post_batch(
+    State(state): State<HttpState>,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, Problem> {
+    let limits = state.service.limits();
+    if body.ops.len() > limits.max_batch_ops {
+        return Err(Problem::invalid(
+            "ops",
+            format!("at most {} ops", limits.max_batch_ops),
+        ));
+    }
+    let ops = body
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_op(i, v, limits.max_mentions))
+        .collect();
+    let results = state.service.execute_batch(ops).await;
+    // Log a storage failure once per batch, not once per op.
+    if let Some(e) = results.iter().find_map(|r| {
+        r.as_ref()
+            .err()
+            .filter(|e| !matches!(e, ServiceError::Invalid { .. }))
+    }) {
+        log_service_error(e);
+    }
+    let results = results
+        .iter()
+        .map(|r| match r {
+            Ok(()) => BatchResult {
+                ok: true,
+                error: None,
+            },
+            Err(e) => BatchResult {
+                ok: false,
+                error: Some(Problem::from_service_error(e).body()),
+            },
+        })
+        .collect();
+    Ok(Json(BatchResponse { results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id<T: ApiId>(raw: u64) -> T {
+        T::from_u64(raw).expect("a valid id")
+    }
+
+    fn parse(value: Value) -> Result<Op, ServiceError> {
+        parse_op(3, &value, 2)
+    }
+
+    fn field_of(result: Result<Op, ServiceError>) -> (String, String) {
+        match result {
+            Err(ServiceError::Invalid { field, reason }) => (field, reason),
+            other => panic!("expected an invalid-input error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_op_kind_parses_with_ids_as_strings_or_numbers() {
+        let cases = [
+            (
+                json!({"op": "message_created", "channel_id": "10", "message_id": 500, "author_id": 1, "mentions": ["2", 3]}),
+                Op::MessageCreated {
+                    channel: id(10),
+                    message: id(500),
+                    author: Some(id(1)),
+                    mentions: vec![id(2), id(3)],
+                },
+            ),
+            (
+                json!({"op": "message_created", "channel_id": 10, "message_id": 500}),
+                Op::MessageCreated {
+                    channel: id(10),
+                    message: id(500),
+                    author: None,
+                    mentions: vec![],
+                },
+            ),
+            (
+                json!({"op": "message_deleted", "channel_id": 10, "message_id": "7"}),
+                Op::MessageDeleted {
+                    channel: id(10),
+                    message: id(7),
+                },
+            ),
+            (
+                json!({"op": "join", "user_id": 1, "channel_id": 2}),
+                Op::Join {
+                    user: id(1),
+                    channel: id(2),
+                    read: None,
+                },
+            ),
+            (
+                json!({"op": "join", "user_id": 1, "channel_id": 2, "last_read_message_id": "0"}),
+                Op::Join {
+                    user: id(1),
+                    channel: id(2),
+                    read: Some(0),
+                },
+            ),
+            (
+                json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "at": 1700000000000_u64}),
+                Op::Ack {
+                    user: id(1),
+                    channel: id(2),
+                    message: id(3),
+                    at: Some(1_700_000_000_000),
+                },
+            ),
+            (
+                json!({"op": "ack_all", "user_id": "1"}),
+                Op::AckAll { user: id(1) },
+            ),
+            (
+                json!({"op": "unread", "user_id": 1, "channel_id": 2, "message_id": 3}),
+                Op::Unread {
+                    user: id(1),
+                    channel: id(2),
+                    message: id(3),
+                },
+            ),
+            (
+                json!({"op": "leave", "user_id": 1, "channel_id": 2}),
+                Op::Leave {
+                    user: id(1),
+                    channel: id(2),
+                },
+            ),
+            (
+                json!({"op": "delete_channel", "channel_id": 2, "user_id": null}),
+                Op::DeleteChannel { channel: id(2) },
+            ),
+        ];
+
+        for (value, expected) in cases {
+            assert_eq!(parse(value.clone()).expect("valid op"), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_missing_id_names_the_field_with_the_op_index() {
+        let (field, reason) = field_of(parse(json!({"op": "ack", "user_id": 1, "message_id": 3})));
+
+        assert_eq!(field, "ops[3].channel_id");
+        assert_eq!(reason, "required");
+    }
+
+    #[test]
+    fn an_invalid_id_names_the_field_and_the_range() {
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": "0", "channel_id": 2}),
+        ));
+
+        assert_eq!(field, "ops[3].user_id");
+        assert_eq!(
+            reason,
+            "must be an integer between 1 and 9223372036854775807"
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_op_names_are_rejected() {
+        assert_eq!(
+            field_of(parse(json!({"op": "explode", "channel_id": 1}))).0,
+            "ops[3].op"
+        );
+        assert_eq!(
+            field_of(parse(json!({"channel_id": 1}))),
+            ("ops[3].op".to_owned(), "required".to_owned())
+        );
+        assert_eq!(field_of(parse(json!({"op": 5}))).0, "ops[3].op");
+    }
+
+    #[test]
+    fn unknown_fields_and_fields_of_other_ops_are_rejected() {
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": 1, "channel_id": 2, "colour": "red"}),
+        ));
+        assert_eq!(field, "ops[3].colour");
+        assert!(reason.starts_with("unknown field"), "{reason}");
+
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": 1, "channel_id": 2, "message_id": 3}),
+        ));
+        assert_eq!(field, "ops[3].message_id");
+        assert_eq!(reason, "not allowed for op leave");
+    }
+
+    #[test]
+    fn non_objects_bad_mentions_and_bad_timestamps_are_rejected() {
+        assert_eq!(field_of(parse(json!([1, 2]))).0, "ops[3]");
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": [1, 2, 3]})
+            )),
+            ("ops[3].mentions".to_owned(), "at most 2 users".to_owned())
+        );
+        assert_eq!(
+            field_of(parse(json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": [1, "x"]}))).0,
+            "ops[3].mentions[1]"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": "1"})
+            ))
+            .0,
+            "ops[3].mentions"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "at": -1})
+            ))
+            .0,
+            "ops[3].at"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "join", "user_id": 1, "channel_id": 2, "last_read_message_id": -1})
+            ))
+            .0,
+            "ops[3].last_read_message_id"
+        );
+    }
+}

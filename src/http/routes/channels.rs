@@ -1,0 +1,184 @@
+//! Channel routes: message created and deleted, channel deleted, read receipts.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::domain::{Op, UserId};
+use crate::http::HttpState;
+use crate::http::dto::{CreateMessageRequest, ReadersBody};
+use crate::http::extract::{ApiId, ApiJson, ApiPath, ApiQuery, ChannelPath, MessagePath};
+use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
+use crate::http::problem::Problem;
+
+/// Page size of `readers` when `limit` is absent (lowered to `max_page` if that is smaller).
+pub const DEFAULT_READERS_LIMIT: u32 = 100;
+
+/// Message created.
+///
+/// The channel learns the message, the author's read position moves to it (you have
+/// read what you wrote) and each mentioned user other than the author gets the mention.
+/// Idempotent and order-insensitive.
+#[utoipa::path(
+    post,
+    path = "/v1/channels/{channel_id}/messages",
+    tag = "channels",
+    params(("channel_id" = String, Path, description = "Channel id (1..=2^63-1)")),
+    request_body = CreateMessageRequest,
+    responses(
+        (status = 204, description = "Applied (idempotent: a repeat changes nothing)"),
+        InvalidInputResponse,
+        BodyResponses,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel, message_id = %body.message_id.get()))]
+pub async fn create_message(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<ChannelPath>,
+    ApiJson(body): ApiJson<CreateMessageRequest>,
+) -> Result<StatusCode, Problem> {
+    let op = Op::MessageCreated {
+        channel: path.channel,
+        message: body.message_id.get(),
+        author: body.author_id.map(|a| a.get()),
+        mentions: body
+            .mentions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.get())
+            .collect(),
+    };
+    state.service.execute(&op).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Message deleted.
+///
+/// The message stops counting as unread and as a mention everywhere. The deletion is
+/// remembered, so a late create does not bring the message back.
+#[utoipa::path(
+    delete,
+    path = "/v1/channels/{channel_id}/messages/{message_id}",
+    tag = "channels",
+    params(
+        ("channel_id" = String, Path, description = "Channel id (1..=2^63-1)"),
+        ("message_id" = String, Path, description = "Message id (1..=2^63-1)"),
+    ),
+    responses(
+        (status = 204, description = "Applied (idempotent)"),
+        InvalidInputResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel, message_id = %path.message))]
+pub async fn delete_message(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<MessagePath>,
+) -> Result<StatusCode, Problem> {
+    state
+        .service
+        .execute(&Op::MessageDeleted {
+            channel: path.channel,
+            message: path.message,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a channel.
+///
+/// Removes the channel and every read state in it. A message arriving afterwards
+/// starts the channel afresh.
+#[utoipa::path(
+    delete,
+    path = "/v1/channels/{channel_id}",
+    tag = "channels",
+    params(("channel_id" = String, Path, description = "Channel id (1..=2^63-1)")),
+    responses(
+        (status = 204, description = "Deleted (idempotent)"),
+        InvalidInputResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel))]
+pub async fn delete_channel(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<ChannelPath>,
+) -> Result<StatusCode, Problem> {
+    state
+        .service
+        .execute(&Op::DeleteChannel {
+            channel: path.channel,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `readers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadersQuery {
+    /// Page size.
+    pub limit: Option<String>,
+    /// Cursor: the `next` of the previous page (a user id).
+    pub after: Option<String>,
+}
+
+/// Read receipts.
+///
+/// The users whose read position is at or past the message, sorted by user id, one
+/// page at a time: pass `next` as `after` to get the following page.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel_id}/messages/{message_id}/readers",
+    tag = "channels",
+    params(
+        ("channel_id" = String, Path, description = "Channel id (1..=2^63-1)"),
+        ("message_id" = String, Path, description = "Message id (1..=2^63-1)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1..=limits.max_page (default 100)"),
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = ReadersBody),
+        InvalidInputResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel, message_id = %path.message))]
+pub async fn get_readers(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<MessagePath>,
+    ApiQuery(query): ApiQuery<ReadersQuery>,
+) -> Result<Json<ReadersBody>, Problem> {
+    let max_page = state.service.limits().max_page;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_READERS_LIMIT.min(max_page),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=max_page).contains(l))
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "limit",
+                    format!("must be an integer between 1 and {max_page}"),
+                )
+            })?,
+    };
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => Some(
+            UserId::from_text(text)
+                .map_err(|_| Problem::invalid("after", crate::http::extract::id_reason()))?,
+        ),
+    };
+    let (readers, next) = state
+        .service
+        .readers(path.channel, path.message, after, limit)
+        .await?;
+    Ok(Json(ReadersBody {
+        readers: readers.into_iter().map(|u| u.to_string()).collect(),
+        next: next.map(|u| u.to_string()),
+    }))
+}

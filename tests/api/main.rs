@@ -1,0 +1,23 @@
+//! Black-box API tests: the real `App` on port 0 with a fresh SQLite file per test,
+//! talked to over the wire only (STYLE.md §9).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod ack_all;
+mod acks;
+mod batch;
+mod channels;
+mod durability_modes;
+mod errors;
+mod ids;
+mod join_leave;
+mod limits;
+mod memory_budget;
+mod messages;
+mod ops_endpoints;
+mod read_states;
+mod readers;
+mod summaries;
+mod unread;
+mod walkthrough;
