@@ -29,10 +29,19 @@ fn rss() -> u64 {
 }
 
 fn main() {
-    let counts: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("a read-state count")).collect();
-    let counts = if counts.is_empty() { vec![1_000_000] } else { counts };
+    let counts: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a read-state count"))
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![1_000_000]
+    } else {
+        counts
+    };
     let caps = Caps::default();
-    println!("| read states | users | channels | cache-counted B/state | allocated B/state | RSS delta B/state |");
+    println!(
+        "| read states | users | channels | cache-counted B/state | allocated B/state | RSS delta B/state |"
+    );
     println!("|---|---|---|---|---|---|");
     for states in counts {
         let rss0 = rss();
@@ -54,14 +63,22 @@ fn main() {
             let mut s = UserStates::new();
             while s.len() < 10 {
                 let c = rng.next() % channels + 1;
-                s.merge_read(c, ReadPos { epoch: 0, pos: c * 1_000 + rng.next() % 20 });
+                s.merge_read(
+                    c,
+                    ReadPos {
+                        epoch: 0,
+                        pos: c * 1_000 + rng.next() % 20,
+                    },
+                );
             }
             let mut shard = cache.lock(cache.user_shard(u));
             assert!(matches!(shard.lookup_user(u), Lookup::Miss));
             shard.finish_user_load(u, s);
         }
         let stats = cache.stats();
-        let alloc = readstate::metrics::allocated_bytes().unwrap_or(0).saturating_sub(alloc0);
+        let alloc = readstate::metrics::allocated_bytes()
+            .unwrap_or(0)
+            .saturating_sub(alloc0);
         let rss_delta = rss().saturating_sub(rss0);
         let per = |b: u64| b as f64 / stats.read_states as f64;
         println!(

@@ -56,7 +56,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn caps(settings: &Settings) -> Caps {
-    Caps { unread: settings.state.unread_cap, mention: settings.state.mention_cap }
+    Caps {
+        unread: settings.state.unread_cap,
+        mention: settings.state.mention_cap,
+    }
 }
 
 impl App {
@@ -67,7 +70,9 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let started = Instant::now();
         let store = open_store(&settings).await?;
-        let handle = crate::metrics::install().map_err(anyhow::Error::msg).context("while installing metrics")?;
+        let handle = crate::metrics::install()
+            .map_err(anyhow::Error::msg)
+            .context("while installing metrics")?;
         let cache = Arc::new(Cache::new(settings.cache.max_bytes.get()));
         let tracker = TaskTracker::new();
         let writer_cancel = CancellationToken::new();
@@ -121,7 +126,9 @@ impl App {
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("while binding http.addr {}", settings.http.addr))?;
-        let http_addr = listener.local_addr().context("while reading the bound address")?;
+        let http_addr = listener
+            .local_addr()
+            .context("while reading the bound address")?;
         // Histogram buffers of the exporter only drain on upkeep.
         let upkeep_cancel = writer_cancel.clone();
         tracker.spawn(async move {
@@ -134,7 +141,16 @@ impl App {
             }
         });
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "built");
-        Ok(Self { settings, listener, http_addr, router, service, ready, tracker, writer_cancel })
+        Ok(Self {
+            settings,
+            listener,
+            http_addr,
+            router,
+            service,
+            ready,
+            tracker,
+            writer_cancel,
+        })
     }
 
     /// The address the HTTP listener is bound to.
@@ -154,11 +170,23 @@ impl App {
     /// # Errors
     /// When the drain does not finish within the grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { settings, listener, http_addr, router, service, ready, tracker, writer_cancel } = self;
+        let Self {
+            settings,
+            listener,
+            http_addr,
+            router,
+            service,
+            ready,
+            tracker,
+            writer_cancel,
+        } = self;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // Without a timer hyper's header-read timeout is inert and a client that never
         // finishes its request head holds the connection forever (slowloris).
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.http.header_read_timeout());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.http.header_read_timeout());
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         ready.store(true, Ordering::SeqCst);
@@ -185,7 +213,9 @@ impl App {
             };
             let _ = stream.set_nodelay(true);
             let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -206,7 +236,10 @@ impl App {
             service.store().close().await;
         };
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
-            tracing::warn!(grace_ms = settings.shutdown.grace_period_ms, "shutdown did not finish within the grace period");
+            tracing::warn!(
+                grace_ms = settings.shutdown.grace_period_ms,
+                "shutdown did not finish within the grace period"
+            );
             anyhow::bail!("shutdown did not finish within shutdown.grace_period_ms");
         }
         tracing::info!("stopped");
@@ -217,7 +250,9 @@ impl App {
 /// Hides a password in a URL for logs.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -230,15 +265,16 @@ pub fn shutdown_on_signals() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    cancel.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
                 _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),

@@ -127,7 +127,7 @@ pub struct StorageSettings {
     pub flush_interval_ms: u64,
     /// Most operations committed in one transaction.
     pub max_batch: usize,
-    /// Most applied-but-unflushed operations before writers wait.
+    /// Most queued, uncommitted storage writes; beyond it writes answer 503 (back pressure).
     pub max_unflushed: usize,
     /// Longest wait for a commit before the request fails, in milliseconds.
     pub commit_timeout_ms: u64,
@@ -189,7 +189,7 @@ impl Default for CacheSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSettings {
-    /// In-flight requests above which low-priority work is shed.
+    /// In-flight requests above which a warning is logged and a counter raised.
     pub soft_in_flight: usize,
     /// In-flight requests above which every request is shed.
     pub hard_in_flight: usize,

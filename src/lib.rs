@@ -4,12 +4,12 @@
 //! - [`cache`]: the memory-budgeted cache of users and channels.
 //! - [`store`]: durable storage (SQLite) behind the `Store` trait.
 
-pub mod domain;
 pub mod cache;
-pub mod store;
 pub mod commit;
+pub mod domain;
 pub mod metrics;
 pub mod service;
+pub mod store;
 
 /// Renders an error with its whole cause chain (`a: b: c`), for logs.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -22,8 +22,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+pub mod app;
 pub mod cli;
 pub mod config;
-pub mod telemetry;
 pub mod http;
-pub mod app;
+pub mod telemetry;

@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("readstate: cannot start the runtime: {e}");
@@ -48,7 +51,10 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve(args) => {
-            telemetry::init(args.log_format.unwrap_or(settings.log.format), &settings.log.filter);
+            telemetry::init(
+                args.log_format.unwrap_or(settings.log.format),
+                &settings.log.filter,
+            );
             runtime.block_on(async {
                 let shutdown = app::shutdown_on_signals();
                 let app = app::App::build(settings).await?;

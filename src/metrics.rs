@@ -29,21 +29,31 @@ pub const STORAGE_ERRORS: &str = "readstate_storage_errors_total";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
 
 /// Installs the global recorder (once per process; later calls reuse the first).
 ///
 /// # Errors
 /// When another recorder was installed by someone else.
 pub fn install() -> Result<PrometheusHandle, String> {
-    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> = std::sync::OnceLock::new();
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("readstate_commit_batch".into()), SIZE_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Prefix("readstate_commit_batch".into()),
+                        SIZE_BUCKETS,
+                    )
+                })
                 .map_err(|e| e.to_string())?;
             let handle = builder.install_recorder().map_err(|e| e.to_string())?;
             describe();
@@ -53,27 +63,69 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status");
-    describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency by route template");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route template"
+    );
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being handled now");
-    describe_counter!(HTTP_SOFT_LIMIT, "Requests that arrived above the soft in-flight limit");
-    describe_counter!(HTTP_SHED, "Requests refused with 503 at the hard in-flight limit");
-    describe_gauge!(CACHE_BYTES, metrics::Unit::Bytes, "Bytes held by the cache, all overhead included");
-    describe_gauge!(CACHE_BUDGET, metrics::Unit::Bytes, "The cache's byte budget (cache.max_bytes)");
+    describe_counter!(
+        HTTP_SOFT_LIMIT,
+        "Requests that arrived above the soft in-flight limit"
+    );
+    describe_counter!(
+        HTTP_SHED,
+        "Requests refused with 503 at the hard in-flight limit"
+    );
+    describe_gauge!(
+        CACHE_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes held by the cache, all overhead included"
+    );
+    describe_gauge!(
+        CACHE_BUDGET,
+        metrics::Unit::Bytes,
+        "The cache's byte budget (cache.max_bytes)"
+    );
     describe_gauge!(CACHE_USERS, "Users cached");
     describe_gauge!(CACHE_READ_STATES, "Read states cached");
     describe_gauge!(CACHE_CHANNELS, "Channels cached");
     describe_gauge!(CACHE_DIRTY, "Cache entries with writes not yet committed");
-    describe_counter!(CACHE_EVICTIONS, "Cache entries evicted to stay within the budget");
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Cache entries evicted to stay within the budget"
+    );
     describe_counter!(CACHE_LOADS, "Cache misses loaded from storage, by kind");
     describe_histogram!(COMMIT_BATCH_ENTRIES, "Queued entries per group commit");
     describe_histogram!(COMMIT_BATCH_WRITES, "Storage writes per group commit");
-    describe_histogram!(COMMIT_DURATION, metrics::Unit::Seconds, "Group commit latency (one transaction)");
+    describe_histogram!(
+        COMMIT_DURATION,
+        metrics::Unit::Seconds,
+        "Group commit latency (one transaction)"
+    );
     describe_gauge!(COMMIT_QUEUE, "Entries waiting for the commit writer");
-    describe_counter!(COMMIT_BACKPRESSURE, "Writes refused because the commit queue was full");
-    describe_counter!(STORAGE_ERRORS, "Storage operations that failed, by operation");
-    describe_gauge!(PROCESS_RSS, metrics::Unit::Bytes, "Resident set size of the process");
-    describe_gauge!(ALLOCATED, metrics::Unit::Bytes, "Bytes allocated through the allocator (jemalloc)");
+    describe_counter!(
+        COMMIT_BACKPRESSURE,
+        "Writes refused because the commit queue was full"
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Storage operations that failed, by operation"
+    );
+    describe_gauge!(
+        PROCESS_RSS,
+        metrics::Unit::Bytes,
+        "Resident set size of the process"
+    );
+    describe_gauge!(
+        ALLOCATED,
+        metrics::Unit::Bytes,
+        "Bytes allocated through the allocator (jemalloc)"
+    );
 }
 
 /// A group commit finished.
@@ -127,5 +179,7 @@ pub fn resident_bytes() -> Option<u64> {
 /// Bytes allocated through jemalloc (refreshes its statistics epoch first).
 pub fn allocated_bytes() -> Option<u64> {
     tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|b| b as u64)
+    tikv_jemalloc_ctl::stats::allocated::read()
+        .ok()
+        .map(|b| b as u64)
 }

@@ -18,8 +18,8 @@ use crate::cache::{Cache, Lookup, SHARDS};
 use crate::commit::{CommitError, Committer, Entry, Key, Reserved};
 use crate::config::Durability;
 use crate::domain::{
-    Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef, Summary,
-    UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
+    Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef,
+    Summary, UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
 };
 use crate::store::{Store, StoreError, Write};
 
@@ -57,7 +57,10 @@ pub enum ServiceError {
 impl ServiceError {
     /// An invalid-input error for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ServiceError::Invalid { field: field.into(), reason: reason.into() }
+        ServiceError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -65,7 +68,10 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         crate::metrics::storage_error("load");
         tracing::warn!(error = %crate::error_chain(&e), "storage read failed");
-        ServiceError::Unavailable { reason: "storage unavailable", source: Some(e) }
+        ServiceError::Unavailable {
+            reason: "storage unavailable",
+            source: Some(e),
+        }
     }
 }
 
@@ -73,8 +79,14 @@ impl From<CommitError> for ServiceError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::QueueFull => ServiceError::Overloaded,
-            CommitError::Failed => ServiceError::Unavailable { reason: "storage commit failed; the write may or may not have been applied", source: None },
-            CommitError::Stopped => ServiceError::Unavailable { reason: "shutting down", source: None },
+            CommitError::Failed => ServiceError::Unavailable {
+                reason: "storage commit failed; the write may or may not have been applied",
+                source: None,
+            },
+            CommitError::Stopped => ServiceError::Unavailable {
+                reason: "shutting down",
+                source: None,
+            },
         }
     }
 }
@@ -88,7 +100,11 @@ struct OwnedState {
 
 impl OwnedState {
     fn as_ref(&self) -> StateRef<'_> {
-        StateRef { channel: self.channel, read: self.read, mentions: &self.mentions }
+        StateRef {
+            channel: self.channel,
+            read: self.read,
+            mentions: &self.mentions,
+        }
     }
 }
 
@@ -114,7 +130,9 @@ pub struct Service {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Service {
@@ -168,7 +186,10 @@ impl Service {
         if let Op::MessageCreated { mentions, .. } = op
             && mentions.len() > self.limits.max_mentions
         {
-            return Err(ServiceError::invalid("mentions", format!("at most {} users", self.limits.max_mentions)));
+            return Err(ServiceError::invalid(
+                "mentions",
+                format!("at most {} users", self.limits.max_mentions),
+            ));
         }
         Ok(())
     }
@@ -185,7 +206,10 @@ impl Service {
 
     /// Applies many write operations in order, each with its own outcome, then waits
     /// once for all of them to be durable (`sync` mode).
-    pub async fn execute_batch(&self, ops: Vec<Result<Op, ServiceError>>) -> Vec<Result<(), ServiceError>> {
+    pub async fn execute_batch(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> Vec<Result<(), ServiceError>> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let result = match op {
@@ -204,7 +228,10 @@ impl Service {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(match &e {
                     ServiceError::Overloaded => ServiceError::Overloaded,
-                    _ => ServiceError::Unavailable { reason: "storage commit failed; the write may or may not have been applied", source: None },
+                    _ => ServiceError::Unavailable {
+                        reason: "storage commit failed; the write may or may not have been applied",
+                        source: None,
+                    },
                 });
             }
             tracing::debug!(%reason, "batch commit failed");
@@ -218,7 +245,10 @@ impl Service {
         }
         match tokio::time::timeout(self.commit_timeout, self.committer.flush()).await {
             Ok(result) => result.map_err(ServiceError::from),
-            Err(_) => Err(ServiceError::Unavailable { reason: "storage commit timed out; the write may or may not have been applied", source: None }),
+            Err(_) => Err(ServiceError::Unavailable {
+                reason: "storage commit timed out; the write may or may not have been applied",
+                source: None,
+            }),
         }
     }
 
@@ -227,7 +257,9 @@ impl Service {
             return self.delete_channel(channel.get());
         }
         let (channel, users) = expand(op);
-        let mut reserved = self.committer.reserve(usize::from(channel.is_some()) + users.len())?;
+        let mut reserved = self
+            .committer
+            .reserve(usize::from(channel.is_some()) + users.len())?;
         if let Some(effect) = channel {
             self.apply_channel(effect, &mut reserved).await?;
         }
@@ -238,20 +270,31 @@ impl Service {
         Ok(())
     }
 
-    async fn apply_channel(&self, effect: ChannelEffect, reserved: &mut Reserved<'_>) -> Result<(), ServiceError> {
-        let (channel, message, deleted) = (effect.channel.get(), effect.message.get(), effect.deleted);
+    async fn apply_channel(
+        &self,
+        effect: ChannelEffect,
+        reserved: &mut Reserved<'_>,
+    ) -> Result<(), ServiceError> {
+        let (channel, message, deleted) =
+            (effect.channel.get(), effect.message.get(), effect.deleted);
         let window = self.caps.channel_window();
         for _ in 0..MAX_ATTEMPTS {
             self.ensure_channels(&[channel]).await?;
             let mut shard = self.cache.lock(self.cache.channel_shard(channel));
-            let Some(changed) = shard.update_channel(channel, |w| w.observe(message, deleted, window)) else {
+            let Some(changed) =
+                shard.update_channel(channel, |w| w.observe(message, deleted, window))
+            else {
                 continue;
             };
             if changed {
                 shard.channels.add_pending(channel);
                 reserved.send(Entry {
                     keys: vec![Key::Channel(channel)],
-                    writes: vec![Write::Message { channel, message, deleted }],
+                    writes: vec![Write::Message {
+                        channel,
+                        message,
+                        deleted,
+                    }],
                     reply: None,
                 });
             }
@@ -260,11 +303,20 @@ impl Service {
         Err(thrashing())
     }
 
-    async fn apply_user(&self, effect: UserEffect, reserved: &mut Reserved<'_>, now: u64) -> Result<(), ServiceError> {
+    async fn apply_user(
+        &self,
+        effect: UserEffect,
+        reserved: &mut Reserved<'_>,
+        now: u64,
+    ) -> Result<(), ServiceError> {
         let user = effect.user().get();
         // Heads of the channels the effect needs, read before taking the user's lock.
         let heads: HashMap<u64, u64> = match effect {
-            UserEffect::Join { channel, read: None, .. } => self.heads(&[channel.get()]).await?,
+            UserEffect::Join {
+                channel,
+                read: None,
+                ..
+            } => self.heads(&[channel.get()]).await?,
             UserEffect::AckAll { .. } => {
                 let channels = self.user_channels(user).await?;
                 self.heads(&channels).await?
@@ -276,15 +328,19 @@ impl Service {
             self.ensure_user(user).await?;
             let mut shard = self.cache.lock(self.cache.user_shard(user));
             let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
-            let Some(changes) =
-                shard.update_user(user, |states| apply_user_effect(states, &effect, head_of, now, mention_window))
-            else {
+            let Some(changes) = shard.update_user(user, |states| {
+                apply_user_effect(states, &effect, head_of, now, mention_window)
+            }) else {
                 continue;
             };
             if !changes.is_empty() {
                 shard.users.add_pending(user);
                 let writes = changes.iter().map(|c| user_write(user, *c)).collect();
-                reserved.send(Entry { keys: vec![Key::User(user)], writes, reply: None });
+                reserved.send(Entry {
+                    keys: vec![Key::User(user)],
+                    writes,
+                    reply: None,
+                });
             }
             return Ok(());
         }
@@ -302,12 +358,19 @@ impl Service {
         shards[ci].channels.add_pending(channel);
         let mut keys = vec![Key::Channel(channel)];
         for shard in shards.iter_mut() {
-            for user in shard.users.update_all(|states| states.remove(channel).is_yes()) {
+            for user in shard
+                .users
+                .update_all(|states| states.remove(channel).is_yes())
+            {
                 shard.users.add_pending(user);
                 keys.push(Key::User(user));
             }
         }
-        reserved.send(Entry { keys, writes: vec![Write::DeleteChannel { channel }], reply: None });
+        reserved.send(Entry {
+            keys,
+            writes: vec![Write::DeleteChannel { channel }],
+            reply: None,
+        });
         Ok(())
     }
 
@@ -345,7 +408,10 @@ impl Service {
                 self.committer.flush().await?;
             }
             let epoch = self.delete_epoch.load(Ordering::SeqCst);
-            let states = self.store.load_user(user, self.caps.mention_window()).await?;
+            let states = self
+                .store
+                .load_user(user, self.caps.mention_window())
+                .await?;
             if self.delete_epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(states);
             }
@@ -361,7 +427,11 @@ impl Service {
             let mut own = Vec::new();
             let mut waiting = false;
             for &channel in channels {
-                match self.cache.lock(self.cache.channel_shard(channel)).lookup_channel(channel) {
+                match self
+                    .cache
+                    .lock(self.cache.channel_shard(channel))
+                    .lookup_channel(channel)
+                {
                     Lookup::Hit(()) => {}
                     Lookup::Loading => waiting = true,
                     Lookup::Miss => own.push(channel),
@@ -375,11 +445,16 @@ impl Service {
                 continue;
             }
             crate::metrics::cache_load("channel");
-            let loaded = self.store.load_channels(&own, self.caps.channel_window()).await;
+            let loaded = self
+                .store
+                .load_channels(&own, self.caps.channel_window())
+                .await;
             match loaded {
                 Ok(windows) => {
                     for (channel, window) in windows {
-                        self.cache.lock(self.cache.channel_shard(channel)).finish_channel_load(channel, window);
+                        self.cache
+                            .lock(self.cache.channel_shard(channel))
+                            .finish_channel_load(channel, window);
                     }
                     self.channel_loads.notify_waiters();
                     if !waiting {
@@ -388,7 +463,9 @@ impl Service {
                 }
                 Err(e) => {
                     for channel in own {
-                        self.cache.lock(self.cache.channel_shard(channel)).abort_channel_load(channel);
+                        self.cache
+                            .lock(self.cache.channel_shard(channel))
+                            .abort_channel_load(channel);
                     }
                     self.channel_loads.notify_waiters();
                     return Err(e.into());
@@ -402,7 +479,11 @@ impl Service {
     }
 
     /// Applies `f` to each listed channel's window, from the cache when possible.
-    async fn with_channels<R>(&self, channels: &[u64], f: impl Fn(u64, &ChannelWindow) -> R) -> Result<HashMap<u64, R>, ServiceError> {
+    async fn with_channels<R>(
+        &self,
+        channels: &[u64],
+        f: impl Fn(u64, &ChannelWindow) -> R,
+    ) -> Result<HashMap<u64, R>, ServiceError> {
         let mut out = HashMap::with_capacity(channels.len());
         let mut missing: Vec<u64> = channels.to_vec();
         for _ in 0..3 {
@@ -423,7 +504,11 @@ impl Service {
         }
         // Evicted as fast as loaded (a budget far too small): read storage directly.
         if !missing.is_empty() {
-            for (c, window) in self.store.load_channels(&missing, self.caps.channel_window()).await? {
+            for (c, window) in self
+                .store
+                .load_channels(&missing, self.caps.channel_window())
+                .await?
+            {
                 out.insert(c, f(c, &window));
             }
         }
@@ -431,11 +516,16 @@ impl Service {
     }
 
     async fn user_channels(&self, user: u64) -> Result<Vec<u64>, ServiceError> {
-        self.with_user(user, |states| states.channels().collect()).await
+        self.with_user(user, |states| states.channels().collect())
+            .await
     }
 
     /// Applies `f` to the cached states of `user`, loading them if needed.
-    async fn with_user<R>(&self, user: u64, f: impl Fn(&UserStates) -> R) -> Result<R, ServiceError> {
+    async fn with_user<R>(
+        &self,
+        user: u64,
+        f: impl Fn(&UserStates) -> R,
+    ) -> Result<R, ServiceError> {
         for _ in 0..MAX_ATTEMPTS {
             self.ensure_user(user).await?;
             let mut shard = self.cache.lock(self.cache.user_shard(user));
@@ -450,7 +540,11 @@ impl Service {
     ///
     /// # Errors
     /// Storage failures while loading.
-    pub async fn read_states(&self, user: UserId, channels: Option<&[ChannelId]>) -> Result<Vec<ReadStateView>, ServiceError> {
+    pub async fn read_states(
+        &self,
+        user: UserId,
+        channels: Option<&[ChannelId]>,
+    ) -> Result<Vec<ReadStateView>, ServiceError> {
         let filter: Option<Vec<u64>> = channels.map(|cs| {
             let mut v: Vec<u64> = cs.iter().map(|c| c.get()).collect();
             v.sort_unstable();
@@ -461,8 +555,16 @@ impl Service {
             .with_user(user.get(), |states| {
                 states
                     .iter()
-                    .filter(|s| filter.as_ref().is_none_or(|f| f.binary_search(&s.channel).is_ok()))
-                    .map(|s| OwnedState { channel: s.channel, read: s.read, mentions: s.mentions.to_vec() })
+                    .filter(|s| {
+                        filter
+                            .as_ref()
+                            .is_none_or(|f| f.binary_search(&s.channel).is_ok())
+                    })
+                    .map(|s| OwnedState {
+                        channel: s.channel,
+                        read: s.read,
+                        mentions: s.mentions.to_vec(),
+                    })
                     .collect()
             })
             .await?;
@@ -482,8 +584,15 @@ impl Service {
     ///
     /// # Errors
     /// [`ServiceError::NotFound`] when the user has no read state in the channel.
-    pub async fn read_state(&self, user: UserId, channel: ChannelId) -> Result<ReadStateView, ServiceError> {
-        self.read_states(user, Some(&[channel])).await?.pop().ok_or(ServiceError::NotFound { what: "read state" })
+    pub async fn read_state(
+        &self,
+        user: UserId,
+        channel: ChannelId,
+    ) -> Result<ReadStateView, ServiceError> {
+        self.read_states(user, Some(&[channel]))
+            .await?
+            .pop()
+            .ok_or(ServiceError::NotFound { what: "read state" })
     }
 
     /// Unread channels and mention total of `user`.
@@ -502,9 +611,15 @@ impl Service {
     ///
     /// # Errors
     /// Too many users, or storage failures.
-    pub async fn summaries(&self, users: &[UserId]) -> Result<Vec<(UserId, Summary)>, ServiceError> {
+    pub async fn summaries(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, Summary)>, ServiceError> {
         if users.len() > self.limits.max_summary_users {
-            return Err(ServiceError::invalid("user_ids", format!("at most {} users", self.limits.max_summary_users)));
+            return Err(ServiceError::invalid(
+                "user_ids",
+                format!("at most {} users", self.limits.max_summary_users),
+            ));
         }
         let mut out = Vec::with_capacity(users.len());
         for user in users {
@@ -518,13 +633,37 @@ impl Service {
     ///
     /// # Errors
     /// A limit out of range, or storage failures.
-    pub async fn readers(&self, channel: ChannelId, message: MessageId, after: Option<UserId>, limit: u32) -> Result<(Vec<UserId>, Option<UserId>), ServiceError> {
+    pub async fn readers(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<(Vec<UserId>, Option<UserId>), ServiceError> {
         if limit == 0 || limit > self.limits.max_page {
-            return Err(ServiceError::invalid("limit", format!("must be between 1 and {}", self.limits.max_page)));
+            return Err(ServiceError::invalid(
+                "limit",
+                format!("must be between 1 and {}", self.limits.max_page),
+            ));
         }
-        let ids = self.store.readers(channel.get(), message.get(), after.map_or(0, UserId::get), limit).await?;
-        let users: Vec<UserId> = ids.into_iter().filter_map(|id| UserId::new(id).ok()).collect();
-        let next = if users.len() == limit as usize { users.last().copied() } else { None };
+        let ids = self
+            .store
+            .readers(
+                channel.get(),
+                message.get(),
+                after.map_or(0, UserId::get),
+                limit,
+            )
+            .await?;
+        let users: Vec<UserId> = ids
+            .into_iter()
+            .filter_map(|id| UserId::new(id).ok())
+            .collect();
+        let next = if users.len() == limit as usize {
+            users.last().copied()
+        } else {
+            None
+        };
         Ok((users, next))
     }
 
@@ -534,7 +673,10 @@ impl Service {
     /// [`ServiceError::Invalid`] on `channels` when there are too many.
     pub fn check_channel_filter(&self, n: usize) -> Result<(), ServiceError> {
         if n > self.limits.max_channels_filter {
-            return Err(ServiceError::invalid("channels", format!("at most {} channels", self.limits.max_channels_filter)));
+            return Err(ServiceError::invalid(
+                "channels",
+                format!("at most {} channels", self.limits.max_channels_filter),
+            ));
         }
         Ok(())
     }
@@ -542,12 +684,24 @@ impl Service {
 
 fn user_write(user: u64, change: UserChange) -> Write {
     match change {
-        UserChange::Read { channel, read } => Write::ReadPos { user, channel, epoch: read.epoch, pos: read.pos },
-        UserChange::Mention { channel, message } => Write::Mention { user, channel, message },
+        UserChange::Read { channel, read } => Write::ReadPos {
+            user,
+            channel,
+            epoch: read.epoch,
+            pos: read.pos,
+        },
+        UserChange::Mention { channel, message } => Write::Mention {
+            user,
+            channel,
+            message,
+        },
         UserChange::Removed { channel } => Write::Leave { user, channel },
     }
 }
 
 fn thrashing() -> ServiceError {
-    ServiceError::Unavailable { reason: "cache budget too small for the working set", source: None }
+    ServiceError::Unavailable {
+        reason: "cache budget too small for the working set",
+        source: None,
+    }
 }

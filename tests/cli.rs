@@ -26,7 +26,10 @@ fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
     cmd.arg("serve")
         .env_clear()
         .env("READSTATE_HTTP__ADDR", "127.0.0.1:0")
-        .env("READSTATE_STORAGE__URL", format!("sqlite://{}/readstate.db", dir.display()))
+        .env(
+            "READSTATE_STORAGE__URL",
+            format!("sqlite://{}/readstate.db", dir.display()),
+        )
         .env("READSTATE_LOG__FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -46,11 +49,19 @@ fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a listening line within 30 s");
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line within 30 s");
+        };
         if line.contains("listening") {
             let v: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
             let addr = find_str(&v, "addr").expect("the listening line names addr");
-            return Server { child, addr, started_in: started.elapsed() };
+            return Server {
+                child,
+                addr,
+                started_in: started.elapsed(),
+            };
         }
     }
 }
@@ -66,7 +77,10 @@ fn find_str(v: &serde_json::Value, key: &str) -> Option<String> {
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success());
 }
 
@@ -86,15 +100,28 @@ async fn write_until(addr: &str, writers: u64, stop_after: u64) -> Arc<Mutex<His
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (history, ok, client, addr) = (history.clone(), ok.clone(), client.clone(), addr.to_string());
+        let (history, ok, client, addr) = (
+            history.clone(),
+            ok.clone(),
+            client.clone(),
+            addr.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut message = 0u64;
             while ok.load(Ordering::SeqCst) < stop_after {
                 message += 1;
                 let (user, channel) = (w * 100 + message % 7 + 1, message % 3 + 1);
-                history.lock().await.invoked.insert((user, channel), message);
+                history
+                    .lock()
+                    .await
+                    .invoked
+                    .insert((user, channel), message);
                 let url = format!("http://{addr}/v1/users/{user}/channels/{channel}/ack");
-                let res = client.post(url).json(&serde_json::json!({ "message_id": message })).send().await;
+                let res = client
+                    .post(url)
+                    .json(&serde_json::json!({ "message_id": message }))
+                    .send()
+                    .await;
                 match res {
                     Ok(r) if r.status() == 200 => {
                         let mut h = history.lock().await;
@@ -128,7 +155,10 @@ async fn lost_writes(addr: &str, history: &History) -> Vec<((u64, u64), u64, u64
             v["last_read_message_id"].as_str().unwrap().parse().unwrap()
         };
         let invoked = history.invoked[&(user, channel)];
-        assert!(stored <= invoked, "{user}/{channel}: stored {stored} was never sent (max {invoked})");
+        assert!(
+            stored <= invoked,
+            "{user}/{channel}: stored {stored} was never sent (max {invoked})"
+        );
         if stored < acked {
             lost.push(((user, channel), acked, stored));
         }
@@ -175,7 +205,10 @@ fn migrate_creates_the_database_and_is_idempotent() {
         let status = Command::new(BIN)
             .arg("migrate")
             .env_clear()
-            .env("READSTATE_STORAGE__URL", format!("sqlite://{}/db/readstate.db", dir.path().display()))
+            .env(
+                "READSTATE_STORAGE__URL",
+                format!("sqlite://{}/db/readstate.db", dir.path().display()),
+            )
             .status()
             .expect("runs");
         assert!(status.success());
@@ -196,10 +229,21 @@ async fn kill_9_in_sync_mode_loses_no_acknowledged_write() {
         let metrics_url = format!("http://{}/metrics", server.addr);
         let target = 300 + round * 400;
         loop {
-            let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+            let text = client
+                .get(&metrics_url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             let acked: f64 = text
                 .lines()
-                .filter(|l| l.starts_with("readstate_http_requests_total") && l.contains("ack") && l.contains("status=\"200\""))
+                .filter(|l| {
+                    l.starts_with("readstate_http_requests_total")
+                        && l.contains("ack")
+                        && l.contains("status=\"200\"")
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum();
             if acked >= target as f64 {
@@ -217,7 +261,10 @@ async fn kill_9_in_sync_mode_loses_no_acknowledged_write() {
         let lost = lost_writes(&restarted.addr, &history).await;
         restarted.child.kill().unwrap();
         restarted.child.wait().unwrap();
-        assert!(lost.is_empty(), "round {round}: acknowledged writes lost after kill -9: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged writes lost after kill -9: {lost:?}"
+        );
     }
 }
 
@@ -226,7 +273,10 @@ async fn kill_9_in_async_mode_does_lose_acknowledged_writes_so_the_checker_can_s
     // Negative control: async mode acknowledges before the commit; with a long flush
     // interval a kill -9 must lose some acknowledged writes, and the checker must say so.
     let dir = tempfile::tempdir().unwrap();
-    let env = [("READSTATE_STORAGE__DURABILITY", "async"), ("READSTATE_STORAGE__FLUSH_INTERVAL_MS", "60000")];
+    let env = [
+        ("READSTATE_STORAGE__DURABILITY", "async"),
+        ("READSTATE_STORAGE__FLUSH_INTERVAL_MS", "60000"),
+    ];
     let mut server = start(dir.path(), &env);
     let history = write_until(&server.addr, 4, 200).await;
     server.child.kill().unwrap();
@@ -235,13 +285,19 @@ async fn kill_9_in_async_mode_does_lose_acknowledged_writes_so_the_checker_can_s
     let lost = lost_writes(&restarted.addr, &*history.lock().await).await;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
-    assert!(!lost.is_empty(), "the negative control lost nothing: the checker cannot see loss");
+    assert!(
+        !lost.is_empty(),
+        "the negative control lost nothing: the checker cannot see loss"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_async_mode_flushes_everything_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("READSTATE_STORAGE__DURABILITY", "async"), ("READSTATE_STORAGE__FLUSH_INTERVAL_MS", "60000")];
+    let env = [
+        ("READSTATE_STORAGE__DURABILITY", "async"),
+        ("READSTATE_STORAGE__FLUSH_INTERVAL_MS", "60000"),
+    ];
     let mut server = start(dir.path(), &env);
     let history = write_until(&server.addr, 4, 400).await;
     sigterm(&server.child);
@@ -251,5 +307,8 @@ async fn sigterm_in_async_mode_flushes_everything_and_exits_0() {
     let lost = lost_writes(&restarted.addr, &*history.lock().await).await;
     sigterm(&restarted.child);
     assert_eq!(restarted.child.wait().unwrap().code(), Some(0));
-    assert!(lost.is_empty(), "SIGTERM lost acknowledged writes: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "SIGTERM lost acknowledged writes: {lost:?}"
+    );
 }

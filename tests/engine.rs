@@ -19,14 +19,22 @@ fn message(raw: u64) -> MessageId {
 
 /// Order-insensitive events over 3 channels, 5 users and `max_msg` messages.
 fn commutative_op(max_msg: u64) -> impl Strategy<Value = Op> {
-    let created = (1..=3u64, 1..=max_msg, proptest::option::of(1..=5u64), proptest::collection::vec(1..=5u64, 0..3))
+    let created = (
+        1..=3u64,
+        1..=max_msg,
+        proptest::option::of(1..=5u64),
+        proptest::collection::vec(1..=5u64, 0..3),
+    )
         .prop_map(|(c, m, a, ms)| Op::MessageCreated {
             channel: channel(c),
             message: message(m),
             author: a.map(user),
             mentions: ms.into_iter().map(user).collect(),
         });
-    let deleted = (1..=3u64, 1..=max_msg).prop_map(|(c, m)| Op::MessageDeleted { channel: channel(c), message: message(m) });
+    let deleted = (1..=3u64, 1..=max_msg).prop_map(|(c, m)| Op::MessageDeleted {
+        channel: channel(c),
+        message: message(m),
+    });
     let ack = (1..=5u64, 1..=3u64, 1..=max_msg).prop_map(|(u, c, m)| Op::Ack {
         user: user(u),
         channel: channel(c),
@@ -38,16 +46,25 @@ fn commutative_op(max_msg: u64) -> impl Strategy<Value = Op> {
 
 /// Every kind of operation, including the ones that take effect in arrival order.
 fn any_op(max_msg: u64) -> impl Strategy<Value = Op> {
-    let join = (1..=5u64, 1..=3u64, proptest::option::of(0..=max_msg))
-        .prop_map(|(u, c, r)| Op::Join { user: user(u), channel: channel(c), read: r });
+    let join =
+        (1..=5u64, 1..=3u64, proptest::option::of(0..=max_msg)).prop_map(|(u, c, r)| Op::Join {
+            user: user(u),
+            channel: channel(c),
+            read: r,
+        });
     let unread = (1..=5u64, 1..=3u64, 1..=max_msg).prop_map(|(u, c, m)| Op::Unread {
         user: user(u),
         channel: channel(c),
         message: message(m),
     });
     let ack_all = (1..=5u64).prop_map(|u| Op::AckAll { user: user(u) });
-    let leave = (1..=5u64, 1..=3u64).prop_map(|(u, c)| Op::Leave { user: user(u), channel: channel(c) });
-    let delete = (1..=3u64).prop_map(|c| Op::DeleteChannel { channel: channel(c) });
+    let leave = (1..=5u64, 1..=3u64).prop_map(|(u, c)| Op::Leave {
+        user: user(u),
+        channel: channel(c),
+    });
+    let delete = (1..=3u64).prop_map(|c| Op::DeleteChannel {
+        channel: channel(c),
+    });
     prop_oneof![8 => commutative_op(max_msg), 1 => join, 1 => unread, 1 => ack_all, 1 => leave, 1 => delete]
 }
 
@@ -84,7 +101,12 @@ fn reference(caps: Caps, ops: &[Op], u: UserId) -> Vec<(u64, u64, u64, u32, bool
     let mut mentions: BTreeMap<ChannelId, BTreeSet<u64>> = BTreeMap::new();
     for op in ops {
         match op {
-            Op::MessageCreated { channel, message, author, mentions: ms } => {
+            Op::MessageCreated {
+                channel,
+                message,
+                author,
+                mentions: ms,
+            } => {
                 created.entry(*channel).or_default().insert(message.get());
                 if *author == Some(u) {
                     let r = read.entry(*channel).or_default();
@@ -97,7 +119,12 @@ fn reference(caps: Caps, ops: &[Op], u: UserId) -> Vec<(u64, u64, u64, u32, bool
             Op::MessageDeleted { channel, message } => {
                 deleted.entry(*channel).or_default().insert(message.get());
             }
-            Op::Ack { user, channel, message, .. } if *user == u => {
+            Op::Ack {
+                user,
+                channel,
+                message,
+                ..
+            } if *user == u => {
                 let r = read.entry(*channel).or_default();
                 *r = (*r).max(message.get());
             }
@@ -108,11 +135,30 @@ fn reference(caps: Caps, ops: &[Op], u: UserId) -> Vec<(u64, u64, u64, u32, bool
     read.iter()
         .map(|(c, r)| {
             let dead = deleted.get(c).unwrap_or(&empty);
-            let live: Vec<u64> = created.get(c).unwrap_or(&empty).iter().copied().filter(|m| !dead.contains(m)).collect();
+            let live: Vec<u64> = created
+                .get(c)
+                .unwrap_or(&empty)
+                .iter()
+                .copied()
+                .filter(|m| !dead.contains(m))
+                .collect();
             let head = live.last().copied().unwrap_or(0);
             let unread = live.iter().filter(|m| **m > *r).count() as u32;
-            let mention = mentions.get(c).unwrap_or(&empty).iter().filter(|m| **m > *r && !dead.contains(m)).count() as u32;
-            (c.get(), *r, head, unread.min(caps.unread), unread > caps.unread, mention.min(caps.mention), mention > caps.mention)
+            let mention = mentions
+                .get(c)
+                .unwrap_or(&empty)
+                .iter()
+                .filter(|m| **m > *r && !dead.contains(m))
+                .count() as u32;
+            (
+                c.get(),
+                *r,
+                head,
+                unread.min(caps.unread),
+                unread > caps.unread,
+                mention.min(caps.mention),
+                mention > caps.mention,
+            )
         })
         .collect()
 }
@@ -194,27 +240,84 @@ fn mark_unread_brings_back_the_message_and_its_mentions() {
     let caps = Caps::default();
     let mut model = Model::new(caps);
     let ops = [
-        Op::MessageCreated { channel: channel(1), message: message(10), author: Some(user(2)), mentions: vec![user(1)] },
-        Op::MessageCreated { channel: channel(1), message: message(11), author: Some(user(2)), mentions: vec![] },
-        Op::Ack { user: user(1), channel: channel(1), message: message(11), at: None },
-        Op::Unread { user: user(1), channel: channel(1), message: message(10) },
+        Op::MessageCreated {
+            channel: channel(1),
+            message: message(10),
+            author: Some(user(2)),
+            mentions: vec![user(1)],
+        },
+        Op::MessageCreated {
+            channel: channel(1),
+            message: message(11),
+            author: Some(user(2)),
+            mentions: vec![],
+        },
+        Op::Ack {
+            user: user(1),
+            channel: channel(1),
+            message: message(11),
+            at: None,
+        },
+        Op::Unread {
+            user: user(1),
+            channel: channel(1),
+            message: message(10),
+        },
     ];
     for (i, op) in ops.iter().enumerate() {
         model.apply(op, 100 + i as u64);
     }
     let v = model.read_states(user(1))[0];
-    assert_eq!((v.last_read_message_id, v.unread_count, v.mention_count, v.has_unread), (9, 2, 1, true));
+    assert_eq!(
+        (
+            v.last_read_message_id,
+            v.unread_count,
+            v.mention_count,
+            v.has_unread
+        ),
+        (9, 2, 1, true)
+    );
     // A redelivered ack stamped before the mark unread does not undo it.
-    model.apply(&Op::Ack { user: user(1), channel: channel(1), message: message(11), at: Some(50) }, 200);
+    model.apply(
+        &Op::Ack {
+            user: user(1),
+            channel: channel(1),
+            message: message(11),
+            at: Some(50),
+        },
+        200,
+    );
     assert_eq!(model.read_states(user(1))[0].last_read_message_id, 9);
 }
 
 #[test]
 fn join_starts_at_the_head_and_is_a_no_op_when_the_state_exists() {
     let mut model = Model::new(Caps::default());
-    model.apply(&Op::MessageCreated { channel: channel(1), message: message(7), author: None, mentions: vec![] }, 0);
-    model.apply(&Op::Join { user: user(1), channel: channel(1), read: None }, 0);
+    model.apply(
+        &Op::MessageCreated {
+            channel: channel(1),
+            message: message(7),
+            author: None,
+            mentions: vec![],
+        },
+        0,
+    );
+    model.apply(
+        &Op::Join {
+            user: user(1),
+            channel: channel(1),
+            read: None,
+        },
+        0,
+    );
     assert_eq!(model.read_states(user(1))[0].last_read_message_id, 7);
-    model.apply(&Op::Join { user: user(1), channel: channel(1), read: Some(0) }, 0);
+    model.apply(
+        &Op::Join {
+            user: user(1),
+            channel: channel(1),
+            read: Some(0),
+        },
+        0,
+    );
     assert_eq!(model.read_states(user(1))[0].last_read_message_id, 7);
 }

@@ -162,7 +162,11 @@ impl Shard {
     }
 
     /// Applies `f` to a cached channel, like [`Shard::update_user`].
-    pub fn update_channel<R>(&mut self, channel: u64, f: impl FnOnce(&mut ChannelWindow) -> R) -> Option<R> {
+    pub fn update_channel<R>(
+        &mut self,
+        channel: u64,
+        f: impl FnOnce(&mut ChannelWindow) -> R,
+    ) -> Option<R> {
         let out = self.channels.update(channel, f)?;
         self.enforce_budget(None, Some(channel));
         Some(out)
@@ -222,8 +226,14 @@ impl Cache {
     /// A cache holding at most `max_bytes` (plus the dirty slack described above).
     pub fn new(max_bytes: u64) -> Self {
         let per_shard = usize::try_from(max_bytes / SHARDS as u64).unwrap_or(usize::MAX);
-        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::new(per_shard))).collect();
-        Self { shards, max_bytes, lookups: AtomicU64::new(0) }
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(Shard::new(per_shard)))
+            .collect();
+        Self {
+            shards,
+            max_bytes,
+            lookups: AtomicU64::new(0),
+        }
     }
 
     /// The configured budget.

@@ -59,7 +59,9 @@ impl<T: Weigh> Table<T> {
 
     fn position(&self, id: u64) -> Option<usize> {
         let slots = &self.slots;
-        self.index.find(self.hash(id), |&pos| slots[pos as usize].id == id).map(|&pos| pos as usize)
+        self.index
+            .find(self.hash(id), |&pos| slots[pos as usize].id == id)
+            .map(|&pos| pos as usize)
     }
 
     /// Live entries.
@@ -119,7 +121,12 @@ impl<T: Weigh> Table<T> {
             return;
         }
         self.heap += value.heap_bytes();
-        let slot = Slot { id, value, pending: 0, referenced: true };
+        let slot = Slot {
+            id,
+            value,
+            pending: 0,
+            referenced: true,
+        };
         let pos = match self.free.pop() {
             Some(pos) => {
                 self.slots[pos as usize] = slot;
@@ -132,7 +139,8 @@ impl<T: Weigh> Table<T> {
         };
         let hash = self.hash(id);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hash, pos, |&p| hasher.hash_one(slots[p as usize].id));
+        self.index
+            .insert_unique(hash, pos, |&p| hasher.hash_one(slots[p as usize].id));
         self.len += 1;
     }
 
@@ -153,12 +161,18 @@ impl<T: Weigh> Table<T> {
 
     /// Entries with writes not yet committed.
     pub fn dirty(&self) -> usize {
-        self.slots.iter().filter(|s| s.id != 0 && s.pending > 0).count()
+        self.slots
+            .iter()
+            .filter(|s| s.id != 0 && s.pending > 0)
+            .count()
     }
 
     /// Live `(id, value)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> + '_ {
-        self.slots.iter().filter(|s| s.id != 0).map(|s| (s.id, &s.value))
+        self.slots
+            .iter()
+            .filter(|s| s.id != 0)
+            .map(|s| (s.id, &s.value))
     }
 
     /// Applies `f` to every live value; returns the ids for which `f` returned true.
@@ -201,7 +215,8 @@ impl<T: Weigh> Table<T> {
             if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
                 entry.remove();
             }
-            self.free.push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
+            self.free
+                .push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
             self.len -= 1;
             return true;
         }

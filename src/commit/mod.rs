@@ -106,7 +106,11 @@ impl Reserved<'_> {
     /// is durable.
     pub fn barrier(&mut self) -> Option<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
-        self.send(Entry { reply: Some(tx), ..Entry::default() }).then_some(rx)
+        self.send(Entry {
+            reply: Some(tx),
+            ..Entry::default()
+        })
+        .then_some(rx)
     }
 }
 
@@ -177,9 +181,20 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(config.max_unflushed.max(1));
     let healthy = Arc::new(AtomicBool::new(true));
     let deletes = Arc::new(AtomicU64::new(0));
-    let writer = Writer { store, cache, config, healthy: healthy.clone(), deletes: deletes.clone() };
+    let writer = Writer {
+        store,
+        cache,
+        config,
+        healthy: healthy.clone(),
+        deletes: deletes.clone(),
+    };
     tracker.spawn(writer.run(rx, cancel));
-    Committer { tx, healthy, durability: config.durability, deletes }
+    Committer {
+        tx,
+        healthy,
+        durability: config.durability,
+        deletes,
+    }
 }
 
 struct Writer {
@@ -212,7 +227,13 @@ impl Writer {
         tracing::info!("commit writer drained and stopped");
     }
 
-    async fn fill(&self, rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>, closing: bool, cancel: &CancellationToken) {
+    async fn fill(
+        &self,
+        rx: &mut mpsc::Receiver<Entry>,
+        batch: &mut Vec<Entry>,
+        closing: bool,
+        cancel: &CancellationToken,
+    ) {
         let max = self.config.max_batch;
         if self.config.durability == Durability::Async && !closing {
             // Gather for up to one flush interval, but a shutdown flushes at once.
@@ -236,12 +257,19 @@ impl Writer {
     }
 
     async fn commit(&self, batch: &mut Vec<Entry>) {
-        let writes: Vec<Write> = batch.iter().flat_map(|e| e.writes.iter().copied()).collect();
+        let writes: Vec<Write> = batch
+            .iter()
+            .flat_map(|e| e.writes.iter().copied())
+            .collect();
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0u32;
         loop {
             let started = Instant::now();
-            let result = if writes.is_empty() { Ok(()) } else { self.store.commit(&writes).await };
+            let result = if writes.is_empty() {
+                Ok(())
+            } else {
+                self.store.commit(&writes).await
+            };
             match result {
                 Ok(()) => {
                     if !writes.is_empty() {
@@ -261,7 +289,10 @@ impl Writer {
                 }
             }
         }
-        let deletes = writes.iter().filter(|w| matches!(w, Write::DeleteChannel { .. })).count() as u64;
+        let deletes = writes
+            .iter()
+            .filter(|w| matches!(w, Write::DeleteChannel { .. }))
+            .count() as u64;
         self.deletes.fetch_sub(deletes, Ordering::SeqCst);
         for entry in batch.drain(..) {
             self.release(&entry.keys);
@@ -289,9 +320,16 @@ impl Writer {
     fn release(&self, keys: &[Key]) {
         for key in keys {
             match *key {
-                Key::User(user) => self.cache.lock(self.cache.user_shard(user)).users.done_pending(user),
+                Key::User(user) => self
+                    .cache
+                    .lock(self.cache.user_shard(user))
+                    .users
+                    .done_pending(user),
                 Key::Channel(channel) => {
-                    self.cache.lock(self.cache.channel_shard(channel)).channels.done_pending(channel);
+                    self.cache
+                        .lock(self.cache.channel_shard(channel))
+                        .channels
+                        .done_pending(channel);
                 }
             }
         }

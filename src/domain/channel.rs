@@ -26,8 +26,15 @@ impl ChannelWindow {
 
     /// Rebuilds a window from stored rows `(id, deleted)` in any order and the stored
     /// floor, keeping the newest `window` ids.
-    pub fn from_rows(rows: impl IntoIterator<Item = (u64, bool)>, floor: u64, window: usize) -> Self {
-        let mut ch = Self { ids: Vec::new(), floor };
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (u64, bool)>,
+        floor: u64,
+        window: usize,
+    ) -> Self {
+        let mut ch = Self {
+            ids: Vec::new(),
+            floor,
+        };
         for (id, deleted) in rows {
             ch.observe(id, deleted, window);
         }
@@ -36,7 +43,7 @@ impl ChannelWindow {
     }
 
     /// Records that message `id` was created (`deleted = false`) or deleted.
-    /// Returns whether the window changed.
+    /// Returns whether the window or its floor changed.
     pub fn observe(&mut self, id: u64, deleted: bool, window: usize) -> bool {
         if id <= self.floor {
             // Older than everything the window keeps: it cannot enter the top W.
@@ -54,13 +61,16 @@ impl ChannelWindow {
             Err(at) => {
                 if self.ids.len() >= window {
                     if at == 0 {
-                        // Older than a full window: it falls out at once.
-                        self.floor = self.floor.max(id);
-                        return false;
+                        // Older than a full window: it falls out at once, but it is
+                        // still the largest id outside the window (id > floor here),
+                        // so the floor rises; storage must learn that too.
+                        self.floor = id;
+                        return true;
                     }
                     let oldest = self.ids.remove(0) & !DELETED;
                     self.floor = self.floor.max(oldest);
-                    self.ids.insert(at - 1, id | if deleted { DELETED } else { 0 });
+                    self.ids
+                        .insert(at - 1, id | if deleted { DELETED } else { 0 });
                 } else {
                     self.ids.insert(at, id | if deleted { DELETED } else { 0 });
                 }
@@ -71,7 +81,12 @@ impl ChannelWindow {
 
     /// The newest non-deleted message id, or 0 when none is known.
     pub fn head(&self) -> u64 {
-        self.ids.iter().rev().find(|raw| *raw & DELETED == 0).copied().unwrap_or(0)
+        self.ids
+            .iter()
+            .rev()
+            .find(|raw| *raw & DELETED == 0)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether `id` is known to be deleted.
@@ -84,7 +99,11 @@ impl ChannelWindow {
     /// Non-deleted messages with id > `read`, counted up to `limit` (stops early).
     pub fn count_after(&self, read: u64, limit: usize) -> usize {
         let start = self.ids.partition_point(|raw| raw & !DELETED <= read);
-        self.ids[start..].iter().filter(|raw| *raw & DELETED == 0).take(limit).count()
+        self.ids[start..]
+            .iter()
+            .filter(|raw| *raw & DELETED == 0)
+            .take(limit)
+            .count()
     }
 
     /// Largest id pushed out of the window (0: none).
@@ -94,7 +113,9 @@ impl ChannelWindow {
 
     /// Every `(id, deleted)` in the window, ascending.
     pub fn rows(&self) -> impl Iterator<Item = (u64, bool)> + '_ {
-        self.ids.iter().map(|raw| (raw & !DELETED, raw & DELETED != 0))
+        self.ids
+            .iter()
+            .map(|raw| (raw & !DELETED, raw & DELETED != 0))
     }
 
     /// Number of ids kept (created and deleted).
@@ -133,7 +154,10 @@ mod tests {
         for id in 1..=10 {
             ch.observe(id, false, 4);
         }
-        assert_eq!(ch.rows().map(|(id, _)| id).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        assert_eq!(
+            ch.rows().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
         assert_eq!(ch.floor(), 6);
         assert!(!ch.observe(3, false, 4));
         assert_eq!(ch.head(), 10);

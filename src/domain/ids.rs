@@ -86,9 +86,18 @@ mod tests {
     #[test]
     fn ids_accept_the_full_signed_bigint_range_and_nothing_else() {
         assert_eq!(UserId::parse("1").map(UserId::get), Ok(1));
-        assert_eq!(UserId::parse("9223372036854775807").map(UserId::get), Ok(MAX_ID));
-        assert_eq!(UserId::parse("9223372036854775808"), Err(IdError::OutOfRange));
-        assert_eq!(UserId::parse("99999999999999999999999"), Err(IdError::OutOfRange));
+        assert_eq!(
+            UserId::parse("9223372036854775807").map(UserId::get),
+            Ok(MAX_ID)
+        );
+        assert_eq!(
+            UserId::parse("9223372036854775808"),
+            Err(IdError::OutOfRange)
+        );
+        assert_eq!(
+            UserId::parse("99999999999999999999999"),
+            Err(IdError::OutOfRange)
+        );
         assert_eq!(UserId::parse("0"), Err(IdError::OutOfRange));
         assert_eq!(UserId::parse("-1"), Err(IdError::NotANumber));
         assert_eq!(UserId::parse("+1"), Err(IdError::NotANumber));

@@ -34,7 +34,10 @@ pub struct Caps {
 
 impl Default for Caps {
     fn default() -> Self {
-        Self { unread: 99, mention: 99 }
+        Self {
+            unread: 99,
+            mention: 99,
+        }
     }
 }
 

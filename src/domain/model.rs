@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Caps, ChannelEffect, ChannelId, ChannelWindow, Op, ReadStateView, Summary, UserEffect, UserId, UserStates,
-    apply_user_effect, derive, expand,
+    Caps, ChannelEffect, ChannelId, ChannelWindow, Op, ReadStateView, Summary, UserEffect, UserId,
+    UserStates, apply_user_effect, derive, expand,
 };
 
 /// Channels and users, fully in memory.
@@ -21,7 +21,11 @@ pub struct Model {
 impl Model {
     /// An empty engine with the given caps.
     pub fn new(caps: Caps) -> Self {
-        Self { caps, channels: BTreeMap::new(), users: BTreeMap::new() }
+        Self {
+            caps,
+            channels: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
     }
 
     /// Applies one operation; `now` (ms) stamps a mark unread.
@@ -44,14 +48,28 @@ impl Model {
 
     fn apply_channel(&mut self, effect: ChannelEffect) {
         let window = self.caps.channel_window();
-        self.channels.entry(effect.channel).or_default().observe(effect.message.get(), effect.deleted, window);
+        self.channels.entry(effect.channel).or_default().observe(
+            effect.message.get(),
+            effect.deleted,
+            window,
+        );
     }
 
     fn apply_user(&mut self, effect: UserEffect, now: u64) {
-        let heads: BTreeMap<u64, u64> = self.channels.iter().map(|(c, w)| (c.get(), w.head())).collect();
+        let heads: BTreeMap<u64, u64> = self
+            .channels
+            .iter()
+            .map(|(c, w)| (c.get(), w.head()))
+            .collect();
         let mention_window = self.caps.mention_window();
         let states = self.users.entry(effect.user()).or_default();
-        apply_user_effect(states, &effect, |c| heads.get(&c).copied().unwrap_or(0), now, mention_window);
+        apply_user_effect(
+            states,
+            &effect,
+            |c| heads.get(&c).copied().unwrap_or(0),
+            now,
+            mention_window,
+        );
     }
 
     /// Every read state of `user` with derived fields, ascending by channel.
@@ -61,7 +79,10 @@ impl Model {
             states
                 .iter()
                 .map(|s| {
-                    let channel = ChannelId::new(s.channel).ok().and_then(|c| self.channels.get(&c)).unwrap_or(&empty);
+                    let channel = ChannelId::new(s.channel)
+                        .ok()
+                        .and_then(|c| self.channels.get(&c))
+                        .unwrap_or(&empty);
                     derive(s, channel, self.caps)
                 })
                 .collect()

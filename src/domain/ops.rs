@@ -7,17 +7,45 @@ use super::{ChannelId, MessageId, ReadPos, UserId, UserStates};
 /// A write operation, as HTTP, batch, gRPC and NATS all express it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    MessageCreated { channel: ChannelId, message: MessageId, author: Option<UserId>, mentions: Vec<UserId> },
-    MessageDeleted { channel: ChannelId, message: MessageId },
+    MessageCreated {
+        channel: ChannelId,
+        message: MessageId,
+        author: Option<UserId>,
+        mentions: Vec<UserId>,
+    },
+    MessageDeleted {
+        channel: ChannelId,
+        message: MessageId,
+    },
     /// `read`: the read position to start at (0 = nothing read); `None` = the channel head.
-    Join { user: UserId, channel: ChannelId, read: Option<u64> },
+    Join {
+        user: UserId,
+        channel: ChannelId,
+        read: Option<u64>,
+    },
     /// `at`: when the ack was made (ms since the epoch); an ack older than the latest
     /// mark unread of the state is ignored.
-    Ack { user: UserId, channel: ChannelId, message: MessageId, at: Option<u64> },
-    Unread { user: UserId, channel: ChannelId, message: MessageId },
-    AckAll { user: UserId },
-    Leave { user: UserId, channel: ChannelId },
-    DeleteChannel { channel: ChannelId },
+    Ack {
+        user: UserId,
+        channel: ChannelId,
+        message: MessageId,
+        at: Option<u64>,
+    },
+    Unread {
+        user: UserId,
+        channel: ChannelId,
+        message: MessageId,
+    },
+    AckAll {
+        user: UserId,
+    },
+    Leave {
+        user: UserId,
+        channel: ChannelId,
+    },
+    DeleteChannel {
+        channel: ChannelId,
+    },
 }
 
 /// An effect on one channel's window.
@@ -31,12 +59,34 @@ pub struct ChannelEffect {
 /// An effect on one user's read states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserEffect {
-    Ack { user: UserId, channel: ChannelId, message: MessageId, at: Option<u64> },
-    Mention { user: UserId, channel: ChannelId, message: MessageId },
-    Unread { user: UserId, channel: ChannelId, message: MessageId },
-    Join { user: UserId, channel: ChannelId, read: Option<u64> },
-    AckAll { user: UserId },
-    Leave { user: UserId, channel: ChannelId },
+    Ack {
+        user: UserId,
+        channel: ChannelId,
+        message: MessageId,
+        at: Option<u64>,
+    },
+    Mention {
+        user: UserId,
+        channel: ChannelId,
+        message: MessageId,
+    },
+    Unread {
+        user: UserId,
+        channel: ChannelId,
+        message: MessageId,
+    },
+    Join {
+        user: UserId,
+        channel: ChannelId,
+        read: Option<u64>,
+    },
+    AckAll {
+        user: UserId,
+    },
+    Leave {
+        user: UserId,
+        channel: ChannelId,
+    },
 }
 
 impl UserEffect {
@@ -58,10 +108,20 @@ impl UserEffect {
 /// every read state of the channel) and expands to nothing.
 pub fn expand(op: &Op) -> (Option<ChannelEffect>, Vec<UserEffect>) {
     match op {
-        Op::MessageCreated { channel, message, author, mentions } => {
+        Op::MessageCreated {
+            channel,
+            message,
+            author,
+            mentions,
+        } => {
             let mut users = Vec::with_capacity(mentions.len() + 1);
             if let Some(author) = author {
-                users.push(UserEffect::Ack { user: *author, channel: *channel, message: *message, at: None });
+                users.push(UserEffect::Ack {
+                    user: *author,
+                    channel: *channel,
+                    message: *message,
+                    at: None,
+                });
             }
             let mut seen: Vec<UserId> = Vec::with_capacity(mentions.len());
             for user in mentions {
@@ -69,28 +129,78 @@ pub fn expand(op: &Op) -> (Option<ChannelEffect>, Vec<UserEffect>) {
                     continue;
                 }
                 seen.push(*user);
-                users.push(UserEffect::Mention { user: *user, channel: *channel, message: *message });
+                users.push(UserEffect::Mention {
+                    user: *user,
+                    channel: *channel,
+                    message: *message,
+                });
             }
-            (Some(ChannelEffect { channel: *channel, message: *message, deleted: false }), users)
+            (
+                Some(ChannelEffect {
+                    channel: *channel,
+                    message: *message,
+                    deleted: false,
+                }),
+                users,
+            )
         }
-        Op::MessageDeleted { channel, message } => {
-            (Some(ChannelEffect { channel: *channel, message: *message, deleted: true }), Vec::new())
-        }
-        Op::Join { user, channel, read } => {
-            (None, vec![UserEffect::Join { user: *user, channel: *channel, read: *read }])
-        }
-        Op::Ack { user, channel, message, at } => {
-            (None, vec![UserEffect::Ack { user: *user, channel: *channel, message: *message, at: *at }])
-        }
-        Op::Unread { user, channel, message } => {
-            (None, vec![UserEffect::Unread { user: *user, channel: *channel, message: *message }])
-        }
+        Op::MessageDeleted { channel, message } => (
+            Some(ChannelEffect {
+                channel: *channel,
+                message: *message,
+                deleted: true,
+            }),
+            Vec::new(),
+        ),
+        Op::Join {
+            user,
+            channel,
+            read,
+        } => (
+            None,
+            vec![UserEffect::Join {
+                user: *user,
+                channel: *channel,
+                read: *read,
+            }],
+        ),
+        Op::Ack {
+            user,
+            channel,
+            message,
+            at,
+        } => (
+            None,
+            vec![UserEffect::Ack {
+                user: *user,
+                channel: *channel,
+                message: *message,
+                at: *at,
+            }],
+        ),
+        Op::Unread {
+            user,
+            channel,
+            message,
+        } => (
+            None,
+            vec![UserEffect::Unread {
+                user: *user,
+                channel: *channel,
+                message: *message,
+            }],
+        ),
         Op::AckAll { user } => (None, vec![UserEffect::AckAll { user: *user }]),
-        Op::Leave { user, channel } => (None, vec![UserEffect::Leave { user: *user, channel: *channel }]),
+        Op::Leave { user, channel } => (
+            None,
+            vec![UserEffect::Leave {
+                user: *user,
+                channel: *channel,
+            }],
+        ),
         Op::DeleteChannel { .. } => (None, Vec::new()),
     }
 }
-
 
 /// A change to one user's stored read states, for persisting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,27 +224,54 @@ pub fn apply_user_effect(
     mention_window: usize,
 ) -> Vec<UserChange> {
     match *effect {
-        UserEffect::Ack { channel, message, at, .. } => states
+        UserEffect::Ack {
+            channel,
+            message,
+            at,
+            ..
+        } => states
             .ack(channel.get(), message.get(), at)
-            .map(|read| UserChange::Read { channel: channel.get(), read })
+            .map(|read| UserChange::Read {
+                channel: channel.get(),
+                read,
+            })
             .into_iter()
             .collect(),
-        UserEffect::Mention { channel, message, .. } => {
-            if states.add_mention(channel.get(), message.get(), mention_window).is_yes() {
-                vec![UserChange::Mention { channel: channel.get(), message: message.get() }]
+        UserEffect::Mention {
+            channel, message, ..
+        } => {
+            if states
+                .add_mention(channel.get(), message.get(), mention_window)
+                .is_yes()
+            {
+                vec![UserChange::Mention {
+                    channel: channel.get(),
+                    message: message.get(),
+                }]
             } else {
                 Vec::new()
             }
         }
-        UserEffect::Unread { channel, message, .. } => states
+        UserEffect::Unread {
+            channel, message, ..
+        } => states
             .mark_unread(channel.get(), message.get(), now)
-            .map(|read| UserChange::Read { channel: channel.get(), read })
+            .map(|read| UserChange::Read {
+                channel: channel.get(),
+                read,
+            })
             .into_iter()
             .collect(),
         UserEffect::Join { channel, read, .. } => {
-            let read = ReadPos { epoch: 0, pos: read.unwrap_or_else(|| head_of(channel.get())) };
+            let read = ReadPos {
+                epoch: 0,
+                pos: read.unwrap_or_else(|| head_of(channel.get())),
+            };
             if states.join(channel.get(), read).is_yes() {
-                vec![UserChange::Read { channel: channel.get(), read }]
+                vec![UserChange::Read {
+                    channel: channel.get(),
+                    read,
+                }]
             } else {
                 Vec::new()
             }
@@ -148,13 +285,17 @@ pub fn apply_user_effect(
                     if head == 0 {
                         return None;
                     }
-                    states.ack(channel, head, None).map(|read| UserChange::Read { channel, read })
+                    states
+                        .ack(channel, head, None)
+                        .map(|read| UserChange::Read { channel, read })
                 })
                 .collect()
         }
         UserEffect::Leave { channel, .. } => {
             if states.remove(channel.get()).is_yes() {
-                vec![UserChange::Removed { channel: channel.get() }]
+                vec![UserChange::Removed {
+                    channel: channel.get(),
+                }]
             } else {
                 Vec::new()
             }

@@ -95,7 +95,9 @@ impl UserStates {
     }
 
     fn mention_range(&self, channel: u64) -> &[(u64, u64)] {
-        let Some(extras) = &self.extras else { return &[] };
+        let Some(extras) = &self.extras else {
+            return &[];
+        };
         let lo = extras.mentions.partition_point(|(c, _)| *c < channel);
         let hi = extras.mentions.partition_point(|(c, _)| *c <= channel);
         &extras.mentions[lo..hi]
@@ -111,7 +113,10 @@ impl UserStates {
         let e = self.entries[at];
         StateRef {
             channel: e.channel,
-            read: ReadPos { epoch: self.epoch_of(e.channel), pos: e.pos },
+            read: ReadPos {
+                epoch: self.epoch_of(e.channel),
+                pos: e.pos,
+            },
             mentions: self.mention_range(e.channel),
         }
     }
@@ -131,7 +136,13 @@ impl UserStates {
         match self.find(channel) {
             Ok(at) => (at, Changed::No),
             Err(at) => {
-                self.entries.insert(at, Entry { channel, pos: read.pos });
+                self.entries.insert(
+                    at,
+                    Entry {
+                        channel,
+                        pos: read.pos,
+                    },
+                );
                 if read.epoch != 0 {
                     self.set_epoch(channel, read.epoch);
                 }
@@ -147,7 +158,10 @@ impl UserStates {
         if created.is_yes() {
             return Changed::Yes;
         }
-        let current = ReadPos { epoch: self.epoch_of(channel), pos: self.entries[at].pos };
+        let current = ReadPos {
+            epoch: self.epoch_of(channel),
+            pos: self.entries[at].pos,
+        };
         if read <= current {
             return Changed::No;
         }
@@ -168,7 +182,10 @@ impl UserStates {
             // Creation still applies: a state that did not exist has epoch 0.
             return None;
         }
-        let read = ReadPos { epoch, pos: message };
+        let read = ReadPos {
+            epoch,
+            pos: message,
+        };
         self.merge_read(channel, read).is_yes().then_some(read)
     }
 
@@ -213,12 +230,18 @@ impl UserStates {
         if extras.epochs.is_empty() && extras.mentions.is_empty() {
             self.extras = None;
         }
-        if inserted || created.is_yes() { Changed::Yes } else { Changed::No }
+        if inserted || created.is_yes() {
+            Changed::Yes
+        } else {
+            Changed::No
+        }
     }
 
     /// Leave: removes the state and its mentions.
     pub fn remove(&mut self, channel: u64) -> Changed {
-        let Ok(at) = self.find(channel) else { return Changed::No };
+        let Ok(at) = self.find(channel) else {
+            return Changed::No;
+        };
         self.entries.remove(at);
         if let Some(extras) = &mut self.extras {
             extras.epochs.retain(|(c, _)| *c != channel);
@@ -272,7 +295,13 @@ mod tests {
         assert!(u.ack(1, 100, Some(15)).is_none());
         assert_eq!(u.get(1).map(|s| s.read.pos), Some(49));
         assert!(u.ack(1, 100, Some(25)).is_some());
-        assert_eq!(u.get(1).map(|s| s.read), Some(ReadPos { epoch: 20, pos: 100 }));
+        assert_eq!(
+            u.get(1).map(|s| s.read),
+            Some(ReadPos {
+                epoch: 20,
+                pos: 100
+            })
+        );
     }
 
     #[test]
@@ -282,7 +311,10 @@ mod tests {
             u.add_mention(2, m, 3);
         }
         u.add_mention(1, 4, 3);
-        let ids: Vec<u64> = u.get(2).map(|s| s.mentions.iter().map(|(_, m)| *m).collect()).unwrap_or_default();
+        let ids: Vec<u64> = u
+            .get(2)
+            .map(|s| s.mentions.iter().map(|(_, m)| *m).collect())
+            .unwrap_or_default();
         assert_eq!(ids, vec![5, 7, 9]);
         assert_eq!(u.add_mention(2, 2, 3), Changed::No);
         assert_eq!(u.remove(2), Changed::Yes);

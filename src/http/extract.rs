@@ -232,12 +232,24 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
         })
 }
 
-/// Parses a JSON document, naming the offending field on error.
+/// Parses a JSON object (every request body is one), naming the offending field on
+/// error.
 ///
 /// # Errors
 /// [`ProblemKind::InvalidInput`] naming the field serde pointed at (`mentions[2]`),
-/// or `body` for malformed JSON.
+/// or `body` for malformed JSON or a document that is not an object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    // serde lets a struct be read from an array too; a body must be an object, and
+    // anything else is reported as malformed or as the wrong kind of document.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let parsed =
+            serde_json::Value::deserialize(&mut deserializer).and_then(|_| deserializer.end());
+        return Err(match parsed {
+            Err(e) => Problem::invalid("body", format!("malformed JSON: {e}")),
+            Ok(()) => Problem::invalid("body", "must be a JSON object"),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_problem)?;
     deserializer
@@ -634,6 +646,21 @@ mod tests {
 
         let (field, _) = problem_of(parse_json::<Sample>(br#"{"message_id": 1} x"#));
         assert_eq!(field.as_deref(), Some("body"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_rejected_naming_the_body() {
+        let (field, detail) = problem_of(parse_json::<Sample>(br#"[1]"#));
+        assert_eq!(field.as_deref(), Some("body"));
+        assert_eq!(detail, "body: must be a JSON object");
+
+        let deep = "[".repeat(10_000);
+        let (field, detail) = problem_of(parse_json::<Sample>(deep.as_bytes()));
+        assert_eq!(field.as_deref(), Some("body"));
+        assert!(
+            detail.starts_with("body: malformed JSON: recursion limit exceeded"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -36,11 +36,24 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
     /// Read position merged by lexicographic max of `(epoch, pos)`; creates the row.
-    ReadPos { user: u64, channel: u64, epoch: u64, pos: u64 },
+    ReadPos {
+        user: u64,
+        channel: u64,
+        epoch: u64,
+        pos: u64,
+    },
     /// A mention id added to the state's set; creates the state at position 0.
-    Mention { user: u64, channel: u64, message: u64 },
+    Mention {
+        user: u64,
+        channel: u64,
+        message: u64,
+    },
     /// A message id seen by the channel; `deleted` is sticky (a tombstone).
-    Message { channel: u64, message: u64, deleted: bool },
+    Message {
+        channel: u64,
+        message: u64,
+        deleted: bool,
+    },
     /// Removes one read state and its mentions.
     Leave { user: u64, channel: u64 },
     /// Removes a channel, its messages and every read state in it.
@@ -60,14 +73,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError>;
 
     /// The windows of `channels`, in one query; channels never seen come back empty.
-    async fn load_channels(&self, channels: &[u64], window: usize) -> Result<Vec<(u64, ChannelWindow)>, StoreError>;
+    async fn load_channels(
+        &self,
+        channels: &[u64],
+        window: usize,
+    ) -> Result<Vec<(u64, ChannelWindow)>, StoreError>;
 
     /// Applies `writes` in order in one transaction; returns once it is durable.
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
 
     /// Users whose read position in `channel` is at or past `message`, with user id
     /// greater than `after`, ascending, at most `limit`.
-    async fn readers(&self, channel: u64, message: u64, after: u64, limit: u32) -> Result<Vec<u64>, StoreError>;
+    async fn readers(
+        &self,
+        channel: u64,
+        message: u64,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<u64>, StoreError>;
 
     /// Closes connections (after the commit writer has drained).
     async fn close(&self);
@@ -77,6 +100,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub(crate) fn parse_id_list(text: &str) -> Result<Vec<u64>, StoreError> {
     text.split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim().parse::<u64>().map_err(|_| StoreError::Corrupt(format!("bad id list {text:?}"))))
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(format!("bad id list {text:?}")))
+        })
         .collect()
 }

@@ -1,12 +1,15 @@
 //! SQLite storage: one file in WAL mode, one writer connection (SQLite has a single
 //! writer anyway; the commit task owns it) and a small pool of readers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{Store, StoreError, Write, parse_id_list};
@@ -72,7 +75,11 @@ impl SqliteStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if opts.full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .synchronous(if opts.full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(opts.timeout)
             .foreign_keys(false);
         let writer = SqlitePoolOptions::new()
@@ -94,86 +101,120 @@ impl SqliteStore {
         })
     }
 
-    async fn apply(&self, tx: &mut Transaction<'static, Sqlite>, w: &Write) -> Result<(), sqlx::Error> {
+    /// Writes one segment (merges only, so their order within it does not matter) with
+    /// one statement per table, each reading its rows from a JSON array.
+    async fn apply_segment(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        seg: &Segment,
+    ) -> Result<(), sqlx::Error> {
+        if !seg.messages.is_empty() {
+            let rows = json_rows(
+                seg.messages
+                    .iter()
+                    .map(|(&(c, m), &d)| [c, m, u64::from(d)]),
+            );
+            sqlx::query(
+                "insert into channel_messages (channel_id, message_id, deleted) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') \
+                 from json_each(?1) where true \
+                 on conflict (channel_id, message_id) do update set deleted = max(deleted, excluded.deleted)",
+            )
+            .bind(rows)
+            .execute(&mut **tx)
+            .await?;
+            // Trim each touched channel to its newest W ids; the largest trimmed id
+            // becomes its floor (primary key range scans, newest first).
+            let channels = json_rows(seg.channels().map(|c| [c]));
+            sqlx::query(
+                "insert into channels (channel_id, floor) \
+                 select c.c, c.f from (select json_extract(value, '$[0]') as c, \
+                   (select message_id from channel_messages \
+                    where channel_id = json_extract(value, '$[0]') \
+                    order by message_id desc limit 1 offset ?2) as f from json_each(?1)) c \
+                 where c.f is not null \
+                 on conflict (channel_id) do update set floor = max(floor, excluded.floor)",
+            )
+            .bind(&channels)
+            .bind(self.channel_window)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "delete from channel_messages \
+                 where channel_id in (select json_extract(value, '$[0]') from json_each(?1)) \
+                 and message_id <= (select floor from channels where channels.channel_id = channel_messages.channel_id)",
+            )
+            .bind(channels)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !seg.mentions.is_empty() {
+            let rows = json_rows(seg.mentions.iter().map(|&(u, c, m)| [u, c, m]));
+            sqlx::query(
+                "insert into read_states (user_id, channel_id) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?1) where true \
+                 on conflict do nothing",
+            )
+            .bind(&rows)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "insert into mentions (user_id, channel_id, message_id) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') \
+                 from json_each(?1) where true on conflict do nothing",
+            )
+            .bind(&rows)
+            .execute(&mut **tx)
+            .await?;
+            // Keep the newest mention_window ids of each touched state (primary key scans).
+            sqlx::query(
+                "delete from mentions \
+                 where (user_id, channel_id) in \
+                   (select json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?1)) \
+                 and message_id < (select m.message_id from mentions m \
+                   where m.user_id = mentions.user_id and m.channel_id = mentions.channel_id \
+                   order by m.message_id desc limit 1 offset ?2 - 1)",
+            )
+            .bind(rows)
+            .bind(self.mention_window)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !seg.reads.is_empty() {
+            let rows = json_rows(seg.reads.iter().map(|(&(u, c), &r)| [u, c, r.epoch, r.pos]));
+            sqlx::query(
+                "insert into read_states (user_id, channel_id, epoch, pos) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                        json_extract(value, '$[2]'), json_extract(value, '$[3]') \
+                 from json_each(?1) where true \
+                 on conflict (user_id, channel_id) do update set epoch = excluded.epoch, pos = excluded.pos \
+                 where (excluded.epoch, excluded.pos) > (read_states.epoch, read_states.pos)",
+            )
+            .bind(rows)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one order-sensitive write (a removal) on its own.
+    async fn apply_removal(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        w: &Write,
+    ) -> Result<(), sqlx::Error> {
         match *w {
-            Write::ReadPos { user, channel, epoch, pos } => {
-                sqlx::query(
-                    "insert into read_states (user_id, channel_id, epoch, pos) values (?1, ?2, ?3, ?4) \
-                     on conflict (user_id, channel_id) do update set epoch = excluded.epoch, pos = excluded.pos \
-                     where (excluded.epoch, excluded.pos) > (read_states.epoch, read_states.pos)",
-                )
-                .bind(id(user))
-                .bind(id(channel))
-                .bind(id(epoch))
-                .bind(id(pos))
-                .execute(&mut **tx)
-                .await?;
-            }
-            Write::Mention { user, channel, message } => {
-                sqlx::query("insert into read_states (user_id, channel_id) values (?1, ?2) on conflict do nothing")
-                    .bind(id(user))
-                    .bind(id(channel))
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query("insert into mentions (user_id, channel_id, message_id) values (?1, ?2, ?3) on conflict do nothing")
-                    .bind(id(user))
-                    .bind(id(channel))
-                    .bind(id(message))
-                    .execute(&mut **tx)
-                    .await?;
-                // Keep the newest mention_window ids of the state (primary key range scan).
-                sqlx::query(
-                    "delete from mentions where user_id = ?1 and channel_id = ?2 and message_id < \
-                     (select message_id from mentions where user_id = ?1 and channel_id = ?2 \
-                      order by message_id desc limit 1 offset ?3 - 1)",
-                )
-                .bind(id(user))
-                .bind(id(channel))
-                .bind(self.mention_window)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Write::Message { channel, message, deleted } => {
-                sqlx::query(
-                    "insert into channel_messages (channel_id, message_id, deleted) values (?1, ?2, ?3) \
-                     on conflict (channel_id, message_id) do update set deleted = max(deleted, excluded.deleted)",
-                )
-                .bind(id(channel))
-                .bind(id(message))
-                .bind(i64::from(deleted))
-                .execute(&mut **tx)
-                .await?;
-                // Trim to the newest W ids; the largest trimmed id becomes the floor
-                // (primary key range scan, newest first).
-                sqlx::query(
-                    "insert into channels (channel_id, floor) \
-                     select ?1, message_id from channel_messages where channel_id = ?1 \
-                     order by message_id desc limit 1 offset ?2 \
-                     on conflict (channel_id) do update set floor = max(floor, excluded.floor)",
-                )
-                .bind(id(channel))
-                .bind(self.channel_window)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query(
-                    "delete from channel_messages where channel_id = ?1 and message_id <= \
-                     (select floor from channels where channel_id = ?1)",
-                )
-                .bind(id(channel))
-                .execute(&mut **tx)
-                .await?;
-            }
             Write::Leave { user, channel } => {
-                sqlx::query("delete from read_states where user_id = ?1 and channel_id = ?2")
-                    .bind(id(user))
-                    .bind(id(channel))
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query("delete from mentions where user_id = ?1 and channel_id = ?2")
-                    .bind(id(user))
-                    .bind(id(channel))
-                    .execute(&mut **tx)
-                    .await?;
+                for sql in [
+                    "delete from read_states where user_id = ?1 and channel_id = ?2",
+                    "delete from mentions where user_id = ?1 and channel_id = ?2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(id(user))
+                        .bind(id(channel))
+                        .execute(&mut **tx)
+                        .await?;
+                }
             }
             Write::DeleteChannel { channel } => {
                 // read_states_by_channel, mentions_by_channel and the primary keys
@@ -184,18 +225,101 @@ impl SqliteStore {
                     "delete from channel_messages where channel_id = ?1",
                     "delete from channels where channel_id = ?1",
                 ] {
-                    sqlx::query(sql).bind(id(channel)).execute(&mut **tx).await?;
+                    sqlx::query(sql)
+                        .bind(id(channel))
+                        .execute(&mut **tx)
+                        .await?;
                 }
             }
+            Write::ReadPos { .. } | Write::Mention { .. } | Write::Message { .. } => {}
         }
         Ok(())
     }
 }
 
+/// Merge writes between two removals, combined in memory first: the lexicographic
+/// max of read positions per state, sticky tombstones per message, a set of mentions.
+/// Sorted maps so rows reach SQLite in primary key order.
+#[derive(Default)]
+struct Segment {
+    reads: BTreeMap<(u64, u64), ReadPos>,
+    messages: BTreeMap<(u64, u64), bool>,
+    mentions: BTreeSet<(u64, u64, u64)>,
+}
+
+impl Segment {
+    fn add(&mut self, w: &Write) {
+        match *w {
+            Write::ReadPos {
+                user,
+                channel,
+                epoch,
+                pos,
+            } => {
+                let read = ReadPos { epoch, pos };
+                let e = self.reads.entry((user, channel)).or_insert(read);
+                *e = (*e).max(read);
+            }
+            Write::Mention {
+                user,
+                channel,
+                message,
+            } => {
+                self.mentions.insert((user, channel, message));
+            }
+            Write::Message {
+                channel,
+                message,
+                deleted,
+            } => {
+                *self.messages.entry((channel, message)).or_insert(deleted) |= deleted;
+            }
+            Write::Leave { .. } | Write::DeleteChannel { .. } => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.messages.is_empty() && self.mentions.is_empty()
+    }
+
+    fn channels(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut last = None;
+        self.messages.keys().filter_map(move |&(c, _)| {
+            if last == Some(c) {
+                None
+            } else {
+                last = Some(c);
+                Some(c)
+            }
+        })
+    }
+}
+
+/// `[[a,b,..],..]` for `json_each` (ids are at most 2^63-1: SQLite reads them as integers).
+fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("[");
+    for (i, row) in rows.enumerate() {
+        out.push_str(if i == 0 { "[" } else { ",[" });
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{v}");
+        }
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await.map_err(StoreError::Migrate)
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(StoreError::Migrate)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -205,7 +329,9 @@ impl Store for SqliteStore {
                 .fetch_one(&self.readers)
                 .await?;
         if applied.unwrap_or(0) < latest {
-            return Err(StoreError::Config(format!("migrations not applied (at {applied:?}, need {latest})")));
+            return Err(StoreError::Config(format!(
+                "migrations not applied (at {applied:?}, need {latest})"
+            )));
         }
         Ok(())
     }
@@ -224,7 +350,10 @@ impl Store for SqliteStore {
         let mut states = UserStates::new();
         for row in rows {
             let channel = uid(row.try_get(0)?)?;
-            let read = ReadPos { epoch: uid(row.try_get(1)?)?, pos: uid(row.try_get(2)?)? };
+            let read = ReadPos {
+                epoch: uid(row.try_get(1)?)?,
+                pos: uid(row.try_get(2)?)?,
+            };
             states.merge_read(channel, read);
             let mentions: Option<String> = row.try_get(3)?;
             for message in parse_id_list(mentions.as_deref().unwrap_or(""))? {
@@ -234,8 +363,13 @@ impl Store for SqliteStore {
         Ok(states)
     }
 
-    async fn load_channels(&self, channels: &[u64], window: usize) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
-        let list = serde_json::to_string(channels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn load_channels(
+        &self,
+        channels: &[u64],
+        window: usize,
+    ) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
+        let list =
+            serde_json::to_string(channels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // Primary key range scans of channel_messages, one per listed channel.
         let rows = sqlx::query(
             "select c.value as channel_id, m.message_id, m.deleted, coalesce(f.floor, 0) as floor \
@@ -246,7 +380,8 @@ impl Store for SqliteStore {
         .bind(list)
         .fetch_all(&self.readers)
         .await?;
-        let mut grouped: std::collections::BTreeMap<u64, (u64, Vec<(u64, bool)>)> = std::collections::BTreeMap::new();
+        let mut grouped: std::collections::BTreeMap<u64, (u64, Vec<(u64, bool)>)> =
+            std::collections::BTreeMap::new();
         for row in rows {
             let channel = uid(row.try_get(0)?)?;
             let floor = uid(row.try_get(3)?)?;
@@ -268,14 +403,33 @@ impl Store for SqliteStore {
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
+        let mut segment = Segment::default();
         for w in writes {
-            self.apply(&mut tx, w).await?;
+            if matches!(w, Write::Leave { .. } | Write::DeleteChannel { .. }) {
+                // A removal orders against everything before and after it.
+                if !segment.is_empty() {
+                    self.apply_segment(&mut tx, &std::mem::take(&mut segment))
+                        .await?;
+                }
+                self.apply_removal(&mut tx, w).await?;
+            } else {
+                segment.add(w);
+            }
+        }
+        if !segment.is_empty() {
+            self.apply_segment(&mut tx, &segment).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn readers(&self, channel: u64, message: u64, after: u64, limit: u32) -> Result<Vec<u64>, StoreError> {
+    async fn readers(
+        &self,
+        channel: u64,
+        message: u64,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<u64>, StoreError> {
         // read_states_by_channel: range scan from (channel, after), filtered on pos.
         let rows: Vec<i64> = sqlx::query_scalar(
             "select user_id from read_states where channel_id = ?1 and user_id > ?2 and pos >= ?3 \

@@ -17,7 +17,11 @@ async fn ack_all_moves_every_read_state_to_its_channel_head_sorted_by_channel_id
     assert_json(
         &reply,
         StatusCode::OK,
-        &read_states(&[state(10, 10, 10, 0, 0), state(20, 20, 20, 0, 0), state(30, 30, 30, 0, 0)]),
+        &read_states(&[
+            state(10, 10, 10, 0, 0),
+            state(20, 20, 20, 0, 0),
+            state(30, 30, 30, 0, 0),
+        ]),
     );
     assert_json(&app.summary(2).await, StatusCode::OK, &summary(0, 0));
 }
@@ -31,7 +35,11 @@ async fn ack_all_never_moves_a_read_position_backwards() {
 
     let reply = app.ack_all(2).await;
 
-    assert_json(&reply, StatusCode::OK, &read_states(&[state(10, 50, 1, 0, 0), state(20, 2, 2, 0, 0)]));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &read_states(&[state(10, 50, 1, 0, 0), state(20, 2, 2, 0, 0)]),
+    );
 }
 
 #[tokio::test]
@@ -42,7 +50,11 @@ async fn ack_all_leaves_a_channel_without_messages_where_it_is() {
 
     let reply = app.ack_all(2).await;
 
-    assert_json(&reply, StatusCode::OK, &read_states(&[state(10, 3, 3, 0, 0), state(40, 0, 0, 0, 0)]));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &read_states(&[state(10, 3, 3, 0, 0), state(40, 0, 0, 0, 0)]),
+    );
 }
 
 #[tokio::test]
@@ -61,5 +73,9 @@ async fn ack_all_touches_only_that_user() {
 
     app.ack_all(2).await;
 
-    assert_json(&app.read_state(3, 10).await, StatusCode::OK, &state(10, 0, 1, 1, 1));
+    assert_json(
+        &app.read_state(3, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 1, 1, 1),
+    );
 }

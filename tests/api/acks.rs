@@ -23,7 +23,11 @@ async fn an_ack_moves_the_read_position_and_answers_the_read_state() {
     let reply = app.ack(2, 10, 2).await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 2, 3, 1, 0));
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 2, 3, 1, 0));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 2, 3, 1, 0),
+    );
 }
 
 #[tokio::test]
@@ -52,7 +56,11 @@ async fn a_message_arriving_after_an_ack_past_it_is_already_read() {
 
     app.message_ok(10, 40, Some(1), &[2]).await;
 
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 50, 40, 0, 0));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 50, 40, 0, 0),
+    );
 }
 
 #[tokio::test]
@@ -79,12 +87,25 @@ async fn an_ack_stamped_before_a_mark_unread_is_ignored() {
     let app = channel_with_three_messages().await;
     app.ack(2, 10, 3).await;
     app.unread(2, 10, 2).await;
-    let an_hour_ago = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64 - 3_600_000;
+    let an_hour_ago = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+        - 3_600_000;
 
-    let reply = app.post("/v1/users/2/channels/10/ack", Some(json!({ "message_id": "3", "at": an_hour_ago }))).await;
+    let reply = app
+        .post(
+            "/v1/users/2/channels/10/ack",
+            Some(json!({ "message_id": "3", "at": an_hour_ago })),
+        )
+        .await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 1, 3, 2, 0));
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 1, 3, 2, 0));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 1, 3, 2, 0),
+    );
 }
 
 #[tokio::test]
@@ -92,9 +113,18 @@ async fn an_ack_stamped_after_a_mark_unread_applies() {
     let app = channel_with_three_messages().await;
     app.ack(2, 10, 3).await;
     app.unread(2, 10, 2).await;
-    let in_an_hour = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64 + 3_600_000;
+    let in_an_hour = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+        + 3_600_000;
 
-    let reply = app.post("/v1/users/2/channels/10/ack", Some(json!({ "message_id": "3", "at": in_an_hour }))).await;
+    let reply = app
+        .post(
+            "/v1/users/2/channels/10/ack",
+            Some(json!({ "message_id": "3", "at": in_an_hour })),
+        )
+        .await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 3, 3, 0, 0));
 }

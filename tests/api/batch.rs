@@ -4,7 +4,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ID_REASON, assert_json, assert_problem, invalid, problem, read_states, spawn_app, spawn_app_with, state,
+    ID_REASON, assert_json, assert_problem, invalid, problem, read_states, spawn_app,
+    spawn_app_with, state,
 };
 
 fn ok() -> Value {
@@ -34,10 +35,26 @@ async fn a_batch_applies_its_ops_in_order_each_with_its_own_result() {
         ] }))
         .await;
 
-    assert_json(&reply, StatusCode::OK, &results(&[ok(), ok(), ok(), ok(), ok(), ok()]));
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 2, 2, 1));
-    assert_json(&app.read_state(3, 10).await, StatusCode::OK, &state(10, 2, 2, 0, 0));
-    assert_json(&app.read_state(4, 10).await, StatusCode::OK, &state(10, 1, 2, 1, 0));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &results(&[ok(), ok(), ok(), ok(), ok(), ok()]),
+    );
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 2, 2, 1),
+    );
+    assert_json(
+        &app.read_state(3, 10).await,
+        StatusCode::OK,
+        &state(10, 2, 2, 0, 0),
+    );
+    assert_json(
+        &app.read_state(4, 10).await,
+        StatusCode::OK,
+        &state(10, 1, 2, 1, 0),
+    );
 }
 
 #[tokio::test]
@@ -58,9 +75,21 @@ async fn every_kind_of_op_can_be_batched() {
         ] }))
         .await;
 
-    assert_json(&reply, StatusCode::OK, &results(&[ok(), ok(), ok(), ok(), ok()]));
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[state(10, 0, 1, 1, 1)]));
-    assert_json(&app.read_states(1, "").await, StatusCode::OK, &read_states(&[state(10, 2, 1, 0, 0), state(20, 3, 3, 0, 0)]));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &results(&[ok(), ok(), ok(), ok(), ok()]),
+    );
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[state(10, 0, 1, 1, 1)]),
+    );
+    assert_json(
+        &app.read_states(1, "").await,
+        StatusCode::OK,
+        &read_states(&[state(10, 2, 1, 0, 0), state(20, 3, 3, 0, 0)]),
+    );
 }
 
 #[tokio::test]
@@ -80,7 +109,11 @@ async fn a_bad_op_fails_alone_naming_its_field_and_the_others_apply() {
         StatusCode::OK,
         &results(&[ok(), failed(invalid("ops[1].channel_id", ID_REASON)), ok()]),
     );
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[state(10, 0, 2, 2, 2)]));
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[state(10, 0, 2, 2, 2)]),
+    );
 }
 
 #[tokio::test]
@@ -94,8 +127,16 @@ async fn an_op_missing_a_field_fails_alone_naming_it() {
         ] }))
         .await;
 
-    assert_json(&reply, StatusCode::OK, &results(&[failed(invalid("ops[0].channel_id", "required")), ok()]));
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[state(10, 0, 0, 0, 0)]));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &results(&[failed(invalid("ops[0].channel_id", "required")), ok()]),
+    );
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[state(10, 0, 0, 0, 0)]),
+    );
 }
 
 #[tokio::test]
@@ -109,9 +150,20 @@ async fn an_op_with_too_many_mentions_fails_alone_naming_mentions() {
         ] }))
         .await;
 
-    assert_json(&reply, StatusCode::OK, &results(&[failed(invalid("ops[0].mentions", "at most 1 users")), ok()]));
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[state(10, 0, 2, 1, 1)]));
-    assert_problem(&app.read_state(3, 10).await, &problem("not-found", "read state not found"));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &results(&[failed(invalid("ops[0].mentions", "at most 1 users")), ok()]),
+    );
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[state(10, 0, 2, 1, 1)]),
+    );
+    assert_problem(
+        &app.read_state(3, 10).await,
+        &problem("not-found", "read state not found"),
+    );
 }
 
 #[tokio::test]
@@ -122,7 +174,10 @@ async fn a_body_that_is_not_a_batch_is_rejected() {
     let no_ops = app.batch(json!({})).await;
 
     assert_eq!(not_a_list.0, StatusCode::BAD_REQUEST, "{}", not_a_list.2);
-    assert_eq!(not_a_list.2["type"], "https://readstate.dev/problems/invalid-input");
+    assert_eq!(
+        not_a_list.2["type"],
+        "https://readstate.dev/problems/invalid-input"
+    );
     assert_eq!(not_a_list.2["field"], "ops");
     assert_problem(&no_ops, &invalid("ops", "required"));
 }
@@ -135,7 +190,11 @@ async fn a_batch_over_the_op_limit_is_rejected_and_applies_nothing() {
     let reply = app.batch(json!({ "ops": [op(1), op(2), op(3)] })).await;
 
     assert_problem(&reply, &invalid("ops", "at most 2 ops"));
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[]));
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[]),
+    );
 }
 
 #[tokio::test]

@@ -69,11 +69,26 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a client");
-    TestApp { addr, client, shutdown, handle: Some(handle), settings, tempdir: dir }
+    TestApp {
+        addr,
+        client,
+        shutdown,
+        handle: Some(handle),
+        settings,
+        tempdir: dir,
+    }
 }
 
-async fn start(settings: &Settings) -> (SocketAddr, CancellationToken, JoinHandle<anyhow::Result<()>>) {
-    let app = App::build(settings.clone()).await.expect("the app builds with test settings");
+async fn start(
+    settings: &Settings,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+) {
+    let app = App::build(settings.clone())
+        .await
+        .expect("the app builds with test settings");
     let addr = app.http_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
@@ -103,7 +118,8 @@ fn parse_body(bytes: &[u8]) -> Value {
     if bytes.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 impl TestApp {
@@ -144,7 +160,13 @@ impl TestApp {
     }
 
     /// Sends a request with a raw body and exactly the given headers.
-    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         let mut request = self.client.request(method, self.url(path)).body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -156,26 +178,36 @@ impl TestApp {
         (status, headers, parse_body(&bytes))
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
-        self.request(Method::GET, path, None).await
+    /// `GET path` with an optional JSON body.
+    pub async fn get(&self, path: &str, body: Option<Value>) -> Reply {
+        self.request(Method::GET, path, body).await
     }
 
+    /// `POST path` with an optional JSON body.
     pub async fn post(&self, path: &str, body: Option<Value>) -> Reply {
         self.request(Method::POST, path, body).await
     }
 
+    /// `PUT path` with an optional JSON body.
     pub async fn put(&self, path: &str, body: Option<Value>) -> Reply {
         self.request(Method::PUT, path, body).await
     }
 
-    pub async fn delete(&self, path: &str) -> Reply {
-        self.request(Method::DELETE, path, None).await
+    /// `DELETE path` with an optional JSON body.
+    pub async fn delete(&self, path: &str, body: Option<Value>) -> Reply {
+        self.request(Method::DELETE, path, body).await
     }
 
     // One method per endpoint.
 
     /// `POST /v1/channels/{c}/messages`.
-    pub async fn message(&self, channel: u64, message: u64, author: Option<u64>, mentions: &[u64]) -> Reply {
+    pub async fn message(
+        &self,
+        channel: u64,
+        message: u64,
+        author: Option<u64>,
+        mentions: &[u64],
+    ) -> Reply {
         let mut body = json!({ "message_id": message.to_string() });
         if let Some(author) = author {
             body["author_id"] = json!(author.to_string());
@@ -183,67 +215,100 @@ impl TestApp {
         if !mentions.is_empty() {
             body["mentions"] = json!(mentions.iter().map(u64::to_string).collect::<Vec<_>>());
         }
-        self.post(&format!("/v1/channels/{channel}/messages"), Some(body)).await
+        self.post(&format!("/v1/channels/{channel}/messages"), Some(body))
+            .await
     }
 
     /// `POST /v1/channels/{c}/messages`, asserting success.
-    pub async fn message_ok(&self, channel: u64, message: u64, author: Option<u64>, mentions: &[u64]) {
+    pub async fn message_ok(
+        &self,
+        channel: u64,
+        message: u64,
+        author: Option<u64>,
+        mentions: &[u64],
+    ) {
         let (status, _, body) = self.message(channel, message, author, mentions).await;
-        assert!(status.is_success(), "message {message} in channel {channel}: {status} {body}");
+        assert!(
+            status.is_success(),
+            "message {message} in channel {channel}: {status} {body}"
+        );
     }
 
     /// `DELETE /v1/channels/{c}/messages/{m}`.
     pub async fn delete_message(&self, channel: u64, message: u64) -> Reply {
-        self.delete(&format!("/v1/channels/{channel}/messages/{message}")).await
+        self.delete(&format!("/v1/channels/{channel}/messages/{message}"), None)
+            .await
     }
 
     /// `DELETE /v1/channels/{c}`.
     pub async fn delete_channel(&self, channel: u64) -> Reply {
-        self.delete(&format!("/v1/channels/{channel}")).await
+        self.delete(&format!("/v1/channels/{channel}"), None).await
     }
 
     /// `GET /v1/channels/{c}/messages/{m}/readers?{query}`.
     pub async fn readers(&self, channel: u64, message: u64, query: &str) -> Reply {
-        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
-        self.get(&format!("/v1/channels/{channel}/messages/{message}/readers{query}")).await
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        self.get(
+            &format!("/v1/channels/{channel}/messages/{message}/readers{query}"),
+            None,
+        )
+        .await
     }
 
     /// `PUT /v1/users/{u}/channels/{c}` (join).
     pub async fn join(&self, user: u64, channel: u64, body: Option<Value>) -> Reply {
-        self.put(&format!("/v1/users/{user}/channels/{channel}"), body).await
+        self.put(&format!("/v1/users/{user}/channels/{channel}"), body)
+            .await
     }
 
     /// `DELETE /v1/users/{u}/channels/{c}` (leave).
     pub async fn leave(&self, user: u64, channel: u64) -> Reply {
-        self.delete(&format!("/v1/users/{user}/channels/{channel}")).await
+        self.delete(&format!("/v1/users/{user}/channels/{channel}"), None)
+            .await
     }
 
     /// `GET /v1/users/{u}/channels/{c}`.
     pub async fn read_state(&self, user: u64, channel: u64) -> Reply {
-        self.get(&format!("/v1/users/{user}/channels/{channel}")).await
+        self.get(&format!("/v1/users/{user}/channels/{channel}"), None)
+            .await
     }
 
     /// `POST /v1/users/{u}/channels/{c}/ack`.
     pub async fn ack(&self, user: u64, channel: u64, message: u64) -> Reply {
-        self.post(&format!("/v1/users/{user}/channels/{channel}/ack"), Some(json!({ "message_id": message.to_string() })))
-            .await
+        self.post(
+            &format!("/v1/users/{user}/channels/{channel}/ack"),
+            Some(json!({ "message_id": message.to_string() })),
+        )
+        .await
     }
 
     /// `POST /v1/users/{u}/channels/{c}/unread`.
     pub async fn unread(&self, user: u64, channel: u64, message: u64) -> Reply {
-        self.post(&format!("/v1/users/{user}/channels/{channel}/unread"), Some(json!({ "message_id": message.to_string() })))
-            .await
+        self.post(
+            &format!("/v1/users/{user}/channels/{channel}/unread"),
+            Some(json!({ "message_id": message.to_string() })),
+        )
+        .await
     }
 
     /// `GET /v1/users/{u}/read-states` (with `?{query}` when not empty).
     pub async fn read_states(&self, user: u64, query: &str) -> Reply {
-        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
-        self.get(&format!("/v1/users/{user}/read-states{query}")).await
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        self.get(&format!("/v1/users/{user}/read-states{query}"), None)
+            .await
     }
 
     /// `GET /v1/users/{u}/summary`.
     pub async fn summary(&self, user: u64) -> Reply {
-        self.get(&format!("/v1/users/{user}/summary")).await
+        self.get(&format!("/v1/users/{user}/summary"), None).await
     }
 
     /// `POST /v1/users/{u}/ack-all`.
@@ -263,7 +328,12 @@ impl TestApp {
 
     /// The text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        let response = self.client.get(self.url("/metrics")).send().await.expect("the server answers");
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("the server answers");
         assert_eq!(response.status(), StatusCode::OK);
         response.text().await.expect("the body is read")
     }
@@ -333,13 +403,21 @@ pub const ID_REASON: &str = "must be an integer between 1 and 922337203685477580
 pub fn assert_problem(reply: &Reply, expected: &Value) {
     let (status, headers, body) = reply;
     let expected_status = expected["status"].as_u64().expect("a problem has a status");
-    assert_eq!(u64::from(status.as_u16()), expected_status, "status; body: {body}");
+    assert_eq!(
+        u64::from(status.as_u16()),
+        expected_status,
+        "status; body: {body}"
+    );
     assert_eq!(
         headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         Some("application/problem+json"),
         "content type; body: {body}"
     );
-    assert_eq!(headers.contains_key("retry-after"), expected_status == 503, "Retry-After on 503 only");
+    assert_eq!(
+        headers.contains_key("retry-after"),
+        expected_status == 503,
+        "Retry-After on 503 only"
+    );
     assert_eq!(body, expected);
 }
 
@@ -367,7 +445,9 @@ pub fn assert_done(reply: &Reply) {
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         if !(rest.starts_with(' ') || rest.starts_with('{')) {
             continue;
         }
@@ -381,7 +461,9 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 
 /// A raw TCP connection to the app.
 pub async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(app.addr).await.expect("the server accepts")
+    TcpStream::connect(app.addr)
+        .await
+        .expect("the server accepts")
 }
 
 /// Writes `bytes` to `stream`.
@@ -403,12 +485,17 @@ pub async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> Ve
             }
         }
     };
-    tokio::time::timeout(deadline, read_all).await.expect("the server closes the connection");
+    tokio::time::timeout(deadline, read_all)
+        .await
+        .expect("the server closes the connection");
     out
 }
 
 /// Reads one HTTP/1.1 response (head and `Content-Length` body) from `stream`.
-pub async fn read_response(stream: &mut TcpStream, deadline: Duration) -> (u16, Vec<(String, String)>, Value) {
+pub async fn read_response(
+    stream: &mut TcpStream,
+    deadline: Duration,
+) -> (u16, Vec<(String, String)>, Value) {
     let read = async {
         let mut data = Vec::new();
         let mut buf = [0u8; 4096];
@@ -435,12 +522,18 @@ pub async fn read_response(stream: &mut TcpStream, deadline: Duration) -> (u16, 
                     assert!(n > 0, "the connection closed mid-body");
                     data.extend_from_slice(&buf[..n]);
                 }
-                return (status, headers, parse_body(&data[end + 4..end + 4 + length]));
+                return (
+                    status,
+                    headers,
+                    parse_body(&data[end + 4..end + 4 + length]),
+                );
             }
             let n = stream.read(&mut buf).await.expect("the response is read");
             assert!(n > 0, "the connection closed before a response");
             data.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(deadline, read).await.expect("the server answers")
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("the server answers")
 }

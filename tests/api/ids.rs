@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ID_REASON, assert_done, assert_json, assert_problem, invalid, read_states, spawn_app, state};
+use crate::helpers::{
+    ID_REASON, assert_done, assert_json, assert_problem, invalid, read_states, spawn_app, state,
+};
 
 const MAX: u64 = 9_223_372_036_854_775_807;
 
@@ -12,13 +14,31 @@ const MAX: u64 = 9_223_372_036_854_775_807;
 async fn ids_in_bodies_may_be_numbers_or_strings() {
     let app = spawn_app().await;
 
-    let created = app.post("/v1/channels/10/messages", Some(json!({ "message_id": 100, "author_id": "1", "mentions": [2, "3"] }))).await;
-    let acked = app.post("/v1/users/3/channels/10/ack", Some(json!({ "message_id": 100 }))).await;
+    let created = app
+        .post(
+            "/v1/channels/10/messages",
+            Some(json!({ "message_id": 100, "author_id": "1", "mentions": [2, "3"] })),
+        )
+        .await;
+    let acked = app
+        .post(
+            "/v1/users/3/channels/10/ack",
+            Some(json!({ "message_id": 100 })),
+        )
+        .await;
 
     assert_done(&created);
     assert_json(&acked, StatusCode::OK, &state(10, 100, 100, 0, 0));
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
-    assert_json(&app.read_state(1, 10).await, StatusCode::OK, &state(10, 100, 100, 0, 0));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
+    assert_json(
+        &app.read_state(1, 10).await,
+        StatusCode::OK,
+        &state(10, 100, 100, 0, 0),
+    );
 }
 
 #[tokio::test]
@@ -37,27 +57,59 @@ async fn ids_are_written_as_strings_in_responses() {
 async fn the_largest_id_works_in_paths_and_bodies() {
     let app = spawn_app().await;
 
-    let created = app.post(&format!("/v1/channels/{MAX}/messages"), Some(json!({ "message_id": MAX, "mentions": [MAX] }))).await;
+    let created = app
+        .post(
+            &format!("/v1/channels/{MAX}/messages"),
+            Some(json!({ "message_id": MAX, "mentions": [MAX] })),
+        )
+        .await;
     let mentioned = app.read_state(MAX, MAX).await;
-    let acked = app.post(&format!("/v1/users/{MAX}/channels/{MAX}/ack"), Some(json!({ "message_id": MAX.to_string() }))).await;
+    let acked = app
+        .post(
+            &format!("/v1/users/{MAX}/channels/{MAX}/ack"),
+            Some(json!({ "message_id": MAX.to_string() })),
+        )
+        .await;
     let listed = app.read_states(MAX, &format!("channels={MAX}")).await;
     let readers = app.readers(MAX, MAX, &format!("after={}", MAX - 1)).await;
 
     assert_done(&created);
     assert_json(&mentioned, StatusCode::OK, &state(MAX, 0, MAX, 1, 1));
     assert_json(&acked, StatusCode::OK, &state(MAX, MAX, MAX, 0, 0));
-    assert_json(&listed, StatusCode::OK, &read_states(&[state(MAX, MAX, MAX, 0, 0)]));
-    assert_json(&readers, StatusCode::OK, &json!({ "readers": [MAX.to_string()], "next": null }));
+    assert_json(
+        &listed,
+        StatusCode::OK,
+        &read_states(&[state(MAX, MAX, MAX, 0, 0)]),
+    );
+    assert_json(
+        &readers,
+        StatusCode::OK,
+        &json!({ "readers": [MAX.to_string()], "next": null }),
+    );
 }
 
 #[tokio::test]
 async fn an_id_one_above_the_largest_is_rejected_as_a_number_or_a_string() {
     let app = spawn_app().await;
 
-    let number = app.post("/v1/users/1/channels/10/ack", Some(json!({ "message_id": MAX + 1 }))).await;
-    let string = app.post("/v1/users/1/channels/10/ack", Some(json!({ "message_id": (MAX + 1).to_string() }))).await;
+    let number = app
+        .post(
+            "/v1/users/1/channels/10/ack",
+            Some(json!({ "message_id": MAX + 1 })),
+        )
+        .await;
+    let string = app
+        .post(
+            "/v1/users/1/channels/10/ack",
+            Some(json!({ "message_id": (MAX + 1).to_string() })),
+        )
+        .await;
 
     assert_problem(&number, &invalid("message_id", ID_REASON));
     assert_problem(&string, &invalid("message_id", ID_REASON));
-    assert_json(&app.read_states(1, "").await, StatusCode::OK, &read_states(&[]));
+    assert_json(
+        &app.read_states(1, "").await,
+        StatusCode::OK,
+        &read_states(&[]),
+    );
 }

@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_done, assert_json, assert_problem, problem, read_states, spawn_app, state};
+use crate::helpers::{
+    TestApp, assert_done, assert_json, assert_problem, problem, read_states, spawn_app, state,
+};
 
 /// Channel 10 with messages 1 (mentioning user 2), 2 and 3, without authors.
 async fn channel_with_three_messages() -> TestApp {
@@ -21,14 +23,20 @@ async fn join_starts_at_the_channel_head() {
     let reply = app.join(5, 10, None).await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 3, 3, 0, 0));
-    assert_json(&app.read_state(5, 10).await, StatusCode::OK, &state(10, 3, 3, 0, 0));
+    assert_json(
+        &app.read_state(5, 10).await,
+        StatusCode::OK,
+        &state(10, 3, 3, 0, 0),
+    );
 }
 
 #[tokio::test]
 async fn join_with_a_read_position_starts_there() {
     let app = channel_with_three_messages().await;
 
-    let reply = app.join(5, 10, Some(json!({ "last_read_message_id": "1" }))).await;
+    let reply = app
+        .join(5, 10, Some(json!({ "last_read_message_id": "1" })))
+        .await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 1, 3, 2, 0));
 }
@@ -37,7 +45,9 @@ async fn join_with_a_read_position_starts_there() {
 async fn join_at_read_position_zero_has_everything_unread() {
     let app = channel_with_three_messages().await;
 
-    let reply = app.join(5, 10, Some(json!({ "last_read_message_id": 0 }))).await;
+    let reply = app
+        .join(5, 10, Some(json!({ "last_read_message_id": 0 })))
+        .await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 0, 3, 3, 0));
 }
@@ -55,7 +65,9 @@ async fn join_with_an_empty_object_starts_at_the_channel_head() {
 async fn join_is_a_no_op_when_the_read_state_exists() {
     let app = channel_with_three_messages().await;
 
-    let reply = app.join(2, 10, Some(json!({ "last_read_message_id": "3" }))).await;
+    let reply = app
+        .join(2, 10, Some(json!({ "last_read_message_id": "3" })))
+        .await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 0, 3, 3, 1));
 }
@@ -76,8 +88,15 @@ async fn leave_removes_the_read_state() {
     let reply = app.leave(2, 10).await;
 
     assert_done(&reply);
-    assert_problem(&app.read_state(2, 10).await, &problem("not-found", "read state not found"));
-    assert_json(&app.read_states(2, "").await, StatusCode::OK, &read_states(&[]));
+    assert_problem(
+        &app.read_state(2, 10).await,
+        &problem("not-found", "read state not found"),
+    );
+    assert_json(
+        &app.read_states(2, "").await,
+        StatusCode::OK,
+        &read_states(&[]),
+    );
 }
 
 #[tokio::test]
@@ -87,7 +106,10 @@ async fn leave_of_a_missing_read_state_is_not_an_error() {
     let reply = app.leave(5, 10).await;
 
     assert_done(&reply);
-    assert_problem(&app.read_state(5, 10).await, &problem("not-found", "read state not found"));
+    assert_problem(
+        &app.read_state(5, 10).await,
+        &problem("not-found", "read state not found"),
+    );
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    TestApp, assert_json, assert_problem, connect, eventually, metric, problem, read_response, read_until_closed, send,
-    spawn_app_with, state,
+    TestApp, assert_json, assert_problem, connect, eventually, metric, problem, read_response,
+    read_until_closed, send, spawn_app_with, state,
 };
 
 /// A generous bound for the server to react; exceeding it is a hang, not slowness.
@@ -62,7 +62,9 @@ async fn at_the_hard_limit_a_request_is_refused_at_once_with_retry_after_until_o
         // Our app's own view: a harmless read is refused while the ack holds the slot.
         match app.read_state(1, 10).await.0 {
             StatusCode::SERVICE_UNAVAILABLE => Ok(()),
-            other => Err(format!("a read was answered {other} while the ack was in flight")),
+            other => Err(format!(
+                "a read was answered {other} while the ack was in flight"
+            )),
         }
     })
     .await;
@@ -72,8 +74,14 @@ async fn at_the_hard_limit_a_request_is_refused_at_once_with_retry_after_until_o
     let (status, _, body) = read_response(&mut slow, PATIENCE).await;
     let after = app.ack(3, 10, 1).await;
 
-    assert_problem(&refused, &problem("overloaded", "too many requests in flight; retry later"));
-    assert_eq!(refused.1.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_problem(
+        &refused,
+        &problem("overloaded", "too many requests in flight; retry later"),
+    );
+    assert_eq!(
+        refused.1.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     assert_eq!((status, body), (200, state(10, 1, 1, 0, 0)));
     assert_json(&after, StatusCode::OK, &state(10, 1, 1, 0, 0));
 }
@@ -89,12 +97,24 @@ async fn above_the_soft_limit_requests_are_still_served_and_counted() {
     app.message_ok(10, 1, Some(1), &[2]).await;
     let (mut slow, rest) = start_slow_ack(&app, 2).await;
     eventually(PATIENCE, || in_flight_at_least_one(&app)).await;
-    let before = metric(&app.metrics().await, "readstate_http_soft_limit_exceeded_total").unwrap_or(0.0);
+    let before = metric(
+        &app.metrics().await,
+        "readstate_http_soft_limit_exceeded_total",
+    )
+    .unwrap_or(0.0);
 
     let served = eventually(PATIENCE, || async {
         let reply = app.read_state(1, 10).await;
-        let counted = metric(&app.metrics().await, "readstate_http_soft_limit_exceeded_total").unwrap_or(0.0);
-        if counted > before { Ok(reply) } else { Err(format!("soft limit counter still {counted}")) }
+        let counted = metric(
+            &app.metrics().await,
+            "readstate_http_soft_limit_exceeded_total",
+        )
+        .unwrap_or(0.0);
+        if counted > before {
+            Ok(reply)
+        } else {
+            Err(format!("soft limit counter still {counted}"))
+        }
     })
     .await;
     send(&mut slow, rest.as_bytes()).await;
@@ -113,8 +133,11 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
     let answer = read_until_closed(&mut stream, PATIENCE).await;
 
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "unexpected answer: {answer}");
-    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {answer}"
+    );
+    assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -126,10 +149,41 @@ async fn a_request_whose_body_stalls_times_out_with_a_problem() {
     let (status, headers, body) = read_response(&mut slow, PATIENCE).await;
 
     assert!(status == 503 || status == 408, "status {status}: {body}");
-    let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.as_str());
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str());
     assert_eq!(content_type, Some("application/problem+json"));
-    let mut expected = problem("timeout", "the request did not complete within 300 ms; retry later");
+    let mut expected = problem(
+        "timeout",
+        "the request did not complete within 300 ms; retry later",
+    );
     expected["status"] = status.into();
     assert_eq!(body, expected);
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 1, 1, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 1, 1, 1),
+    );
+}
+
+#[tokio::test]
+async fn a_request_with_too_many_headers_is_refused_and_the_server_keeps_serving() {
+    let app = spawn_app_with(|_| {}).await;
+    let headers: String = (0..200).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let mut stream = connect(&app).await;
+
+    send(
+        &mut stream,
+        format!("GET /healthz HTTP/1.1\r\nHost: readstate\r\n{headers}\r\n").as_bytes(),
+    )
+    .await;
+    let answer = read_until_closed(&mut stream, PATIENCE).await;
+
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "unexpected answer: {answer}"
+    );
+    assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
 }

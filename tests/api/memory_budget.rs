@@ -46,23 +46,41 @@ async fn the_cache_stays_within_its_budget_and_evicted_users_reload_exactly() {
         let (status, _, body) = app.batch(json!({ "ops": chunk })).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let results = body["results"].as_array().expect("results");
-        assert!(results.iter().all(|r| r == &json!({ "ok": true })), "{body}");
+        assert!(
+            results.iter().all(|r| r == &json!({ "ok": true })),
+            "{body}"
+        );
     }
 
     let (bytes, evictions) = eventually(std::time::Duration::from_secs(10), || async {
         let text = app.metrics().await;
         let bytes = metric(&text, "readstate_cache_bytes").ok_or("no readstate_cache_bytes")?;
         let evictions = metric(&text, "readstate_cache_evictions_total").unwrap_or(0.0);
-        if evictions > 0.0 { Ok((bytes, evictions)) } else { Err(format!("no eviction yet; {bytes} bytes cached")) }
+        if evictions > 0.0 {
+            Ok((bytes, evictions))
+        } else {
+            Err(format!("no eviction yet; {bytes} bytes cached"))
+        }
     })
     .await;
-    assert!(bytes <= BUDGET as f64, "readstate_cache_bytes {bytes} > {BUDGET}");
+    assert!(
+        bytes <= BUDGET as f64,
+        "readstate_cache_bytes {bytes} > {BUDGET}"
+    );
     assert!(evictions > 0.0);
 
     for user in 1..=500 {
-        assert_json(&app.read_states(user, "").await, StatusCode::OK, &expected(user));
+        assert_json(
+            &app.read_states(user, "").await,
+            StatusCode::OK,
+            &expected(user),
+        );
     }
     for user in (501..=USERS).step_by(97) {
-        assert_json(&app.read_states(user, "").await, StatusCode::OK, &expected(user));
+        assert_json(
+            &app.read_states(user, "").await,
+            StatusCode::OK,
+            &expected(user),
+        );
     }
 }

@@ -20,7 +20,11 @@ async fn the_author_has_read_the_message_they_wrote() {
 
     app.message_ok(10, 100, Some(1), &[]).await;
 
-    assert_json(&app.read_state(1, 10).await, StatusCode::OK, &state(10, 100, 100, 0, 0));
+    assert_json(
+        &app.read_state(1, 10).await,
+        StatusCode::OK,
+        &state(10, 100, 100, 0, 0),
+    );
 }
 
 #[tokio::test]
@@ -29,19 +33,38 @@ async fn a_mentioned_user_gets_the_message_unread_and_mentioned() {
 
     app.message_ok(10, 100, Some(1), &[2, 3]).await;
 
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
-    assert_json(&app.read_state(3, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
+    assert_json(
+        &app.read_state(3, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
 }
 
 #[tokio::test]
 async fn a_message_without_an_author_only_moves_the_channel_head() {
     let app = spawn_app().await;
-    assert_json(&app.join(5, 10, None).await, StatusCode::OK, &state(10, 0, 0, 0, 0));
+    assert_json(
+        &app.join(5, 10, None).await,
+        StatusCode::OK,
+        &state(10, 0, 0, 0, 0),
+    );
 
     app.message_ok(10, 100, None, &[]).await;
 
-    assert_json(&app.read_state(5, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 0));
-    assert_problem(&app.read_state(1, 10).await, &problem("not-found", "read state not found"));
+    assert_json(
+        &app.read_state(5, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 0),
+    );
+    assert_problem(
+        &app.read_state(1, 10).await,
+        &problem("not-found", "read state not found"),
+    );
 }
 
 #[tokio::test]
@@ -50,7 +73,11 @@ async fn an_author_mentioning_themselves_gets_no_mention() {
 
     app.message_ok(10, 100, Some(1), &[1]).await;
 
-    assert_json(&app.read_state(1, 10).await, StatusCode::OK, &state(10, 100, 100, 0, 0));
+    assert_json(
+        &app.read_state(1, 10).await,
+        StatusCode::OK,
+        &state(10, 100, 100, 0, 0),
+    );
 }
 
 #[tokio::test]
@@ -59,7 +86,11 @@ async fn a_user_mentioned_twice_in_one_message_has_one_mention() {
 
     app.message_ok(10, 100, Some(1), &[2, 2]).await;
 
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
 }
 
 #[tokio::test]
@@ -70,7 +101,11 @@ async fn the_same_message_created_twice_counts_once() {
     let again = app.message(10, 100, Some(1), &[2]).await;
 
     assert_done(&again);
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
 }
 
 #[tokio::test]
@@ -81,7 +116,11 @@ async fn messages_arriving_out_of_order_count_the_same() {
         app.message_ok(10, message, None, &[2]).await;
     }
 
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 103, 3, 3));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 103, 3, 3),
+    );
 }
 
 #[tokio::test]
@@ -92,5 +131,9 @@ async fn a_late_create_of_a_deleted_message_does_not_bring_it_back() {
 
     app.message_ok(10, 101, Some(1), &[2]).await;
 
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 100, 1, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 100, 1, 1),
+    );
 }

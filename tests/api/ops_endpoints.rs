@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, assert_json, spawn_app};
 async fn healthz_answers_ok() {
     let app = spawn_app().await;
 
-    let reply = app.get("/healthz").await;
+    let reply = app.get("/healthz", None).await;
 
     assert_json(&reply, StatusCode::OK, &json!({ "status": "ok" }));
 }
@@ -20,10 +20,13 @@ async fn healthz_answers_ok() {
 async fn readyz_answers_ready_as_json() {
     let app = spawn_app().await;
 
-    let (status, headers, body) = app.get("/readyz").await;
+    let (status, headers, body) = app.get("/readyz", None).await;
 
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(content_type(&headers).starts_with("application/json"), "{headers:?}");
+    assert!(
+        content_type(&headers).starts_with("application/json"),
+        "{headers:?}"
+    );
     assert_eq!(body, json!({ "status": "ready" }));
 }
 
@@ -41,7 +44,10 @@ async fn metrics_expose_http_cache_and_commit_series_after_a_write() {
         "readstate_cache_bytes",
         "readstate_commit_batch_entries",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from /metrics:\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{text}"
+        );
     }
 }
 
@@ -49,10 +55,19 @@ async fn metrics_expose_http_cache_and_commit_series_after_a_write() {
 async fn metrics_are_in_the_prometheus_text_format() {
     let app = spawn_app().await;
 
-    let response = app.client.get(app.url("/metrics")).send().await.expect("the server answers");
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("the server answers");
 
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(content_type(response.headers()).starts_with("text/plain"), "{:?}", response.headers());
+    assert!(
+        content_type(response.headers()).starts_with("text/plain"),
+        "{:?}",
+        response.headers()
+    );
 }
 
 /// Every `/v1` route of the spec, with its method.
@@ -60,7 +75,10 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/channels/{channel_id}/messages"),
     ("delete", "/v1/channels/{channel_id}/messages/{message_id}"),
     ("delete", "/v1/channels/{channel_id}"),
-    ("get", "/v1/channels/{channel_id}/messages/{message_id}/readers"),
+    (
+        "get",
+        "/v1/channels/{channel_id}/messages/{message_id}/readers",
+    ),
     ("put", "/v1/users/{user_id}/channels/{channel_id}"),
     ("delete", "/v1/users/{user_id}/channels/{channel_id}"),
     ("get", "/v1/users/{user_id}/channels/{channel_id}"),
@@ -77,7 +95,7 @@ const V1_ROUTES: &[(&str, &str)] = &[
 async fn openapi_json_is_openapi_3_1_with_every_v1_route() {
     let app = spawn_app().await;
 
-    let (status, _, doc) = app.get("/openapi.json").await;
+    let (status, _, doc) = app.get("/openapi.json", None).await;
 
     assert_eq!(status, StatusCode::OK);
     let version = doc["openapi"].as_str().unwrap_or_default();
@@ -87,7 +105,10 @@ async fn openapi_json_is_openapi_3_1_with_every_v1_route() {
         .filter(|(method, path)| doc["paths"][*path][*method].is_null())
         .map(|(method, path)| format!("{method} {path}"))
         .collect();
-    assert!(missing.is_empty(), "routes missing from /openapi.json: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from /openapi.json: {missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -111,18 +132,33 @@ async fn the_dashboard_is_html_that_loads_nothing_from_the_internet() {
 }
 
 fn content_type(headers: &reqwest::header::HeaderMap) -> String {
-    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// GETs `path`, checks it is `text/html`, and returns the status and the text.
 async fn html(app: &TestApp, path: &str) -> (StatusCode, String) {
-    let response = app.client.get(app.url(path)).send().await.expect("the server answers");
+    let response = app
+        .client
+        .get(app.url(path))
+        .send()
+        .await
+        .expect("the server answers");
     let status = response.status();
     let content_type = content_type(response.headers());
     let text = response.text().await.expect("the body is read");
-    assert!(content_type.starts_with("text/html"), "{path}: content type {content_type:?}");
+    assert!(
+        content_type.starts_with("text/html"),
+        "{path}: content type {content_type:?}"
+    );
     let lower = text.to_ascii_lowercase();
-    assert!(lower.contains("<!doctype html") || lower.contains("<html"), "{path} is not an HTML page");
+    assert!(
+        lower.contains("<!doctype html") || lower.contains("<html"),
+        "{path} is not an HTML page"
+    );
     (status, text)
 }
 
@@ -134,13 +170,27 @@ fn assert_no_remote_assets(html: &str) {
         while let Some(at) = rest.find(tag) {
             let end = rest[at..].find('>').map_or(rest.len(), |e| at + e);
             let element = &rest[at..end];
-            for remote in ["=\"http://", "=\"https://", "=\"//", "='http://", "='https://", "='//", "=http://", "=https://"] {
+            for remote in [
+                "=\"http://",
+                "=\"https://",
+                "=\"//",
+                "='http://",
+                "='https://",
+                "='//",
+                "=http://",
+                "=https://",
+            ] {
                 assert!(!element.contains(remote), "remote asset: {element}>");
             }
             rest = &rest[end..];
         }
     }
-    for import in ["@import url(http", "@import url(\"http", "@import \"http", "@import url('http"] {
+    for import in [
+        "@import url(http",
+        "@import url(\"http",
+        "@import \"http",
+        "@import url('http",
+    ] {
         assert!(!lower.contains(import), "remote stylesheet import");
     }
 }

@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_json, assert_problem, invalid, problem, read_states, spawn_app, spawn_app_with, state};
+use crate::helpers::{
+    assert_json, assert_problem, invalid, problem, read_states, spawn_app, spawn_app_with, state,
+};
 
 #[tokio::test]
 async fn read_states_lists_every_channel_of_the_user_sorted_by_channel_id() {
@@ -18,7 +20,11 @@ async fn read_states_lists_every_channel_of_the_user_sorted_by_channel_id() {
     assert_json(
         &reply,
         StatusCode::OK,
-        &read_states(&[state(10, 0, 1, 1, 1), state(20, 1, 2, 1, 0), state(30, 0, 3, 1, 1)]),
+        &read_states(&[
+            state(10, 0, 1, 1, 1),
+            state(20, 1, 2, 1, 0),
+            state(30, 0, 3, 1, 1),
+        ]),
     );
 }
 
@@ -31,7 +37,11 @@ async fn read_states_filtered_by_channels_lists_only_those_the_user_has() {
 
     let reply = app.read_states(2, "channels=30,10,40").await;
 
-    assert_json(&reply, StatusCode::OK, &read_states(&[state(10, 0, 5, 1, 1), state(30, 0, 5, 1, 1)]));
+    assert_json(
+        &reply,
+        StatusCode::OK,
+        &read_states(&[state(10, 0, 5, 1, 1), state(30, 0, 5, 1, 1)]),
+    );
 }
 
 #[tokio::test]
@@ -116,7 +126,13 @@ async fn a_bad_channel_in_the_filter_is_rejected_naming_channels() {
 
     let reply = app.read_states(2, "channels=10,x").await;
 
-    assert_problem(&reply, &invalid("channels", "`x` is not an id: must be an integer between 1 and 9223372036854775807"));
+    assert_problem(
+        &reply,
+        &invalid(
+            "channels",
+            "`x` is not an id: must be an integer between 1 and 9223372036854775807",
+        ),
+    );
 }
 
 #[tokio::test]

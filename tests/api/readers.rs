@@ -69,7 +69,11 @@ async fn a_user_who_left_is_no_longer_a_reader() {
 
     app.leave(3, 10).await;
 
-    assert_json(&app.readers(10, 5, "").await, StatusCode::OK, &readers(&[1, 2, 4, 5], None));
+    assert_json(
+        &app.readers(10, 5, "").await,
+        StatusCode::OK,
+        &readers(&[1, 2, 4, 5], None),
+    );
 }
 
 #[tokio::test]
@@ -78,5 +82,9 @@ async fn a_mark_unread_before_the_message_removes_the_reader() {
 
     app.unread(2, 10, 4).await;
 
-    assert_json(&app.readers(10, 4, "").await, StatusCode::OK, &readers(&[1, 3, 4, 5], None));
+    assert_json(
+        &app.readers(10, 4, "").await,
+        StatusCode::OK,
+        &readers(&[1, 3, 4, 5], None),
+    );
 }

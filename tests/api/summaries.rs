@@ -11,7 +11,8 @@ async fn a_summary_counts_unread_channels_and_sums_mentions() {
     app.message_ok(10, 1, Some(1), &[2]).await;
     app.message_ok(10, 2, Some(1), &[2]).await;
     app.message_ok(20, 3, Some(1), &[]).await;
-    app.join(2, 20, Some(json!({ "last_read_message_id": "0" }))).await;
+    app.join(2, 20, Some(json!({ "last_read_message_id": "0" })))
+        .await;
     app.message_ok(30, 4, Some(1), &[2]).await;
     app.ack(2, 30, 4).await;
 
@@ -48,7 +49,9 @@ async fn summaries_answers_each_listed_user_keyed_by_id() {
     app.message_ok(10, 1, Some(1), &[2]).await;
     app.message_ok(20, 2, Some(1), &[2, 3]).await;
 
-    let reply = app.summaries(json!({ "user_ids": ["1", 2, "3", 99] })).await;
+    let reply = app
+        .summaries(json!({ "user_ids": ["1", 2, "3", 99] }))
+        .await;
 
     assert_json(
         &reply,

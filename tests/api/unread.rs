@@ -10,7 +10,11 @@ async fn all_read() -> TestApp {
     app.message_ok(10, 1, Some(1), &[2]).await;
     app.message_ok(10, 2, Some(1), &[]).await;
     app.message_ok(10, 3, Some(1), &[]).await;
-    assert_json(&app.ack(2, 10, 3).await, StatusCode::OK, &state(10, 3, 3, 0, 0));
+    assert_json(
+        &app.ack(2, 10, 3).await,
+        StatusCode::OK,
+        &state(10, 3, 3, 0, 0),
+    );
     app
 }
 
@@ -21,7 +25,11 @@ async fn mark_unread_brings_back_the_message_and_its_mention() {
     let reply = app.unread(2, 10, 1).await;
 
     assert_json(&reply, StatusCode::OK, &state(10, 0, 3, 3, 1));
-    assert_json(&app.read_state(2, 10).await, StatusCode::OK, &state(10, 0, 3, 3, 1));
+    assert_json(
+        &app.read_state(2, 10).await,
+        StatusCode::OK,
+        &state(10, 0, 3, 3, 1),
+    );
     assert_json(&app.summary(2).await, StatusCode::OK, &summary(1, 1));
 }
 

@@ -7,8 +7,17 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
-/// (method, path, request body, status, expected JSON body).
-pub const WALKTHROUGH: &[(&str, &str, Option<&str>, u16, Option<&str>)] = &[
+/// One step: (method, path, request body, status, expected JSON body).
+pub type Step = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+    Option<&'static str>,
+);
+
+/// The walkthrough, in order.
+pub const WALKTHROUGH: &[Step] = &[
     (
         "POST",
         "/v1/channels/10/messages",
@@ -16,7 +25,13 @@ pub const WALKTHROUGH: &[(&str, &str, Option<&str>, u16, Option<&str>)] = &[
         204,
         None,
     ),
-    ("POST", "/v1/channels/10/messages", Some(r#"{"message_id": "101", "author_id": "1"}"#), 204, None),
+    (
+        "POST",
+        "/v1/channels/10/messages",
+        Some(r#"{"message_id": "101", "author_id": "1"}"#),
+        204,
+        None,
+    ),
     (
         "GET",
         "/v1/users/2/channels/10",
@@ -53,7 +68,13 @@ pub const WALKTHROUGH: &[(&str, &str, Option<&str>, u16, Option<&str>)] = &[
             r#"{"read_states":[{"channel_id":"10","last_read_message_id":"100","last_message_id":"101","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false}]}"#,
         ),
     ),
-    ("GET", "/v1/users/2/summary", None, 200, Some(r#"{"unread_channels":1,"mentions":0}"#)),
+    (
+        "GET",
+        "/v1/users/2/summary",
+        None,
+        200,
+        Some(r#"{"unread_channels":1,"mentions":0}"#),
+    ),
 ];
 
 /// The walkthrough as the markdown of `walkthrough.md`: one curl command per step
@@ -76,7 +97,9 @@ pub fn render_markdown() -> String {
         }
         out.push_str(&format!(" localhost:8080{path}"));
         if let Some(body) = body {
-            out.push_str(&format!(" \\\n    -H 'content-type: application/json' -d '{body}'"));
+            out.push_str(&format!(
+                " \\\n    -H 'content-type: application/json' -d '{body}'"
+            ));
         }
         out.push('\n');
         match expected {
@@ -94,12 +117,19 @@ async fn the_readme_walkthrough_answers_exactly_as_documented() {
 
     for (step, (method, path, body, status, expected)) in WALKTHROUGH.iter().enumerate() {
         let method: Method = method.parse().expect("a method");
-        let body: Option<Value> = body.map(|b| serde_json::from_str(b).expect("the request body is JSON"));
+        let body: Option<Value> =
+            body.map(|b| serde_json::from_str(b).expect("the request body is JSON"));
 
         let (actual_status, _, actual_body) = app.request(method.clone(), path, body).await;
 
-        assert_eq!(actual_status, StatusCode::from_u16(*status).expect("a status"), "step {step}: {method} {path}: {actual_body}");
-        let expected: Value = expected.map_or(Value::Null, |e| serde_json::from_str(e).expect("the expected body is JSON"));
+        assert_eq!(
+            actual_status,
+            StatusCode::from_u16(*status).expect("a status"),
+            "step {step}: {method} {path}: {actual_body}"
+        );
+        let expected: Value = expected.map_or(Value::Null, |e| {
+            serde_json::from_str(e).expect("the expected body is JSON")
+        });
         assert_eq!(actual_body, expected, "step {step}: {method} {path}");
     }
 }
@@ -110,5 +140,8 @@ fn walkthrough_md_is_the_rendered_walkthrough() {
 
     let rendered = render_markdown();
 
-    assert!(committed == rendered, "tests/api/walkthrough.md is stale; it should read:\n{rendered}");
+    assert!(
+        committed == rendered,
+        "tests/api/walkthrough.md is stale; it should read:\n{rendered}"
+    );
 }

@@ -1,0 +1,191 @@
+//! The service (cache + SQLite + group commit) against the reference model: random
+//! operation sequences, with caps so small that channel windows and mention sets
+//! overflow and a cache so small that users and channels are evicted and reloaded,
+//! give exactly the model's read states — live, and again after a restart on the
+//! same database with an empty cache (so storage's merges, trims and floors are
+//! checked too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use readstate::cache::Cache;
+use readstate::commit::{self, CommitConfig};
+use readstate::config::Durability;
+use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
+use readstate::service::{Service, ServiceLimits};
+use readstate::store::sqlite::SqliteOptions;
+use readstate::store::{SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const CAPS: Caps = Caps {
+    unread: 1,
+    mention: 1,
+};
+
+struct Running {
+    service: Service,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn start(dir: &std::path::Path, durability: Durability, cache_bytes: u64) -> Running {
+    let store = SqliteStore::open(&SqliteOptions {
+        url: format!("sqlite://{}/rs.db", dir.display()),
+        full_sync: false,
+        readers: 2,
+        timeout: Duration::from_secs(5),
+        channel_window: CAPS.channel_window(),
+        mention_window: CAPS.mention_window(),
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let cache = Arc::new(Cache::new(cache_bytes));
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let committer = commit::spawn(
+        store.clone(),
+        cache.clone(),
+        CommitConfig {
+            durability,
+            max_batch: 64,
+            flush_interval: Duration::from_millis(5),
+            max_unflushed: 10_000,
+        },
+        cancel.clone(),
+        &tracker,
+    );
+    let limits = ServiceLimits {
+        max_mentions: 10,
+        max_batch_ops: 100,
+        max_page: 100,
+        max_summary_users: 100,
+        max_channels_filter: 100,
+    };
+    let service = Service::new(
+        cache,
+        store,
+        committer,
+        CAPS,
+        limits,
+        Duration::from_secs(10),
+    );
+    Running {
+        service,
+        cancel,
+        tracker,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.service.store().close().await;
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = (1..=4u64).prop_map(|u| UserId::new(u).unwrap());
+    let channel = (1..=2u64).prop_map(|c| ChannelId::new(c).unwrap());
+    let message = (1..=30u64).prop_map(|m| MessageId::new(m).unwrap());
+    prop_oneof![
+        6 => (channel.clone(), message.clone(), proptest::option::of(user.clone()), proptest::collection::vec(user.clone(), 0..3))
+            .prop_map(|(channel, message, author, mentions)| Op::MessageCreated { channel, message, author, mentions }),
+        2 => (channel.clone(), message.clone()).prop_map(|(channel, message)| Op::MessageDeleted { channel, message }),
+        5 => (user.clone(), channel.clone(), message.clone()).prop_map(|(user, channel, message)| Op::Ack { user, channel, message, at: None }),
+        1 => (user.clone(), channel.clone(), proptest::option::of(0..=30u64)).prop_map(|(user, channel, read)| Op::Join { user, channel, read }),
+        1 => (user.clone(), channel.clone(), message).prop_map(|(user, channel, message)| Op::Unread { user, channel, message }),
+        1 => user.clone().prop_map(|user| Op::AckAll { user }),
+        1 => (user, channel.clone()).prop_map(|(user, channel)| Op::Leave { user, channel }),
+        1 => channel.prop_map(|channel| Op::DeleteChannel { channel }),
+    ]
+}
+
+async fn check(service: &Service, model: &Model) -> Result<(), TestCaseError> {
+    for u in 1..=4 {
+        let user = UserId::new(u).unwrap();
+        let got = service.read_states(user, None).await.unwrap();
+        prop_assert_eq!(got, model.read_states(user), "user {}", u);
+    }
+    Ok(())
+}
+
+/// What storage itself holds equals the model's entities: channel windows with their
+/// floors, and each state's position and mention ids (epochs are clock stamps, so only
+/// their order is compared, through the positions they produced).
+async fn check_storage(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
+    let windows = store
+        .load_channels(&[1, 2, 3], CAPS.channel_window())
+        .await
+        .unwrap();
+    for (c, window) in windows {
+        let expected = model
+            .channels
+            .get(&ChannelId::new(c).unwrap())
+            .cloned()
+            .unwrap_or_default();
+        prop_assert_eq!(window, expected, "channel {}", c);
+    }
+    for u in 1..=4 {
+        let stored = store.load_user(u, CAPS.mention_window()).await.unwrap();
+        let expected = model
+            .users
+            .get(&UserId::new(u).unwrap())
+            .cloned()
+            .unwrap_or_default();
+        let project = |s: &readstate::domain::UserStates| -> Vec<(u64, u64, Vec<(u64, u64)>)> {
+            s.iter()
+                .map(|st| (st.channel, st.read.pos, st.mentions.to_vec()))
+                .collect()
+        };
+        prop_assert_eq!(project(&stored), project(&expected), "user {}", u);
+    }
+    Ok(())
+}
+
+fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::new(CAPS);
+        let running = start(dir.path(), durability, cache_bytes).await;
+        for op in &ops {
+            running.service.execute(op).await.unwrap();
+            // The service stamps mark unread with the clock; only the order of epochs
+            // matters to the result, and both stamp increasing epochs.
+            model.apply(op, u64::MAX / 2);
+        }
+        check(&running.service, &model).await?;
+        running.stop().await;
+        let restarted = start(dir.path(), durability, cache_bytes).await;
+        check_storage(restarted.service.store().as_ref(), &model).await?;
+        check(&restarted.service, &model).await?;
+        restarted.stop().await;
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn the_service_gives_the_model_states_live_and_after_a_restart(ops in proptest::collection::vec(op(), 1..100)) {
+        run_case(ops, Durability::Sync, 64 << 20)?;
+    }
+
+    #[test]
+    fn a_tiny_cache_that_evicts_constantly_still_gives_the_model_states(ops in proptest::collection::vec(op(), 1..100)) {
+        // 64 shards x 160 bytes: hardly more than one entry per shard fits.
+        run_case(ops, Durability::Async, 64 * 160)?;
+    }
+}
