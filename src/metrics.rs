@@ -28,6 +28,10 @@ pub const COMMIT_BACKPRESSURE: &str = "readstate_commit_backpressure_total";
 pub const STORAGE_ERRORS: &str = "readstate_storage_errors_total";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
+/// Seconds since the service started (sampled on each scrape).
+pub const UPTIME: &str = "readstate_uptime_seconds";
+/// Always 1, labelled with `version` and `durability`, for dashboards.
+pub const BUILD_INFO: &str = "readstate_build_info";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

@@ -386,7 +386,15 @@ impl Service {
                 Lookup::Hit(()) => return Ok(()),
                 Lookup::Loading => notified.await,
                 Lookup::Miss => {
+                    // If this future is dropped mid-load (request timeout, client gone),
+                    // the guard clears the loading mark so that waiters retry.
+                    let guard = UserLoadGuard {
+                        service: self,
+                        user,
+                        index,
+                    };
                     let loaded = self.load_user(user).await;
+                    std::mem::forget(guard);
                     {
                         let mut shard = self.cache.lock(index);
                         match &loaded {
@@ -445,10 +453,15 @@ impl Service {
                 continue;
             }
             crate::metrics::cache_load("channel");
+            let guard = ChannelLoadGuard {
+                service: self,
+                channels: &own,
+            };
             let loaded = self
                 .store
                 .load_channels(&own, self.caps.channel_window())
                 .await;
+            std::mem::forget(guard);
             match loaded {
                 Ok(windows) => {
                     for (channel, window) in windows {
@@ -679,6 +692,41 @@ impl Service {
             ));
         }
         Ok(())
+    }
+}
+
+/// Clears a user's loading mark if the loading future is dropped before it finishes.
+struct UserLoadGuard<'a> {
+    service: &'a Service,
+    user: u64,
+    index: usize,
+}
+
+impl Drop for UserLoadGuard<'_> {
+    fn drop(&mut self) {
+        self.service
+            .cache
+            .lock(self.index)
+            .abort_user_load(self.user);
+        self.service.user_loads[self.index].notify_waiters();
+    }
+}
+
+/// Clears channels' loading marks if the loading future is dropped before it finishes.
+struct ChannelLoadGuard<'a> {
+    service: &'a Service,
+    channels: &'a [u64],
+}
+
+impl Drop for ChannelLoadGuard<'_> {
+    fn drop(&mut self) {
+        for &channel in self.channels {
+            self.service
+                .cache
+                .lock(self.service.cache.channel_shard(channel))
+                .abort_channel_load(channel);
+        }
+        self.service.channel_loads.notify_waiters();
     }
 }
 

@@ -20,6 +20,9 @@ use readstate::store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A read state as storage must keep it: channel, position, mention ids.
+type Projected = (u64, u64, Vec<(u64, u64)>);
+
 const CAPS: Caps = Caps {
     unread: 1,
     mention: 1,
@@ -139,7 +142,7 @@ async fn check_storage(store: &dyn Store, model: &Model) -> Result<(), TestCaseE
             .get(&UserId::new(u).unwrap())
             .cloned()
             .unwrap_or_default();
-        let project = |s: &readstate::domain::UserStates| -> Vec<(u64, u64, Vec<(u64, u64)>)> {
+        let project = |s: &readstate::domain::UserStates| -> Vec<Projected> {
             s.iter()
                 .map(|st| (st.channel, st.read.pos, st.mentions.to_vec()))
                 .collect()

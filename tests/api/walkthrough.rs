@@ -145,3 +145,18 @@ fn walkthrough_md_is_the_rendered_walkthrough() {
         "tests/api/walkthrough.md is stale; it should read:\n{rendered}"
     );
 }
+
+#[test]
+fn the_readme_shows_the_walkthrough_verbatim() {
+    let readme = include_str!("../../README.md");
+    let rendered = render_markdown();
+    let steps = rendered.split("\n```console\n").skip(1);
+
+    for step in steps {
+        let block = format!("```console\n{}", step.trim_end());
+        assert!(
+            readme.contains(&block),
+            "README.md lacks this walkthrough step:\n{block}"
+        );
+    }
+}

@@ -17,11 +17,7 @@ use crate::http::dto::Status;
 use crate::http::limits::RateLimit;
 use crate::http::openapi::{ApiDoc, UnavailableResponse};
 use crate::http::problem::{Problem, ProblemKind};
-
-/// Seconds since the service started (sampled on each scrape).
-pub const UPTIME: &str = "readstate_uptime_seconds";
-/// Always 1, labelled with `version` and `durability`, for dashboards.
-pub const BUILD_INFO: &str = "readstate_build_info";
+use crate::metrics::{BUILD_INFO, UPTIME};
 
 /// The Prometheus text format served at `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
