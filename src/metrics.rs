@@ -20,6 +20,7 @@ pub const CACHE_CHANNELS: &str = "readstate_cache_channels";
 pub const CACHE_DIRTY: &str = "readstate_cache_dirty_entries";
 pub const CACHE_EVICTIONS: &str = "readstate_cache_evictions_total";
 pub const CACHE_LOADS: &str = "readstate_cache_loads_total";
+pub const CACHE_INVALIDATIONS: &str = "readstate_cache_remote_invalidations_total";
 pub const COMMIT_BATCH_ENTRIES: &str = "readstate_commit_batch_entries";
 pub const COMMIT_BATCH_WRITES: &str = "readstate_commit_batch_writes";
 pub const COMMIT_DURATION: &str = "readstate_commit_duration_seconds";
@@ -104,6 +105,7 @@ fn describe() {
         "Cache entries evicted to stay within the budget"
     );
     describe_counter!(CACHE_LOADS, "Cache misses loaded from storage, by kind");
+    describe_counter!(CACHE_INVALIDATIONS, "Cache entries invalidated because another node wrote them (resync: whole cache)");
     describe_histogram!(COMMIT_BATCH_ENTRIES, "Queued entries per group commit");
     describe_histogram!(COMMIT_BATCH_WRITES, "Storage writes per group commit");
     describe_histogram!(
@@ -153,6 +155,15 @@ pub fn backpressure() {
 /// A cache miss was loaded from storage.
 pub fn cache_load(kind: &'static str) {
     counter!(CACHE_LOADS, "kind" => kind).increment(1);
+}
+
+/// Another node's commits invalidated `keys` cache entries (or, on resync, all).
+pub fn remote_invalidation(keys: usize, resync: bool) {
+    if resync {
+        counter!(CACHE_INVALIDATIONS, "kind" => "resync").increment(1);
+    } else {
+        counter!(CACHE_INVALIDATIONS, "kind" => "key").increment(keys as u64);
+    }
 }
 
 /// Gauges sampled on each scrape.

@@ -21,7 +21,7 @@ use crate::domain::{
     Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef,
     Summary, UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
 };
-use crate::store::{Store, StoreError, Write};
+use crate::store::{Changes, Store, StoreError, Write};
 
 /// Limits the service enforces on its inputs.
 #[derive(Debug, Clone, Copy)]
@@ -395,15 +395,21 @@ impl Service {
                     };
                     let loaded = self.load_user(user).await;
                     std::mem::forget(guard);
-                    {
+                    let inserted = {
                         let mut shard = self.cache.lock(index);
-                        match &loaded {
-                            Ok(states) => shard.finish_user_load(user, states.clone()),
-                            Err(_) => shard.abort_user_load(user),
+                        match loaded {
+                            Ok(states) => Ok(shard.finish_user_load(user, states)),
+                            Err(e) => {
+                                shard.abort_user_load(user);
+                                Err(e)
+                            }
                         }
-                    }
+                    };
                     self.user_loads[index].notify_waiters();
-                    return loaded.map(|_| ());
+                    // Not inserted: another node changed the user during the load; load again.
+                    if inserted? {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -464,13 +470,16 @@ impl Service {
             std::mem::forget(guard);
             match loaded {
                 Ok(windows) => {
+                    let mut all_inserted = true;
                     for (channel, window) in windows {
-                        self.cache
+                        // False when another node changed it during the load.
+                        all_inserted &= self
+                            .cache
                             .lock(self.cache.channel_shard(channel))
                             .finish_channel_load(channel, window);
                     }
                     self.channel_loads.notify_waiters();
-                    if !waiting {
+                    if all_inserted && !waiting {
                         return Ok(());
                     }
                 }
@@ -678,6 +687,26 @@ impl Service {
             None
         };
         Ok((users, next))
+    }
+
+    /// Drops cached entries that another node sharing the database has written (the
+    /// change feed of [`Store::watch`]): clean ones at once, dirty ones once their own
+    /// writes commit, loads in flight are redone.
+    pub fn apply_remote_changes(&self, changes: &Changes) {
+        if changes.resync {
+            tracing::info!("change feed resynchronising: dropping every cached entry");
+            for mut shard in self.cache.lock_all() {
+                shard.invalidate_all();
+            }
+        } else {
+            for &user in &changes.users {
+                self.cache.lock(self.cache.user_shard(user)).invalidate_user(user);
+            }
+            for &channel in &changes.channels {
+                self.cache.lock(self.cache.channel_shard(channel)).invalidate_channel(channel);
+            }
+        }
+        crate::metrics::remote_invalidation(changes.users.len() + changes.channels.len(), changes.resync);
     }
 
     /// Checks the number of channels in a read-states filter.

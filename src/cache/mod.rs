@@ -29,7 +29,7 @@ mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hashbrown::HashSet;
+use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::domain::{ChannelWindow, UserStates};
@@ -67,8 +67,10 @@ pub enum Lookup<T> {
 pub struct Shard {
     pub users: Table<UserStates>,
     pub channels: Table<ChannelWindow>,
-    loading_users: HashSet<u64, foldhash::fast::FixedState>,
-    loading_channels: HashSet<u64, foldhash::fast::FixedState>,
+    /// Ids being loaded; `true` once invalidated during the load (the loaded value
+    /// may predate another node's commit, so it is discarded and loaded again).
+    loading_users: HashMap<u64, bool, foldhash::fast::FixedState>,
+    loading_channels: HashMap<u64, bool, foldhash::fast::FixedState>,
     budget: usize,
     evictions: u64,
     clock_turn: bool,
@@ -79,8 +81,8 @@ impl Shard {
         Self {
             users: Table::new(),
             channels: Table::new(),
-            loading_users: HashSet::default(),
-            loading_channels: HashSet::default(),
+            loading_users: HashMap::default(),
+            loading_channels: HashMap::default(),
             budget,
             evictions: 0,
             clock_turn: false,
@@ -96,10 +98,10 @@ impl Shard {
     pub fn lookup_user(&mut self, user: u64) -> Lookup<()> {
         if self.users.touch(user) {
             Lookup::Hit(())
-        } else if self.loading_users.contains(&user) {
+        } else if self.loading_users.contains_key(&user) {
             Lookup::Loading
         } else {
-            self.loading_users.insert(user);
+            self.loading_users.insert(user, false);
             Lookup::Miss
         }
     }
@@ -108,34 +110,68 @@ impl Shard {
     pub fn lookup_channel(&mut self, channel: u64) -> Lookup<()> {
         if self.channels.touch(channel) {
             Lookup::Hit(())
-        } else if self.loading_channels.contains(&channel) {
+        } else if self.loading_channels.contains_key(&channel) {
             Lookup::Loading
         } else {
-            self.loading_channels.insert(channel);
+            self.loading_channels.insert(channel, false);
             Lookup::Miss
         }
     }
 
-    /// Inserts a user loaded from storage and ends its loading mark.
-    pub fn finish_user_load(&mut self, user: u64, mut states: UserStates) {
-        self.loading_users.remove(&user);
+    /// Inserts a user loaded from storage and ends its loading mark. Returns false
+    /// (inserting nothing) when the user was invalidated during the load: the caller
+    /// loads again.
+    pub fn finish_user_load(&mut self, user: u64, mut states: UserStates) -> bool {
+        if self.loading_users.remove(&user) == Some(true) {
+            return false;
+        }
         states.shrink();
         // Present already only if inserted without a load (a channel delete): keep that.
         if self.users.get(user).is_none() {
             self.users.insert(user, states);
         }
         self.enforce_budget(Some(user), None);
+        true
     }
 
-    /// Inserts a channel loaded from storage and ends its loading mark.
-    pub fn finish_channel_load(&mut self, channel: u64, window: ChannelWindow) {
-        self.loading_channels.remove(&channel);
+    /// Inserts a channel loaded from storage and ends its loading mark. Returns false
+    /// (inserting nothing) when the channel was invalidated during the load.
+    pub fn finish_channel_load(&mut self, channel: u64, window: ChannelWindow) -> bool {
+        if self.loading_channels.remove(&channel) == Some(true) {
+            return false;
+        }
         // A channel delete that ran during the load inserted the deleted (empty)
         // channel: that one is newer than what the load read.
         if self.channels.get(channel).is_none() {
             self.channels.insert(channel, window);
         }
         self.enforce_budget(None, Some(channel));
+        true
+    }
+
+    /// Another node committed writes for `user`: drop the cached copy (at once if
+    /// clean, after its own writes commit if dirty) and discard a load in flight.
+    pub fn invalidate_user(&mut self, user: u64) {
+        if let Some(invalidated) = self.loading_users.get_mut(&user) {
+            *invalidated = true;
+        }
+        self.users.invalidate(user);
+    }
+
+    /// Another node committed writes for `channel` (see [`Shard::invalidate_user`]).
+    pub fn invalidate_channel(&mut self, channel: u64) {
+        if let Some(invalidated) = self.loading_channels.get_mut(&channel) {
+            *invalidated = true;
+        }
+        self.channels.invalidate(channel);
+    }
+
+    /// Notifications may have been missed: drop or mark every entry.
+    pub fn invalidate_all(&mut self) {
+        self.loading_users.values_mut().for_each(|v| *v = true);
+        self.loading_channels.values_mut().for_each(|v| *v = true);
+        self.users.invalidate_all();
+        self.channels.invalidate_all();
     }
 
     /// Ends a failed user load (storage error) so that another caller may retry.

@@ -19,6 +19,9 @@ struct Slot<T> {
     pending: u32,
     /// CLOCK's second-chance bit, set on every access.
     referenced: bool,
+    /// Another node changed this entry while it was dirty: drop it as soon as its
+    /// own writes have committed.
+    stale: bool,
 }
 
 /// Entries of one kind in one shard.
@@ -126,6 +129,7 @@ impl<T: Weigh> Table<T> {
             value,
             pending: 0,
             referenced: true,
+            stale: false,
         };
         let pos = match self.free.pop() {
             Some(pos) => {
@@ -151,12 +155,59 @@ impl<T: Weigh> Table<T> {
         }
     }
 
-    /// Counts a committed storage write for `id`.
+    /// Counts a committed storage write for `id`; a stale entry goes once clean.
     pub fn done_pending(&mut self, id: u64) {
         if let Some(pos) = self.position(id) {
             let slot = &mut self.slots[pos];
             slot.pending = slot.pending.saturating_sub(1);
+            if slot.pending == 0 && slot.stale {
+                self.remove_at(pos);
+            }
         }
+    }
+
+    /// The stored value changed elsewhere: remove the entry now if clean, else mark it
+    /// stale so that it goes when its own writes have committed.
+    pub fn invalidate(&mut self, id: u64) {
+        if let Some(pos) = self.position(id) {
+            if self.slots[pos].pending == 0 {
+                self.remove_at(pos);
+            } else {
+                self.slots[pos].stale = true;
+            }
+        }
+    }
+
+    /// [`Table::invalidate`] for every entry.
+    pub fn invalidate_all(&mut self) {
+        for pos in 0..self.slots.len() {
+            if self.slots[pos].id == 0 {
+                continue;
+            }
+            if self.slots[pos].pending == 0 {
+                self.remove_at(pos);
+            } else {
+                self.slots[pos].stale = true;
+            }
+        }
+    }
+
+    /// Removes the live entry at slab position `pos`.
+    fn remove_at(&mut self, pos: usize) {
+        let slot = &mut self.slots[pos];
+        let id = slot.id;
+        let value = std::mem::take(&mut slot.value);
+        slot.id = 0;
+        slot.stale = false;
+        slot.pending = 0;
+        self.heap -= value.heap_bytes();
+        drop(value);
+        let hash = self.hash(id);
+        if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
+            entry.remove();
+        }
+        self.free.push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
+        self.len -= 1;
     }
 
     /// Entries with writes not yet committed.
@@ -206,18 +257,7 @@ impl<T: Weigh> Table<T> {
                 slot.referenced = false;
                 continue;
             }
-            let id = slot.id;
-            let value = std::mem::take(&mut slot.value);
-            slot.id = 0;
-            self.heap -= value.heap_bytes();
-            drop(value);
-            let hash = self.hash(id);
-            if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
-                entry.remove();
-            }
-            self.free
-                .push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
-            self.len -= 1;
+            self.remove_at(pos);
             return true;
         }
         false

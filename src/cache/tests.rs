@@ -112,3 +112,45 @@ fn eviction_makes_room_and_counts() {
     assert!(stats.evictions > 0);
     assert!(stats.users > 0 && stats.users < 10_000);
 }
+
+#[test]
+fn a_remote_change_drops_a_clean_entry_at_once() {
+    let cache = Cache::new(1 << 20);
+    let mut shard = cache.lock(cache.user_shard(3));
+    assert!(matches!(shard.lookup_user(3), Lookup::Miss));
+    assert!(shard.finish_user_load(3, states(2)));
+
+    shard.invalidate_user(3);
+
+    assert!(!shard.has_user(3));
+}
+
+#[test]
+fn a_remote_change_to_a_dirty_entry_drops_it_once_its_own_writes_commit() {
+    let cache = Cache::new(1 << 20);
+    let mut shard = cache.lock(cache.user_shard(3));
+    assert!(matches!(shard.lookup_user(3), Lookup::Miss));
+    shard.finish_user_load(3, states(2));
+    shard.users.add_pending(3);
+
+    shard.invalidate_user(3);
+    let kept_while_dirty = shard.has_user(3);
+    shard.users.done_pending(3);
+
+    assert!(kept_while_dirty, "a dirty entry holds writes storage does not have yet");
+    assert!(!shard.has_user(3), "once clean, the stale entry goes");
+}
+
+#[test]
+fn a_load_overtaken_by_a_remote_change_is_discarded() {
+    let cache = Cache::new(1 << 20);
+    let mut shard = cache.lock(cache.user_shard(3));
+    assert!(matches!(shard.lookup_user(3), Lookup::Miss));
+
+    shard.invalidate_user(3);
+    let inserted = shard.finish_user_load(3, states(2));
+
+    assert!(!inserted);
+    assert!(!shard.has_user(3));
+    assert!(matches!(shard.lookup_user(3), Lookup::Miss), "the next caller loads again");
+}

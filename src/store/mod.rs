@@ -60,6 +60,27 @@ pub enum Write {
     DeleteChannel { channel: u64 },
 }
 
+/// Keys that another node committed writes for: cached copies of them are stale.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub users: Vec<u64>,
+    pub channels: Vec<u64>,
+    /// Notifications may have been missed (the feed reconnected): every cached entry
+    /// may be stale.
+    pub resync: bool,
+}
+
+/// A stream of [`Changes`] committed by other nodes sharing the database.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next changes.
+    ///
+    /// # Errors
+    /// When the feed cannot continue (the caller logs, waits and calls again; the next
+    /// successful answer then carries `resync: true`).
+    async fn next(&mut self) -> Result<Changes, StoreError>;
+}
+
 /// Durable storage of read states and channels.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -91,6 +112,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: u64,
         limit: u32,
     ) -> Result<Vec<u64>, StoreError>;
+
+    /// Changes committed by *other* nodes, for cache invalidation; `None` for a
+    /// single-node backend (SQLite).
+    ///
+    /// # Errors
+    /// When the feed cannot be set up.
+    async fn watch(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        Ok(None)
+    }
 
     /// Closes connections (after the commit writer has drained).
     async fn close(&self);
