@@ -1,7 +1,9 @@
-//! Startup and shutdown: `App::build` opens storage, runs migrations, starts the
-//! commit writer and binds the listener (honouring port 0); `App::run` serves until
-//! cancelled, then drains in order. `build` never serves and `run` never configures,
-//! so tests call exactly what `readstate serve` calls.
+//! Startup and shutdown: `App::build` opens storage (SQLite or PostgreSQL, by the
+//! scheme of `storage.url`), runs migrations, starts the commit writer and, on a
+//! shared database, the change-feed task that drops cached entries other nodes wrote,
+//! and binds the listener (honouring port 0); `App::run` serves until cancelled, then
+//! drains in order. `build` never serves and `run` never configures, so tests call
+//! exactly what `readstate serve` calls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use crate::config::{Durability, Settings};
 use crate::domain::Caps;
 use crate::http::{HttpLimits, HttpState};
 use crate::service::{Service, ServiceLimits};
-use crate::store::{SqliteStore, Store, sqlite::SqliteOptions};
+use crate::store::postgres::PgOptions;
+use crate::store::{ChangeFeed, PgStore, SqliteStore, Store, sqlite::SqliteOptions};
 
 /// A built, bound, not yet serving readstate.
 pub struct App {
@@ -35,24 +38,91 @@ pub struct App {
     writer_cancel: CancellationToken,
 }
 
-/// Opens the store named by the settings and applies migrations.
+/// Opens the store named by the settings (`postgres://`/`postgresql://`: PostgreSQL,
+/// otherwise SQLite) and applies migrations.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let caps = caps(settings);
-    let store = SqliteStore::open(&SqliteOptions {
-        url: settings.storage.url.clone(),
-        full_sync: settings.storage.durability == Durability::Sync,
-        readers: settings.storage.sqlite_readers,
-        timeout: settings.storage.timeout(),
-        channel_window: caps.channel_window(),
-        mention_window: caps.mention_window(),
-    })
-    .await
-    .with_context(|| format!("while opening storage {}", settings.storage.url))?;
+    let storage = &settings.storage;
+    let sync = storage.durability == Durability::Sync;
+    let store: Arc<dyn Store> = if storage.is_postgres() {
+        Arc::new(
+            PgStore::open(&PgOptions {
+                url: storage.url.clone(),
+                pool_size: storage.pool_size,
+                timeout: storage.timeout(),
+                statement_timeout: storage.statement_timeout(),
+                synchronous_commit: sync,
+                channel_window: caps.channel_window(),
+                mention_window: caps.mention_window(),
+                node_id: node_id(),
+            })
+            .await
+            .with_context(|| format!("while opening storage {}", redact_url(&storage.url)))?,
+        )
+    } else {
+        Arc::new(
+            SqliteStore::open(&SqliteOptions {
+                url: storage.url.clone(),
+                full_sync: sync,
+                readers: storage.sqlite_readers,
+                timeout: storage.timeout(),
+                channel_window: caps.channel_window(),
+                mention_window: caps.mention_window(),
+            })
+            .await
+            .with_context(|| format!("while opening storage {}", storage.url))?,
+        )
+    };
     store.migrate().await.context("while applying migrations")?;
-    Ok(Arc::new(store))
+    Ok(store)
+}
+
+/// A random id for this process in change notifications (std's randomly keyed hasher
+/// over the time and the process id: no extra dependency).
+fn node_id() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
+}
+
+/// Follows the change feed of a shared database until `cancel`: every change another
+/// node committed drops the matching cached entries. A failing feed is retried with
+/// backoff (at most 2 s); its next answer is a resync that drops the whole cache.
+async fn follow_changes(
+    mut feed: Box<dyn ChangeFeed>,
+    service: Arc<Service>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let next = tokio::select! {
+            next = feed.next() => next,
+            () = cancel.cancelled() => break,
+        };
+        match next {
+            Ok(changes) => {
+                service.apply_remote_changes(&changes);
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "change feed failed; cached entries are resynchronised when it is back"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 fn caps(settings: &Settings) -> Caps {
@@ -103,6 +173,14 @@ impl App {
             },
             settings.storage.commit_timeout(),
         ));
+        if let Some(feed) = service
+            .store()
+            .watch()
+            .await
+            .context("while subscribing to storage changes")?
+        {
+            tracker.spawn(follow_changes(feed, service.clone(), writer_cancel.clone()));
+        }
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
             service: service.clone(),

@@ -7,6 +7,9 @@
 //! `READSTATE_CACHE__MAX_BYTES=64MiB` sets `cache.max_bytes`. Values are given as strings and
 //! converted to the key's type (numbers, byte sizes, enums, addresses).
 //! `READSTATE_CONFIG` is the CLI's config-file path and is not a setting.
+//!
+//! `DATABASE_URL` (the name most tooling uses) sets `storage.url` when neither the file
+//! nor `READSTATE_STORAGE__URL` does.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +27,9 @@ pub const ENV_PREFIX: &str = "READSTATE_";
 
 /// Environment variable holding the config-file path (read by the CLI, not a setting).
 pub const CONFIG_PATH_ENV: &str = "READSTATE_CONFIG";
+
+/// Environment variable that sets `storage.url` when nothing else does.
+pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
 /// Separator between levels in environment variable names.
 const ENV_SPLIT: &str = "__";
@@ -119,7 +125,9 @@ impl fmt::Display for Durability {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
-    /// Database URL; this build supports `sqlite://PATH` only.
+    /// Database URL: `sqlite://PATH` (embedded, single node) or `postgres://...` /
+    /// `postgresql://...` (shared, several nodes). When neither the file nor
+    /// `READSTATE_STORAGE__URL` sets it, `DATABASE_URL` is used if set.
     pub url: String,
     /// `sync` or `async` acknowledgement of writes.
     pub durability: Durability,
@@ -135,6 +143,10 @@ pub struct StorageSettings {
     pub timeout_ms: u64,
     /// Number of SQLite reader connections.
     pub sqlite_readers: u32,
+    /// Most PostgreSQL connections (loads, read receipts and the commit writer share them).
+    pub pool_size: u32,
+    /// PostgreSQL `statement_timeout` of every session, in milliseconds.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for StorageSettings {
@@ -148,6 +160,8 @@ impl Default for StorageSettings {
             commit_timeout_ms: 5_000,
             timeout_ms: 5_000,
             sqlite_readers: 4,
+            pool_size: 16,
+            statement_timeout_ms: 5_000,
         }
     }
 }
@@ -167,6 +181,21 @@ impl StorageSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// `storage.statement_timeout_ms` as a [`Duration`].
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
+
+    /// Whether `storage.url` names a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.url)
+    }
+}
+
+/// Whether `url` is a `postgres://` or `postgresql://` URL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// `[cache]`: the in-memory cache.
@@ -577,6 +606,13 @@ fn load_layers(
         figment = figment.merge(FileLayer::new(name, contents));
     }
     figment = figment.merge(EnvLayer::from_pairs(env)?);
+    if figment.find_value("storage.url").is_err()
+        && let Some((_, url)) = env
+            .iter()
+            .find(|(name, url)| name.trim() == DATABASE_URL_ENV && !url.trim().is_empty())
+    {
+        figment = figment.merge(DatabaseUrlLayer { url: url.clone() });
+    }
 
     let settings: Settings = figment
         .extract_lossy()
@@ -607,6 +643,28 @@ impl Provider for FileLayer {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Toml::string(&self.contents).data()
+    }
+}
+
+/// `DATABASE_URL` as `storage.url`, named after its variable so errors say where the
+/// value came from.
+struct DatabaseUrlLayer {
+    url: String,
+}
+
+impl Provider for DatabaseUrlLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("{ENV_SOURCE_NAME} {DATABASE_URL_ENV}"))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        insert_path(
+            &mut dict,
+            &["storage", "url"],
+            Value::from(self.url.clone()),
+        );
+        Ok(Profile::Default.collect(dict))
     }
 }
 
@@ -789,10 +847,10 @@ impl Settings {
         positive("http.max_body_bytes", http.max_body_bytes.get())?;
 
         let storage = &self.storage;
-        if !storage.url.starts_with("sqlite:") {
+        if !(storage.url.starts_with("sqlite:") || is_postgres_url(&storage.url)) {
             return Err(ConfigError::invalid(
                 "storage.url",
-                "only sqlite:// URLs are supported by this build",
+                "unsupported database URL: use sqlite://PATH, postgres://... or postgresql://...",
             ));
         }
         positive("storage.flush_interval_ms", storage.flush_interval_ms)?;
@@ -801,6 +859,8 @@ impl Settings {
         positive("storage.commit_timeout_ms", storage.commit_timeout_ms)?;
         positive("storage.timeout_ms", storage.timeout_ms)?;
         positive("storage.sqlite_readers", u64::from(storage.sqlite_readers))?;
+        positive("storage.pool_size", u64::from(storage.pool_size))?;
+        positive("storage.statement_timeout_ms", storage.statement_timeout_ms)?;
 
         positive("cache.max_bytes", self.cache.max_bytes.get())?;
 
@@ -1046,21 +1106,79 @@ mod tests {
         assert_eq!(e.key(), Some("state.mention_cap"), "{e}");
         let e = err(None, &[("READSTATE_STORAGE__MAX_BATCH", "0")]);
         assert_eq!(e.key(), Some("storage.max_batch"), "{e}");
-        let e = err(
-            None,
-            &[("READSTATE_STORAGE__URL", "postgres://db/readstate")],
-        );
+        let e = err(None, &[("READSTATE_STORAGE__URL", "mysql://db/readstate")]);
+        assert_eq!(e.key(), Some("storage.url"), "{e}");
         assert!(
             e.to_string()
-                .starts_with("storage.url: only sqlite:// URLs are supported by this build"),
+                .starts_with("storage.url: unsupported database URL"),
             "{e}"
         );
+        let e = err(None, &[("READSTATE_STORAGE__POOL_SIZE", "0")]);
+        assert_eq!(e.key(), Some("storage.pool_size"), "{e}");
+        let e = err(None, &[("READSTATE_STORAGE__STATEMENT_TIMEOUT_MS", "0")]);
+        assert_eq!(e.key(), Some("storage.statement_timeout_ms"), "{e}");
         let e = err(None, &[("READSTATE_LOG__FILTER", "readstate=loud")]);
         assert_eq!(e.key(), Some("log.filter"), "{e}");
         let e = err(None, &[("READSTATE_NATS__URL", "http://x")]);
         assert_eq!(e.key(), Some("nats.url"), "{e}");
         let e = err(None, &[("READSTATE_GRPC__ADDR", "not-an-addr")]);
         assert_eq!(e.key(), Some("grpc.addr"), "{e}");
+    }
+
+    #[test]
+    fn postgres_urls_and_pool_settings_are_accepted() {
+        for url in [
+            "postgres://db/readstate",
+            "postgresql://u:p@db:5433/readstate",
+        ] {
+            let s = load(None, &env(&[("READSTATE_STORAGE__URL", url)])).unwrap();
+            assert_eq!(s.storage.url, url);
+            assert!(s.storage.is_postgres());
+        }
+        assert!(!Settings::default().storage.is_postgres());
+        assert_eq!(Settings::default().storage.pool_size, 16);
+        assert_eq!(
+            Settings::default().storage.statement_timeout(),
+            Duration::from_secs(5)
+        );
+        let s = load(
+            Some("[storage]\npool_size = 4\n"),
+            &env(&[("READSTATE_STORAGE__STATEMENT_TIMEOUT_MS", "250")]),
+        )
+        .unwrap();
+        assert_eq!(s.storage.pool_size, 4);
+        assert_eq!(s.storage.statement_timeout_ms, 250);
+    }
+
+    #[test]
+    fn database_url_is_used_only_when_nothing_else_sets_the_url() {
+        let pg = "postgres://postgres@127.0.0.1:5432/readstate";
+        let s = load(None, &env(&[("DATABASE_URL", pg)])).unwrap();
+        assert_eq!(s.storage.url, pg);
+
+        let s = load(
+            None,
+            &env(&[
+                ("DATABASE_URL", pg),
+                ("READSTATE_STORAGE__URL", "sqlite://x.db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.storage.url, "sqlite://x.db");
+
+        let s = load(
+            Some("[storage]\nurl = \"sqlite://file.db\"\n"),
+            &env(&[("DATABASE_URL", pg)]),
+        )
+        .unwrap();
+        assert_eq!(s.storage.url, "sqlite://file.db");
+
+        let s = load(None, &env(&[("DATABASE_URL", "")])).unwrap();
+        assert_eq!(s.storage.url, Settings::default().storage.url);
+
+        let e = err(None, &[("DATABASE_URL", "mysql://db")]);
+        assert_eq!(e.key(), Some("storage.url"), "{e}");
+        assert!(e.to_string().contains("DATABASE_URL"), "{e}");
     }
 
     #[test]

@@ -105,7 +105,10 @@ fn describe() {
         "Cache entries evicted to stay within the budget"
     );
     describe_counter!(CACHE_LOADS, "Cache misses loaded from storage, by kind");
-    describe_counter!(CACHE_INVALIDATIONS, "Cache entries invalidated because another node wrote them (resync: whole cache)");
+    describe_counter!(
+        CACHE_INVALIDATIONS,
+        "Cache entries invalidated because another node wrote them (resync: whole cache)"
+    );
     describe_histogram!(COMMIT_BATCH_ENTRIES, "Queued entries per group commit");
     describe_histogram!(COMMIT_BATCH_WRITES, "Storage writes per group commit");
     describe_histogram!(

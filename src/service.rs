@@ -700,13 +700,20 @@ impl Service {
             }
         } else {
             for &user in &changes.users {
-                self.cache.lock(self.cache.user_shard(user)).invalidate_user(user);
+                self.cache
+                    .lock(self.cache.user_shard(user))
+                    .invalidate_user(user);
             }
             for &channel in &changes.channels {
-                self.cache.lock(self.cache.channel_shard(channel)).invalidate_channel(channel);
+                self.cache
+                    .lock(self.cache.channel_shard(channel))
+                    .invalidate_channel(channel);
             }
         }
-        crate::metrics::remote_invalidation(changes.users.len() + changes.channels.len(), changes.resync);
+        crate::metrics::remote_invalidation(
+            changes.users.len() + changes.channels.len(),
+            changes.resync,
+        );
     }
 
     /// Checks the number of channels in a read-states filter.

@@ -206,7 +206,8 @@ impl<T: Weigh> Table<T> {
         if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
             entry.remove();
         }
-        self.free.push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
+        self.free
+            .push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
         self.len -= 1;
     }
 

@@ -137,7 +137,10 @@ fn a_remote_change_to_a_dirty_entry_drops_it_once_its_own_writes_commit() {
     let kept_while_dirty = shard.has_user(3);
     shard.users.done_pending(3);
 
-    assert!(kept_while_dirty, "a dirty entry holds writes storage does not have yet");
+    assert!(
+        kept_while_dirty,
+        "a dirty entry holds writes storage does not have yet"
+    );
     assert!(!shard.has_user(3), "once clean, the stale entry goes");
 }
 
@@ -152,5 +155,8 @@ fn a_load_overtaken_by_a_remote_change_is_discarded() {
 
     assert!(!inserted);
     assert!(!shard.has_user(3));
-    assert!(matches!(shard.lookup_user(3), Lookup::Miss), "the next caller loads again");
+    assert!(
+        matches!(shard.lookup_user(3), Lookup::Miss),
+        "the next caller loads again"
+    );
 }

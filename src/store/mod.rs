@@ -2,11 +2,13 @@
 //! database. Every write is a merge (see [`Write`]), so a batch may be replayed and
 //! several nodes may write the same rows and still converge.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 
 use crate::domain::{ChannelWindow, UserStates};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A storage error, classified by what the caller can do about it.

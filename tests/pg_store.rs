@@ -1,0 +1,540 @@
+//! `PgStore` against a real PostgreSQL server: migrations (repeated and concurrent),
+//! every write kind, window and mention trims equal to what `SqliteStore` keeps for
+//! the same writes, readers paging, the change feed between two nodes, and a failed
+//! commit leaving its connection usable.
+//!
+//! Each test creates a database `readstate_t_<random>` on the server at
+//! `READSTATE_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`, trust auth)
+//! and drops it at the end. A server that cannot be reached fails the test with a
+//! one-line hint; it never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use readstate::store::postgres::PgOptions;
+use readstate::store::sqlite::SqliteOptions;
+use readstate::store::{PgStore, SqliteStore, Store, Write};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+const CHANNEL_WINDOW: usize = 6;
+const MENTION_WINDOW: usize = 3;
+
+fn server_url() -> String {
+    std::env::var("READSTATE_TEST_PG_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+async fn admin_connection(server: &str) -> PgConnection {
+    let url = format!("{server}/postgres");
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!(
+            "PostgreSQL at {server} is not reachable ({e}): start it (./scripts/test does) or set READSTATE_TEST_PG_URL"
+        ),
+        Err(_) => panic!(
+            "PostgreSQL at {server} did not answer within 5 s: start it (./scripts/test does) or set READSTATE_TEST_PG_URL"
+        ),
+    }
+}
+
+async fn admin(server: &str, sql: String) {
+    let mut conn = admin_connection(server).await;
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+}
+
+/// A fresh database of the test's own, dropped (`with (force)`) on drop.
+struct TestDb {
+    server: String,
+    name: String,
+}
+
+impl TestDb {
+    async fn create() -> Self {
+        let server = server_url();
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let name = format!("readstate_t_{:016x}", hasher.finish());
+        admin(&server, format!("create database {name}")).await;
+        Self { server, name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Our own runtime on our own thread: drop may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(
+                    &server,
+                    format!("drop database if exists {name} with (force)"),
+                ));
+        })
+        .join();
+    }
+}
+
+fn pg_options(db: &TestDb, node_id: u64) -> PgOptions {
+    PgOptions {
+        url: db.url(),
+        pool_size: 4,
+        timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+        synchronous_commit: true,
+        channel_window: CHANNEL_WINDOW,
+        mention_window: MENTION_WINDOW,
+        node_id,
+    }
+}
+
+async fn pg_store(db: &TestDb, node_id: u64) -> PgStore {
+    let store = PgStore::open(&pg_options(db, node_id)).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
+    let store = SqliteStore::open(&SqliteOptions {
+        url: format!("sqlite://{}", dir.path().join("readstate.db").display()),
+        full_sync: false,
+        readers: 2,
+        timeout: Duration::from_secs(5),
+        channel_window: CHANNEL_WINDOW,
+        mention_window: MENTION_WINDOW,
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Every user's states and every channel's window agree between the two stores.
+async fn assert_same(pg: &PgStore, lite: &SqliteStore, users: &[u64], channels: &[u64], at: &str) {
+    for &user in users {
+        assert_eq!(
+            pg.load_user(user, MENTION_WINDOW).await.unwrap(),
+            lite.load_user(user, MENTION_WINDOW).await.unwrap(),
+            "user {user} after {at}"
+        );
+    }
+    assert_eq!(
+        pg.load_channels(channels, CHANNEL_WINDOW).await.unwrap(),
+        lite.load_channels(channels, CHANNEL_WINDOW).await.unwrap(),
+        "channels after {at}"
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_twice_and_concurrently_on_a_fresh_database() {
+    let db = TestDb::create().await;
+    let a = PgStore::open(&pg_options(&db, 1)).await.unwrap();
+    let b = PgStore::open(&pg_options(&db, 2)).await.unwrap();
+    assert!(a.ready().await.is_err(), "not ready before migrations");
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    a.migrate().await.unwrap();
+    b.migrate().await.unwrap();
+    a.ready().await.unwrap();
+    b.ready().await.unwrap();
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn every_write_kind_round_trips_and_trims_like_sqlite() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_store(&db, 1).await;
+    let lite = sqlite_store(&dir).await;
+    let users = [1, 2, 3];
+    let channels = [10, 11, 12];
+
+    // Ten messages in channel 10 (window 6: a floor), a tombstone, reads and mentions
+    // beyond the mention window.
+    let first: Vec<Write> = (1..=10)
+        .map(|m| Write::Message {
+            channel: 10,
+            message: m * 10,
+            deleted: m == 9,
+        })
+        .chain((1..=5).map(|m| Write::Mention {
+            user: 2,
+            channel: 10,
+            message: m * 10,
+        }))
+        .chain([
+            Write::ReadPos {
+                user: 1,
+                channel: 10,
+                epoch: 0,
+                pos: 70,
+            },
+            Write::ReadPos {
+                user: 1,
+                channel: 10,
+                epoch: 0,
+                pos: 40,
+            },
+            Write::ReadPos {
+                user: 3,
+                channel: 11,
+                epoch: 0,
+                pos: 5,
+            },
+        ])
+        .collect();
+    // A late create below the floor, a late create of a tombstoned id, a newer epoch
+    // (mark unread) and an older ack that must not undo it.
+    let second = vec![
+        Write::Message {
+            channel: 10,
+            message: 15,
+            deleted: false,
+        },
+        Write::Message {
+            channel: 10,
+            message: 90,
+            deleted: false,
+        },
+        Write::ReadPos {
+            user: 1,
+            channel: 10,
+            epoch: 1_700_000_000_000,
+            pos: 49,
+        },
+        Write::ReadPos {
+            user: 1,
+            channel: 10,
+            epoch: 0,
+            pos: 100,
+        },
+    ];
+    // Removals in the middle of merges, in order: leave then re-create, delete a
+    // channel then a message starting it afresh.
+    let third = vec![
+        Write::Mention {
+            user: 3,
+            channel: 11,
+            message: 7,
+        },
+        Write::Leave {
+            user: 3,
+            channel: 11,
+        },
+        Write::ReadPos {
+            user: 3,
+            channel: 11,
+            epoch: 0,
+            pos: 2,
+        },
+        Write::Message {
+            channel: 12,
+            message: 1,
+            deleted: false,
+        },
+        Write::ReadPos {
+            user: 2,
+            channel: 12,
+            epoch: 0,
+            pos: 1,
+        },
+        Write::DeleteChannel { channel: 12 },
+        Write::Message {
+            channel: 12,
+            message: 3,
+            deleted: false,
+        },
+        Write::Leave {
+            user: 9,
+            channel: 99,
+        },
+    ];
+    let batches = [first, second, third];
+    for (i, batch) in batches.iter().enumerate() {
+        pg.commit(batch).await.unwrap();
+        lite.commit(batch).await.unwrap();
+        assert_same(&pg, &lite, &users, &channels, &format!("batch {i}")).await;
+    }
+    // Spot checks that the comparison is not vacuous.
+    let ch = &pg.load_channels(&[10], CHANNEL_WINDOW).await.unwrap()[0].1;
+    assert_eq!(ch.floor(), 40, "the largest trimmed id");
+    assert_eq!(ch.len(), CHANNEL_WINDOW);
+    assert!(ch.is_deleted(90), "tombstones are sticky");
+    let user2 = pg.load_user(2, MENTION_WINDOW).await.unwrap();
+    assert!(user2.get(10).is_some() && user2.get(12).is_none());
+    assert!(
+        pg.load_user(3, MENTION_WINDOW)
+            .await
+            .unwrap()
+            .get(11)
+            .is_some()
+    );
+    // Replaying every batch changes nothing (merges).
+    for batch in &batches[..2] {
+        pg.commit(batch).await.unwrap();
+        lite.commit(batch).await.unwrap();
+    }
+    assert_same(&pg, &lite, &users, &channels, "replay").await;
+    pg.close().await;
+}
+
+#[tokio::test]
+async fn random_batches_give_the_same_state_as_sqlite() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_store(&db, 1).await;
+    let lite = sqlite_store(&dir).await;
+    let users: Vec<u64> = (1..=4).collect();
+    let channels: Vec<u64> = (1..=3).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..40 {
+        let n = 1 + rng.below(30);
+        let batch: Vec<Write> = (0..n)
+            .map(|_| {
+                let user = 1 + rng.below(4);
+                let channel = 1 + rng.below(3);
+                let message = 1 + rng.below(25);
+                match rng.below(20) {
+                    0..=6 => Write::Message {
+                        channel,
+                        message,
+                        deleted: rng.below(4) == 0,
+                    },
+                    7..=10 => Write::ReadPos {
+                        user,
+                        channel,
+                        epoch: rng.below(3),
+                        pos: message,
+                    },
+                    11..=15 => Write::Mention {
+                        user,
+                        channel,
+                        message,
+                    },
+                    16..=18 => Write::Leave { user, channel },
+                    _ => Write::DeleteChannel { channel },
+                }
+            })
+            .collect();
+        pg.commit(&batch).await.unwrap();
+        lite.commit(&batch).await.unwrap();
+        assert_same(
+            &pg,
+            &lite,
+            &users,
+            &channels,
+            &format!("round {round}: {batch:?}"),
+        )
+        .await;
+    }
+    pg.close().await;
+}
+
+#[tokio::test]
+async fn readers_page_by_user_id_like_sqlite() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_store(&db, 1).await;
+    let lite = sqlite_store(&dir).await;
+    let batch: Vec<Write> = (1..=25)
+        .map(|user| Write::ReadPos {
+            user: user * 3,
+            channel: 7,
+            epoch: 0,
+            pos: if user % 4 == 0 { 10 } else { 50 },
+        })
+        .chain([Write::ReadPos {
+            user: 1,
+            channel: 8,
+            epoch: 0,
+            pos: 99,
+        }])
+        .collect();
+    pg.commit(&batch).await.unwrap();
+    lite.commit(&batch).await.unwrap();
+    let mut after = 0;
+    let mut all: Vec<u64> = Vec::new();
+    loop {
+        let page = pg.readers(7, 50, after, 7).await.unwrap();
+        assert_eq!(page, lite.readers(7, 50, after, 7).await.unwrap());
+        assert!(page.len() <= 7);
+        all.extend(&page);
+        match page.last() {
+            Some(&last) if page.len() == 7 => after = last,
+            _ => break,
+        }
+    }
+    let expected: Vec<u64> = (1..=25).filter(|u| u % 4 != 0).map(|u| u * 3).collect();
+    assert_eq!(all, expected);
+    assert_eq!(pg.readers(7, 10, 0, 100).await.unwrap().len(), 25);
+    assert!(pg.readers(7, 51, 0, 100).await.unwrap().is_empty());
+    pg.close().await;
+}
+
+#[tokio::test]
+async fn the_change_feed_reports_other_nodes_commits_and_a_resync_after_a_lost_connection() {
+    let db = TestDb::create().await;
+    let a = pg_store(&db, 1).await;
+    let b = pg_store(&db, 2).await;
+    let mut feed_a = a.watch().await.unwrap().expect("PostgreSQL has a feed");
+    let mut feed_b = b.watch().await.unwrap().expect("PostgreSQL has a feed");
+    let wait = Duration::from_secs(5);
+
+    // b's own commit is not reported to b; a's is.
+    b.commit(&[Write::ReadPos {
+        user: 5,
+        channel: 6,
+        epoch: 0,
+        pos: 1,
+    }])
+    .await
+    .unwrap();
+    a.commit(&[
+        Write::Mention {
+            user: 7,
+            channel: 6,
+            message: 3,
+        },
+        Write::Message {
+            channel: 6,
+            message: 3,
+            deleted: false,
+        },
+        Write::DeleteChannel { channel: 8 },
+    ])
+    .await
+    .unwrap();
+    let changes = tokio::time::timeout(wait, feed_b.next())
+        .await
+        .expect("b hears a's commit")
+        .unwrap();
+    assert_eq!(changes.users, [7]);
+    assert_eq!(changes.channels, [6, 8]);
+    assert!(!changes.resync);
+    let changes = tokio::time::timeout(wait, feed_a.next())
+        .await
+        .expect("a hears b's commit")
+        .unwrap();
+    assert_eq!(changes.users, [5]);
+    assert!(!changes.resync);
+
+    // Junk on the channel is skipped.
+    admin(
+        &db.server,
+        format!(
+            "select pg_notify('readstate_changes', 'junk') from pg_database where datname = '{}'",
+            db.name
+        ),
+    )
+    .await;
+
+    // Kill b's listening session: the next answer is a resync, then notifications flow again.
+    admin(
+        &db.server,
+        format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where datname = '{}' and query ilike 'listen%'",
+            db.name
+        ),
+    )
+    .await;
+    let mut resynced = false;
+    for _ in 0..5 {
+        match tokio::time::timeout(wait, feed_b.next()).await {
+            Ok(Ok(changes)) if changes.resync => {
+                resynced = true;
+                break;
+            }
+            Ok(Ok(changes)) => panic!("unexpected changes {changes:?}"),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => panic!("no resync after the listener's connection was killed"),
+        }
+    }
+    assert!(resynced);
+    a.commit(&[Write::ReadPos {
+        user: 11,
+        channel: 6,
+        epoch: 0,
+        pos: 2,
+    }])
+    .await
+    .unwrap();
+    let changes = tokio::time::timeout(wait, feed_b.next())
+        .await
+        .expect("b hears a again after reconnecting")
+        .unwrap();
+    assert_eq!(changes.users, [11]);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_leaves_its_connection_usable_and_the_retry_lands() {
+    let db = TestDb::create().await;
+    let store = PgStore::open(&PgOptions {
+        pool_size: 1,
+        ..pg_options(&db, 1)
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let mut admin_conn = PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::raw_sql("alter table mentions rename to mentions_away")
+        .execute(&mut admin_conn)
+        .await
+        .unwrap();
+    let batch = [
+        Write::ReadPos {
+            user: 1,
+            channel: 2,
+            epoch: 0,
+            pos: 3,
+        },
+        Write::Mention {
+            user: 1,
+            channel: 2,
+            message: 3,
+        },
+    ];
+    assert!(store.commit(&batch).await.is_err());
+    // The same (only) pooled connection serves the next query: not stuck in an
+    // aborted transaction, and nothing of the failed batch was written.
+    assert!(store.readers(2, 0, 0, 10).await.unwrap().is_empty());
+    sqlx::raw_sql("alter table mentions_away rename to mentions")
+        .execute(&mut admin_conn)
+        .await
+        .unwrap();
+    store.commit(&batch).await.unwrap();
+    assert_eq!(store.readers(2, 3, 0, 10).await.unwrap(), [1]);
+    let _ = admin_conn.close().await;
+    store.close().await;
+}
