@@ -698,21 +698,32 @@ impl Service {
             for mut shard in self.cache.lock_all() {
                 shard.invalidate_all();
             }
-        } else {
-            for &user in &changes.users {
-                self.cache
-                    .lock(self.cache.user_shard(user))
-                    .invalidate_user(user);
-            }
-            for &channel in &changes.channels {
-                self.cache
-                    .lock(self.cache.channel_shard(channel))
-                    .invalidate_channel(channel);
+            crate::metrics::remote_invalidation(0, true);
+            return;
+        }
+        for &user in &changes.users {
+            self.cache
+                .lock(self.cache.user_shard(user))
+                .invalidate_user(user);
+        }
+        for &channel in &changes.channels {
+            self.cache
+                .lock(self.cache.channel_shard(channel))
+                .invalidate_channel(channel);
+        }
+        if !changes.deleted_channels.is_empty() {
+            // Which users hold a state in the channel is known only by scanning: lock
+            // every shard, as a local delete does (deletes are rare).
+            let mut shards = self.cache.lock_all();
+            for &channel in &changes.deleted_channels {
+                for shard in shards.iter_mut() {
+                    shard.invalidate_deleted_channel(channel);
+                }
             }
         }
         crate::metrics::remote_invalidation(
-            changes.users.len() + changes.channels.len(),
-            changes.resync,
+            changes.users.len() + changes.channels.len() + changes.deleted_channels.len(),
+            false,
         );
     }
 

@@ -1,7 +1,10 @@
 //! Fault paths of the service, through a store wrapper that can hold loads at a gate
 //! and fail commits: a request dropped mid-load does not wedge later callers, and a
-//! failing commit answers "unavailable" (never success), then lands on retry.
+//! failing commit answers "unavailable" (never success), then lands on retry. On the
+//! storage `READSTATE_TEST_STORAGE` picks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,15 +16,16 @@ use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
 use readstate::domain::{Caps, ChannelId, ChannelWindow, MessageId, Op, UserId, UserStates};
 use readstate::service::{Service, ServiceError, ServiceLimits};
-use readstate::store::sqlite::SqliteOptions;
-use readstate::store::{SqliteStore, Store, StoreError, Write};
+use readstate::store::{Store, StoreError, Write};
+use support::TestStorage;
+use support::store::open_store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Debug)]
 struct FaultyStore {
-    inner: SqliteStore,
+    inner: Arc<dyn Store>,
     /// Loads wait for a permit (closed = blocked).
     load_gate: Semaphore,
     /// The next this-many commits fail.
@@ -71,19 +75,9 @@ impl Store for FaultyStore {
     }
 }
 
-async fn service(dir: &std::path::Path) -> (Service, Arc<FaultyStore>, CancellationToken) {
+async fn service(storage: &TestStorage) -> (Service, Arc<FaultyStore>, CancellationToken) {
     let caps = Caps::default();
-    let inner = SqliteStore::open(&SqliteOptions {
-        url: format!("sqlite://{}/rs.db", dir.display()),
-        full_sync: false,
-        readers: 2,
-        timeout: Duration::from_secs(5),
-        channel_window: caps.channel_window(),
-        mention_window: caps.mention_window(),
-    })
-    .await
-    .unwrap();
-    inner.migrate().await.unwrap();
+    let inner = open_store(storage, caps).await;
     let store = Arc::new(FaultyStore {
         inner,
         load_gate: Semaphore::new(1_000),
@@ -132,8 +126,8 @@ fn ack(user: u64, channel: u64, message: u64) -> Op {
 
 #[tokio::test]
 async fn a_request_dropped_while_loading_does_not_wedge_the_next_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (service, store, cancel) = service(dir.path()).await;
+    let storage = TestStorage::from_env();
+    let (service, store, cancel) = service(&storage).await;
     let user = UserId::new(7).unwrap();
     let held = store.load_gate.acquire_many(1_000).await.unwrap();
 
@@ -157,8 +151,8 @@ async fn a_request_dropped_while_loading_does_not_wedge_the_next_one() {
 
 #[tokio::test]
 async fn a_failing_commit_answers_unavailable_then_the_retried_batch_lands() {
-    let dir = tempfile::tempdir().unwrap();
-    let (service, store, cancel) = service(dir.path()).await;
+    let storage = TestStorage::from_env();
+    let (service, store, cancel) = service(&storage).await;
     store.failing_commits.store(2, Ordering::SeqCst);
 
     let first = service.execute(&ack(1, 1, 10)).await;

@@ -3,8 +3,11 @@
 //! overflow and a cache so small that users and channels are evicted and reloaded,
 //! give exactly the model's read states — live, and again after a restart on the
 //! same database with an empty cache (so storage's merges, trims and floors are
-//! checked too).
+//! checked too). On the storage `READSTATE_TEST_STORAGE` picks: a fresh SQLite file
+//! or PostgreSQL database per case.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +18,9 @@ use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
 use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
 use readstate::service::{Service, ServiceLimits};
-use readstate::store::sqlite::SqliteOptions;
-use readstate::store::{SqliteStore, Store};
+use readstate::store::Store;
+use support::TestStorage;
+use support::store::open_store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,19 +38,8 @@ struct Running {
     tracker: TaskTracker,
 }
 
-async fn start(dir: &std::path::Path, durability: Durability, cache_bytes: u64) -> Running {
-    let store = SqliteStore::open(&SqliteOptions {
-        url: format!("sqlite://{}/rs.db", dir.display()),
-        full_sync: false,
-        readers: 2,
-        timeout: Duration::from_secs(5),
-        channel_window: CAPS.channel_window(),
-        mention_window: CAPS.mention_window(),
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
+async fn start(storage: &TestStorage, durability: Durability, cache_bytes: u64) -> Running {
+    let store = open_store(storage, CAPS).await;
     let cache = Arc::new(Cache::new(cache_bytes));
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -159,9 +152,9 @@ fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<()
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
+        let storage = TestStorage::from_env();
         let mut model = Model::new(CAPS);
-        let running = start(dir.path(), durability, cache_bytes).await;
+        let running = start(&storage, durability, cache_bytes).await;
         for op in &ops {
             running.service.execute(op).await.unwrap();
             // The service stamps mark unread with the clock; only the order of epochs
@@ -170,7 +163,7 @@ fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<()
         }
         check(&running.service, &model).await?;
         running.stop().await;
-        let restarted = start(dir.path(), durability, cache_bytes).await;
+        let restarted = start(&storage, durability, cache_bytes).await;
         check_storage(restarted.service.store().as_ref(), &model).await?;
         check(&restarted.service, &model).await?;
         restarted.stop().await;

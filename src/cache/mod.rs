@@ -166,6 +166,23 @@ impl Shard {
         self.channels.invalidate(channel);
     }
 
+    /// Another node deleted `channel`: drop (or mark, if dirty) the channel and every
+    /// cached user holding a read state in it, and redo every user load in flight
+    /// (it may have read the rows before the delete).
+    pub fn invalidate_deleted_channel(&mut self, channel: u64) {
+        self.loading_users.values_mut().for_each(|v| *v = true);
+        let holders: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|(_, s)| s.get(channel).is_some())
+            .map(|(id, _)| id)
+            .collect();
+        for user in holders {
+            self.users.invalidate(user);
+        }
+        self.invalidate_channel(channel);
+    }
+
     /// Notifications may have been missed: drop or mark every entry.
     pub fn invalidate_all(&mut self) {
         self.loading_users.values_mut().for_each(|v| *v = true);

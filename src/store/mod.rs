@@ -67,6 +67,8 @@ pub enum Write {
 pub struct Changes {
     pub users: Vec<u64>,
     pub channels: Vec<u64>,
+    /// Channels deleted: every cached read state in them is stale too.
+    pub deleted_channels: Vec<u64>,
     /// Notifications may have been missed (the feed reconnected): every cached entry
     /// may be stale.
     pub resync: bool,

@@ -363,7 +363,16 @@ fn commit_sql(writes: &[Write], channel_window: i64, mention_window: i64, node_i
         }
     }
     let (users, channels) = touched(writes);
-    for payload in notify_payloads(node_id, &users, &channels) {
+    let deleted = writes.iter().filter_map(|w| match *w {
+        Write::DeleteChannel { channel } => {
+            Some(format!("{{\"node\":{node_id},\"d\":[{channel}]}}"))
+        }
+        _ => None,
+    });
+    for payload in notify_payloads(node_id, &users, &channels)
+        .into_iter()
+        .chain(deleted)
+    {
         // Payloads are digits, braces, brackets, commas, colons and double quotes only:
         // nothing to escape inside a single-quoted literal.
         let _ = writeln!(sql, "select pg_notify('{CHANGES_CHANNEL}', '{payload}');");
@@ -550,6 +559,10 @@ struct Payload {
     u: Vec<u64>,
     #[serde(default)]
     c: Vec<u64>,
+    /// Deleted channels (one notification each; deletes are rare): other nodes drop
+    /// every cached read state in them.
+    #[serde(default)]
+    d: Vec<u64>,
 }
 
 fn parse_payload(text: &str) -> Result<Payload, serde_json::Error> {
@@ -595,6 +608,7 @@ impl ChangeFeed for PgFeed {
                         return Ok(Changes {
                             users: p.u,
                             channels: p.c,
+                            deleted_channels: p.d,
                             resync: false,
                         });
                     }
@@ -994,8 +1008,14 @@ mod tests {
             Payload {
                 node: 7,
                 u: vec![1, 2],
-                c: vec![3]
+                c: vec![3],
+                d: vec![]
             }
+        );
+        assert_eq!(
+            parse_payload(r#"{"node":7,"d":[9]}"#).unwrap().d,
+            vec![9],
+            "a deleted channel travels in its own payload"
         );
         assert_eq!(
             parse_payload(r#"{"node":7,"c":[3]}"#).unwrap().u,

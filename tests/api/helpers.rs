@@ -1,6 +1,7 @@
 //! `spawn_app()` and friends: the real `App`, built exactly as `readstate serve` builds
-//! it, on port 0 with a fresh SQLite file in its own temp dir, plus a client with one
-//! method per endpoint and builders for the expected JSON.
+//! it, on port 0 with fresh storage of the backend `READSTATE_TEST_STORAGE` picks (a
+//! SQLite file in its own temp dir by default, or a PostgreSQL database of its own),
+//! plus a client with one method per endpoint and builders for the expected JSON.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,11 +13,12 @@ use readstate::config::{LogFormat, Settings};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::TestStorage;
 
 /// Status, headers and body of one answer. The body is the parsed JSON, `Null` when
 /// empty, or the text as a JSON string when it is not JSON.
@@ -29,9 +31,10 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
     pub settings: Settings,
-    /// Holds the data directory for as long as the app lives (removed on drop).
+    /// The app's database for as long as the app lives (removed on drop, after the
+    /// server was cancelled).
     #[allow(dead_code)]
-    pub tempdir: TempDir,
+    pub storage: TestStorage,
 }
 
 impl Drop for TestApp {
@@ -50,7 +53,7 @@ fn init_logs() {
     });
 }
 
-/// The app with test settings: port 0 and a fresh SQLite file.
+/// The app with test settings: port 0 and fresh storage.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -58,10 +61,10 @@ pub async fn spawn_app() -> TestApp {
 /// The app with test settings changed by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
-    let dir = tempfile::tempdir().expect("a temp dir");
+    let storage = TestStorage::from_env();
     let mut settings = Settings::default();
     settings.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.storage.url = format!("sqlite://{}", dir.path().join("readstate.db").display());
+    settings.storage.url = storage.url().to_owned();
     configure(&mut settings);
     let (addr, shutdown, handle) = start(&settings).await;
     let client = reqwest::Client::builder()
@@ -75,7 +78,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown,
         handle: Some(handle),
         settings,
-        tempdir: dir,
+        storage,
     }
 }
 

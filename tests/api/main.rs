@@ -1,8 +1,11 @@
-//! Black-box API tests: the real `App` on port 0 with a fresh SQLite file per test,
-//! talked to over the wire only (STYLE.md §9).
+//! Black-box API tests: the real `App` on port 0 with fresh storage per test (SQLite,
+//! or PostgreSQL with `READSTATE_TEST_STORAGE=postgres`), talked to over the wire only
+//! (STYLE.md §9).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod ack_all;
 mod acks;

@@ -1,0 +1,46 @@
+//! Opens a [`Store`] directly (no app) on a test storage, migrated, for the tests that
+//! build the service themselves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use readstate::domain::Caps;
+use readstate::store::postgres::PgOptions;
+use readstate::store::sqlite::SqliteOptions;
+use readstate::store::{PgStore, SqliteStore, Store};
+
+use super::{Backend, TestStorage};
+
+/// The store of `storage`'s backend with windows for `caps`, migrated.
+pub async fn open_store(storage: &TestStorage, caps: Caps) -> Arc<dyn Store> {
+    let store: Arc<dyn Store> = match storage.backend() {
+        Backend::Sqlite => Arc::new(
+            SqliteStore::open(&SqliteOptions {
+                url: storage.url().to_owned(),
+                full_sync: false,
+                readers: 2,
+                timeout: Duration::from_secs(5),
+                channel_window: caps.channel_window(),
+                mention_window: caps.mention_window(),
+            })
+            .await
+            .expect("the SQLite store opens"),
+        ),
+        Backend::Postgres => Arc::new(
+            PgStore::open(&PgOptions {
+                url: storage.url().to_owned(),
+                pool_size: 4,
+                timeout: Duration::from_secs(5),
+                statement_timeout: Duration::from_secs(5),
+                synchronous_commit: true,
+                channel_window: caps.channel_window(),
+                mention_window: caps.mention_window(),
+                node_id: u64::from_str_radix(&super::random_hex(), 16).expect("hex"),
+            })
+            .await
+            .expect("the PostgreSQL store opens"),
+        ),
+    };
+    store.migrate().await.expect("migrations apply");
+    store
+}
