@@ -440,6 +440,14 @@ async fn the_change_feed_reports_other_nodes_commits_and_a_resync_after_a_lost_c
     assert_eq!(changes.users, [7]);
     assert_eq!(changes.channels, [6, 8]);
     assert!(!changes.resync);
+    // A deleted channel comes in a notification of its own, so b drops every cached
+    // read state in it.
+    let changes = tokio::time::timeout(wait, feed_b.next())
+        .await
+        .expect("b hears a's channel delete")
+        .unwrap();
+    assert_eq!(changes.deleted_channels, [8]);
+    assert!(changes.users.is_empty() && changes.channels.is_empty());
     let changes = tokio::time::timeout(wait, feed_a.next())
         .await
         .expect("a hears b's commit")

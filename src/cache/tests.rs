@@ -165,7 +165,10 @@ fn a_load_overtaken_by_a_remote_change_is_discarded() {
 fn a_remote_channel_delete_drops_every_cached_holder_of_a_state_in_it() {
     let cache = Cache::new(1 << 20);
     let mut shard = cache.lock(0);
-    let users: Vec<u64> = (1..10_000u64).filter(|u| cache.user_shard(*u) == 0).take(3).collect();
+    let users: Vec<u64> = (1..10_000u64)
+        .filter(|u| cache.user_shard(*u) == 0)
+        .take(3)
+        .collect();
     for (i, &user) in users.iter().enumerate() {
         assert!(matches!(shard.lookup_user(user), Lookup::Miss));
         // The first two hold a state in channel 1; the third does not.
@@ -175,5 +178,8 @@ fn a_remote_channel_delete_drops_every_cached_holder_of_a_state_in_it() {
     shard.invalidate_deleted_channel(1);
 
     assert!(!shard.has_user(users[0]) && !shard.has_user(users[1]));
-    assert!(shard.has_user(users[2]), "users without a state in the channel stay");
+    assert!(
+        shard.has_user(users[2]),
+        "users without a state in the channel stay"
+    );
 }

@@ -2,6 +2,7 @@
 //! database. Every write is a merge (see [`Write`]), so a batch may be replayed and
 //! several nodes may write the same rows and still converge.
 
+mod batch;
 pub mod postgres;
 pub mod sqlite;
 

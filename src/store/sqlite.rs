@@ -1,7 +1,6 @@
 //! SQLite storage: one file in WAL mode, one writer connection (SQLite has a single
 //! writer anyway; the commit task owns it) and a small pool of readers.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::batch::{Segment, Step, steps};
 use super::{Store, StoreError, Write, parse_id_list};
 use crate::domain::{ChannelWindow, ReadPos, UserStates};
 
@@ -125,7 +125,7 @@ impl SqliteStore {
             .await?;
             // Trim each touched channel to its newest W ids; the largest trimmed id
             // becomes its floor (primary key range scans, newest first).
-            let channels = json_rows(seg.channels().map(|c| [c]));
+            let channels = json_rows(seg.channels().into_iter().map(|c| [c]));
             sqlx::query(
                 "insert into channels (channel_id, floor) \
                  select c.c, c.f from (select json_extract(value, '$[0]') as c, \
@@ -237,64 +237,6 @@ impl SqliteStore {
     }
 }
 
-/// Merge writes between two removals, combined in memory first: the lexicographic
-/// max of read positions per state, sticky tombstones per message, a set of mentions.
-/// Sorted maps so rows reach SQLite in primary key order.
-#[derive(Default)]
-struct Segment {
-    reads: BTreeMap<(u64, u64), ReadPos>,
-    messages: BTreeMap<(u64, u64), bool>,
-    mentions: BTreeSet<(u64, u64, u64)>,
-}
-
-impl Segment {
-    fn add(&mut self, w: &Write) {
-        match *w {
-            Write::ReadPos {
-                user,
-                channel,
-                epoch,
-                pos,
-            } => {
-                let read = ReadPos { epoch, pos };
-                let e = self.reads.entry((user, channel)).or_insert(read);
-                *e = (*e).max(read);
-            }
-            Write::Mention {
-                user,
-                channel,
-                message,
-            } => {
-                self.mentions.insert((user, channel, message));
-            }
-            Write::Message {
-                channel,
-                message,
-                deleted,
-            } => {
-                *self.messages.entry((channel, message)).or_insert(deleted) |= deleted;
-            }
-            Write::Leave { .. } | Write::DeleteChannel { .. } => {}
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.messages.is_empty() && self.mentions.is_empty()
-    }
-
-    fn channels(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut last = None;
-        self.messages.keys().filter_map(move |&(c, _)| {
-            if last == Some(c) {
-                None
-            } else {
-                last = Some(c);
-                Some(c)
-            }
-        })
-    }
-}
-
 /// `[[a,b,..],..]` for `json_each` (ids are at most 2^63-1: SQLite reads them as integers).
 fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
     use std::fmt::Write as _;
@@ -403,21 +345,11 @@ impl Store for SqliteStore {
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        let mut segment = Segment::default();
-        for w in writes {
-            if matches!(w, Write::Leave { .. } | Write::DeleteChannel { .. }) {
-                // A removal orders against everything before and after it.
-                if !segment.is_empty() {
-                    self.apply_segment(&mut tx, &std::mem::take(&mut segment))
-                        .await?;
-                }
-                self.apply_removal(&mut tx, w).await?;
-            } else {
-                segment.add(w);
+        for step in steps(writes) {
+            match step {
+                Step::Merge(segment) => self.apply_segment(&mut tx, &segment).await?,
+                Step::Remove(w) => self.apply_removal(&mut tx, &w).await?,
             }
-        }
-        if !segment.is_empty() {
-            self.apply_segment(&mut tx, &segment).await?;
         }
         tx.commit().await?;
         Ok(())
