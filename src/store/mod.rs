@@ -131,6 +131,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn close(&self);
 }
 
+/// Readiness: the newest applied migration must be the newest one this build has.
+pub(crate) fn check_migrated(applied: Option<i64>, latest: i64) -> Result<(), StoreError> {
+    if applied.unwrap_or(0) < latest {
+        return Err(StoreError::Config(format!(
+            "migrations not applied (at {applied:?}, need {latest})"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a comma-separated list of ids as stored by an aggregate.
 pub(crate) fn parse_id_list(text: &str) -> Result<Vec<u64>, StoreError> {
     text.split(',')

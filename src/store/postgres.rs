@@ -575,12 +575,7 @@ impl Store for PgStore {
                 })
             })
             .await?;
-        if applied.unwrap_or(0) < latest {
-            return Err(StoreError::Config(format!(
-                "migrations not applied (at {applied:?}, need {latest})"
-            )));
-        }
-        Ok(())
+        super::check_migrated(applied, latest)
     }
 
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {

@@ -270,12 +270,7 @@ impl Store for SqliteStore {
             sqlx::query_scalar("select max(version) from _sqlx_migrations where success = 1")
                 .fetch_one(&self.readers)
                 .await?;
-        if applied.unwrap_or(0) < latest {
-            return Err(StoreError::Config(format!(
-                "migrations not applied (at {applied:?}, need {latest})"
-            )));
-        }
-        Ok(())
+        super::check_migrated(applied, latest)
     }
 
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
