@@ -279,26 +279,30 @@ impl Service {
             (effect.channel.get(), effect.message.get(), effect.deleted);
         let window = self.caps.channel_window();
         for _ in 0..MAX_ATTEMPTS {
-            self.ensure_channels(&[channel]).await?;
-            let mut shard = self.cache.lock(self.cache.channel_shard(channel));
-            let Some(changed) =
-                shard.update_channel(channel, |w| w.observe(message, deleted, window))
-            else {
-                continue;
+            // Cached: one lock. Missing: load it, then try again.
+            let applied = {
+                let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+                shard
+                    .update_channel(channel, |w| w.observe(message, deleted, window))
+                    .map(|changed| {
+                        if changed {
+                            shard.channels.add_pending(channel);
+                            reserved.send(Entry {
+                                keys: vec![Key::Channel(channel)],
+                                writes: vec![Write::Message {
+                                    channel,
+                                    message,
+                                    deleted,
+                                }],
+                                reply: None,
+                            });
+                        }
+                    })
             };
-            if changed {
-                shard.channels.add_pending(channel);
-                reserved.send(Entry {
-                    keys: vec![Key::Channel(channel)],
-                    writes: vec![Write::Message {
-                        channel,
-                        message,
-                        deleted,
-                    }],
-                    reply: None,
-                });
+            if applied.is_some() {
+                return Ok(());
             }
-            return Ok(());
+            self.ensure_channels(&[channel]).await?;
         }
         Err(thrashing())
     }
@@ -325,24 +329,30 @@ impl Service {
         };
         let mention_window = self.caps.mention_window();
         for _ in 0..MAX_ATTEMPTS {
-            self.ensure_user(user).await?;
-            let mut shard = self.cache.lock(self.cache.user_shard(user));
-            let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
-            let Some(changes) = shard.update_user(user, |states| {
-                apply_user_effect(states, &effect, head_of, now, mention_window)
-            }) else {
-                continue;
+            // Cached: one lock. Missing: load it, then try again.
+            let applied = {
+                let mut shard = self.cache.lock(self.cache.user_shard(user));
+                let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
+                shard
+                    .update_user(user, |states| {
+                        apply_user_effect(states, &effect, head_of, now, mention_window)
+                    })
+                    .map(|changes| {
+                        if !changes.is_empty() {
+                            shard.users.add_pending(user);
+                            let writes = changes.iter().map(|c| user_write(user, *c)).collect();
+                            reserved.send(Entry {
+                                keys: vec![Key::User(user)],
+                                writes,
+                                reply: None,
+                            });
+                        }
+                    })
             };
-            if !changes.is_empty() {
-                shard.users.add_pending(user);
-                let writes = changes.iter().map(|c| user_write(user, *c)).collect();
-                reserved.send(Entry {
-                    keys: vec![Key::User(user)],
-                    writes,
-                    reply: None,
-                });
+            if applied.is_some() {
+                return Ok(());
             }
-            return Ok(());
+            self.ensure_user(user).await?;
         }
         Err(thrashing())
     }
@@ -508,13 +518,16 @@ impl Service {
     ) -> Result<HashMap<u64, R>, ServiceError> {
         let mut out = HashMap::with_capacity(channels.len());
         let mut missing: Vec<u64> = channels.to_vec();
-        for _ in 0..3 {
-            if missing.is_empty() {
-                return Ok(out);
+        // Cached channels are read under one lock each; only misses are loaded.
+        for attempt in 0..4 {
+            if attempt > 0 {
+                self.ensure_channels(&missing).await?;
             }
-            self.ensure_channels(&missing).await?;
             missing.retain(|&c| {
-                let shard = self.cache.lock(self.cache.channel_shard(c));
+                let mut shard = self.cache.lock(self.cache.channel_shard(c));
+                if !shard.channels.touch(c) {
+                    return true;
+                }
                 match shard.channels.get(c) {
                     Some(window) => {
                         out.insert(c, f(c, window));
@@ -523,6 +536,9 @@ impl Service {
                     None => true,
                 }
             });
+            if missing.is_empty() {
+                return Ok(out);
+            }
         }
         // Evicted as fast as loaded (a budget far too small): read storage directly.
         if !missing.is_empty() {
@@ -549,11 +565,14 @@ impl Service {
         f: impl Fn(&UserStates) -> R,
     ) -> Result<R, ServiceError> {
         for _ in 0..MAX_ATTEMPTS {
-            self.ensure_user(user).await?;
-            let mut shard = self.cache.lock(self.cache.user_shard(user));
-            if let Some(r) = shard.update_user(user, |states| f(states)) {
+            if let Some(r) = self
+                .cache
+                .lock(self.cache.user_shard(user))
+                .update_user(user, |states| f(states))
+            {
                 return Ok(r);
             }
+            self.ensure_user(user).await?;
         }
         Err(thrashing())
     }
