@@ -27,8 +27,6 @@
 
 mod table;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard};
 
@@ -267,7 +265,6 @@ pub struct CacheStats {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     max_bytes: u64,
-    lookups: AtomicU64,
 }
 
 fn shard_index(id: u64) -> usize {
@@ -282,11 +279,7 @@ impl Cache {
         let shards = (0..SHARDS)
             .map(|_| Mutex::new(Shard::new(per_shard)))
             .collect();
-        Self {
-            shards,
-            max_bytes,
-            lookups: AtomicU64::new(0),
-        }
+        Self { shards, max_bytes }
     }
 
     /// The configured budget.
@@ -307,7 +300,6 @@ impl Cache {
 
     /// Locks shard `index`.
     pub fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
         self.shards[index].lock()
     }
 
