@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -258,15 +256,6 @@ impl App {
             tracker,
             writer_cancel,
         } = self;
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // Without a timer hyper's header-read timeout is inert and a client that never
-        // finishes its request head holds the connection forever (slowloris).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.http.header_read_timeout());
-        builder.http2().timer(TokioTimer::new());
-        let graceful = GracefulShutdown::new();
         ready.store(true, Ordering::SeqCst);
         tracing::info!(addr = %http_addr, protocol = "http", "listening");
         tracing::info!(
@@ -276,34 +265,15 @@ impl App {
             cache_max_bytes = settings.cache.max_bytes.get(),
             "ready"
         );
-        loop {
-            let (stream, _peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
+        let graceful = crate::http::serve::accept_until(
+            listener,
+            router,
+            settings.http.header_read_timeout(),
+            &shutdown,
+        )
+        .await;
         tracing::info!("draining: not ready, no new connections");
         ready.store(false, Ordering::SeqCst);
-        drop(listener);
         let deadline = tokio::time::Instant::now() + settings.shutdown.grace_period();
         let drained = async {
             graceful.shutdown().await;

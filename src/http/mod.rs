@@ -9,6 +9,7 @@ pub mod limits;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
