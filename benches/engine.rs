@@ -1,0 +1,178 @@
+//! Micro-benchmarks of the engine's hot operations, pure and I/O-free: the same
+//! functions the service runs under a shard lock for an ack, a message created with
+//! mentions and a connect (all read states of a user), plus the cache lookup that
+//! precedes each of them. `cargo bench --bench engine` (add `-- --quick` for a
+//! short run).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use readstate::cache::{Cache, Lookup};
+use readstate::domain::{
+    Caps, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, UserEffect, UserId,
+    UserStates, apply_user_effect, derive, expand,
+};
+
+const NOW_MS: u64 = 1_700_000_000_000;
+/// Messages each channel has seen before a benchmark starts (BENCH.md's datasets).
+const MESSAGES_PER_CHANNEL: u64 = 20;
+
+fn id<T: TryFrom<u64>>(raw: u64) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(raw).expect("benchmark ids are at least 1")
+}
+
+/// A user in `channels` channels (ids 1..=channels), having read half of each.
+fn user_states(channels: u64) -> UserStates {
+    let mut states = UserStates::new();
+    for c in 1..=channels {
+        states.merge_read(
+            c,
+            ReadPos {
+                epoch: 0,
+                pos: MESSAGES_PER_CHANNEL / 2,
+            },
+        );
+    }
+    states.shrink();
+    states
+}
+
+/// A channel that has seen messages 1..=MESSAGES_PER_CHANNEL.
+fn channel_window(caps: Caps) -> ChannelWindow {
+    ChannelWindow::from_rows(
+        (1..=MESSAGES_PER_CHANNEL).map(|m| (m, false)),
+        0,
+        caps.channel_window(),
+    )
+}
+
+fn ack(c: &mut Criterion) {
+    let caps = Caps::default();
+    let mut group = c.benchmark_group("ack");
+    group.throughput(Throughput::Elements(1));
+    for channels in [10u64, 100] {
+        let mut states = user_states(channels);
+        let mut message = MESSAGES_PER_CHANNEL;
+        group.bench_function(BenchmarkId::from_parameter(channels), |b| {
+            b.iter(|| {
+                // A new, later message each time, so every ack moves the position.
+                message += 1;
+                let effect = UserEffect::Ack {
+                    user: id::<UserId>(1),
+                    channel: id::<ChannelId>(message % channels + 1),
+                    message: id::<MessageId>(message),
+                    at: None,
+                };
+                black_box(apply_user_effect(
+                    &mut states,
+                    black_box(&effect),
+                    |_| 0,
+                    NOW_MS,
+                    caps.mention_window(),
+                ))
+            });
+        });
+    }
+    group.finish();
+}
+
+fn message_created(c: &mut Criterion) {
+    let caps = Caps::default();
+    let mut group = c.benchmark_group("message_created");
+    group.throughput(Throughput::Elements(1));
+    for mentions in [0u64, 3] {
+        let mut window = channel_window(caps);
+        // Author and mentioned users, each in 10 channels (the bench's dataset).
+        let mut users: HashMap<u64, UserStates> = (1..=4).map(|u| (u, user_states(10))).collect();
+        let mut message = MESSAGES_PER_CHANNEL;
+        group.bench_function(BenchmarkId::new("mentions", mentions), |b| {
+            b.iter(|| {
+                message += 1;
+                let op = Op::MessageCreated {
+                    channel: id(1),
+                    message: id(message),
+                    author: Some(id(1)),
+                    mentions: (2..2 + mentions).map(id).collect(),
+                };
+                // What `Service::apply` does with the cached entries: expand, observe
+                // the channel, apply each user effect.
+                let (channel_effect, user_effects) = expand(black_box(&op));
+                if let Some(e) = channel_effect {
+                    black_box(window.observe(e.message.get(), e.deleted, caps.channel_window()));
+                }
+                for effect in &user_effects {
+                    let Some(states) = users.get_mut(&effect.user().get()) else {
+                        continue;
+                    };
+                    black_box(apply_user_effect(
+                        states,
+                        effect,
+                        |_| 0,
+                        NOW_MS,
+                        caps.mention_window(),
+                    ));
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn read_states(c: &mut Criterion) {
+    let caps = Caps::default();
+    let mut group = c.benchmark_group("read_states");
+    for channels in [10u64, 100] {
+        let mut states = user_states(channels);
+        // A few mentions, as a real user has.
+        for ch in (1..=channels).step_by(3) {
+            states.add_mention(ch, MESSAGES_PER_CHANNEL, caps.mention_window());
+        }
+        let windows: HashMap<u64, ChannelWindow> = (1..=channels)
+            .map(|ch| (ch, channel_window(caps)))
+            .collect();
+        let empty = ChannelWindow::new();
+        group.throughput(Throughput::Elements(channels));
+        group.bench_function(BenchmarkId::from_parameter(channels), |b| {
+            b.iter(|| {
+                let views: Vec<ReadStateView> = black_box(&states)
+                    .iter()
+                    .map(|s| derive(s, windows.get(&s.channel).unwrap_or(&empty), caps))
+                    .collect();
+                black_box(views)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn cache_lookup(c: &mut Criterion) {
+    const USERS: u64 = 100_000;
+    let cache = Cache::new(256 * 1024 * 1024);
+    for user in 1..=USERS {
+        let mut shard = cache.lock(cache.user_shard(user));
+        if let Lookup::Miss = shard.lookup_user(user) {
+            shard.finish_user_load(user, user_states(10));
+        }
+    }
+    let mut group = c.benchmark_group("cache");
+    group.throughput(Throughput::Elements(1));
+    let mut user = 0u64;
+    group.bench_function("user_hit", |b| {
+        b.iter(|| {
+            // A stride through the users, so lookups do not stay in one cache line.
+            user = (user + 7_919) % USERS + 1;
+            let found = cache
+                .lock(cache.user_shard(black_box(user)))
+                .update_user(user, |states| states.len());
+            black_box(found)
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ack, message_created, read_states, cache_lookup);
+criterion_main!(benches);
