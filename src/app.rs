@@ -34,6 +34,7 @@ pub struct App {
     ready: Arc<AtomicBool>,
     tracker: TaskTracker,
     writer_cancel: CancellationToken,
+    nats_cancel: CancellationToken,
 }
 
 /// Opens the store named by the settings (`postgres://`/`postgresql://`: PostgreSQL,
@@ -157,7 +158,9 @@ impl App {
             &tracker,
         );
         let limits = &settings.limits;
-        let service = Arc::new(Service::new(
+        let hub = Arc::new(crate::live::Hub::new(settings.events.clone()));
+        let service = Arc::new(
+            Service::new(
             cache,
             store,
             committer,
@@ -170,7 +173,9 @@ impl App {
                 max_channels_filter: limits.max_channels_filter,
             },
             settings.storage.commit_timeout(),
-        ));
+        )
+            .with_hub(hub),
+        );
         if let Some(feed) = service
             .store()
             .watch()
@@ -179,6 +184,8 @@ impl App {
         {
             tracker.spawn(follow_changes(feed, service.clone(), writer_cancel.clone()));
         }
+        let nats_cancel = CancellationToken::new();
+        crate::ingest::spawn(&settings.nats, service.clone(), nats_cancel.clone(), &tracker);
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
             service: service.clone(),
@@ -226,6 +233,7 @@ impl App {
             ready,
             tracker,
             writer_cancel,
+            nats_cancel,
         })
     }
 
@@ -255,6 +263,7 @@ impl App {
             ready,
             tracker,
             writer_cancel,
+            nats_cancel,
         } = self;
         ready.store(true, Ordering::SeqCst);
         tracing::info!(addr = %http_addr, protocol = "http", "listening");
@@ -274,6 +283,10 @@ impl App {
         .await;
         tracing::info!("draining: not ready, no new connections");
         ready.store(false, Ordering::SeqCst);
+        // Event streams end (else their connections would hold the drain), the NATS
+        // ingest takes no new batch (the one in hand is committed and acknowledged).
+        service.hub().close();
+        nats_cancel.cancel();
         let deadline = tokio::time::Instant::now() + settings.shutdown.grace_period();
         let drained = async {
             graceful.shutdown().await;

@@ -60,7 +60,9 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// gRPC server (reserved: accepted, not served yet).
     pub grpc: GrpcSettings,
-    /// NATS JetStream ingest (reserved: accepted, not served yet).
+    /// Live change streams (`/v1/users/{id}/events`).
+    pub events: EventsSettings,
+    /// NATS JetStream ingest and change publishing.
     pub nats: NatsSettings,
 }
 
@@ -343,13 +345,90 @@ pub struct GrpcSettings {
     pub addr: Option<SocketAddr>,
 }
 
-/// `[nats]`: NATS JetStream ingest (reserved: accepted, not served yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `[events]`: live change streams (Server-Sent Events and WebSocket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// How many recent changes (of all users) are kept so that a client can resume
+    /// with `Last-Event-ID`; an older id gets a `resync` event instead.
+    pub replay_window: usize,
+    /// Changes queued per subscriber; a subscriber that falls this far behind gets a
+    /// `resync` event instead of the backlog.
+    pub subscriber_buffer: usize,
+    /// Interval between heartbeats on an idle stream, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Most concurrent subscribers; more are answered 503.
+    pub max_subscribers: usize,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            replay_window: 65_536,
+            subscriber_buffer: 256,
+            heartbeat_ms: 15_000,
+            max_subscribers: 10_000,
+        }
+    }
+}
+
+impl EventsSettings {
+    /// `events.heartbeat_ms` as a [`Duration`].
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+/// `[nats]`: NATS JetStream ingest and change publishing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
-    /// Server URL; unset disables the ingest.
+    /// Server URL; unset disables NATS entirely.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Consume events from JetStream (needs `nats.url`).
+    pub ingest: bool,
+    /// The JetStream stream to consume; created with `nats.subjects` when missing.
+    pub stream: String,
+    /// Subjects of the stream when readstate creates it.
+    pub subjects: Vec<String>,
+    /// Name of the durable pull consumer (shared by every node: each event is
+    /// applied by one of them).
+    pub consumer: String,
+    /// Most events fetched and committed together.
+    pub batch: usize,
+    /// Fetch loops running at once (more than 1 may apply events out of stream order).
+    pub concurrency: usize,
+    /// How long JetStream waits for an ack before redelivering, in milliseconds.
+    pub ack_wait_ms: u64,
+    /// Publish every read-state change to `<nats.changes_prefix>.<user_id>`.
+    pub publish_changes: bool,
+    /// Subject prefix of published changes.
+    pub changes_prefix: String,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ingest: true,
+            stream: "READSTATE".to_owned(),
+            subjects: vec!["readstate.events.>".to_owned()],
+            consumer: "readstate".to_owned(),
+            batch: 256,
+            concurrency: 1,
+            ack_wait_ms: 30_000,
+            publish_changes: false,
+            changes_prefix: "readstate.changes".to_owned(),
+        }
+    }
+}
+
+impl NatsSettings {
+    /// `nats.ack_wait_ms` as a [`Duration`].
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
 }
 
 /// A number of bytes, written as an integer or with a unit (`512MiB`, `1 GB`, `1048576`).
@@ -693,8 +772,17 @@ impl EnvLayer {
                     origin: Some(format!("{ENV_SOURCE_NAME} {name}")),
                 });
             }
-            // Values stay strings; `extract_lossy` turns them into numbers where one is expected.
-            insert_path(&mut dict, &path, Value::from(value.clone()));
+            // Values stay strings (`extract_lossy` turns them into numbers where one is
+            // expected), except `[...]`, a list such as `["a.>", "b.>"]`.
+            let parsed = match value.trim_start().starts_with('[') {
+                true => value.parse::<Value>().ok().filter(|v| v.as_array().is_some()),
+                false => None,
+            };
+            insert_path(
+                &mut dict,
+                &path,
+                parsed.unwrap_or_else(|| Value::from(value.clone())),
+            );
         }
         Ok(Self { dict })
     }
@@ -909,8 +997,68 @@ impl Settings {
                 ));
             }
         }
+        let nats = &self.nats;
+        if nats.stream.is_empty()
+            || nats
+                .stream
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        {
+            return Err(ConfigError::invalid(
+                "nats.stream",
+                "must be a non-empty name without spaces, '.', '*', '>', '/' or '\\'",
+            ));
+        }
+        if nats.subjects.is_empty() || nats.subjects.iter().any(|s| !valid_subject(s, true)) {
+            return Err(ConfigError::invalid(
+                "nats.subjects",
+                "must list at least one subject (tokens separated by '.', wildcards '*' and a final '>')",
+            ));
+        }
+        if nats.consumer.is_empty()
+            || nats
+                .consumer
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(ConfigError::invalid(
+                "nats.consumer",
+                "must be a non-empty name without spaces, '.', '*' or '>'",
+            ));
+        }
+        positive("nats.batch", count(nats.batch))?;
+        positive("nats.concurrency", count(nats.concurrency))?;
+        positive("nats.ack_wait_ms", nats.ack_wait_ms)?;
+        if !valid_subject(&nats.changes_prefix, false) {
+            return Err(ConfigError::invalid(
+                "nats.changes_prefix",
+                "must be a subject without wildcards (tokens separated by '.')",
+            ));
+        }
+
+        let events = &self.events;
+        positive("events.replay_window", count(events.replay_window))?;
+        positive("events.subscriber_buffer", count(events.subscriber_buffer))?;
+        positive("events.heartbeat_ms", events.heartbeat_ms)?;
+        positive("events.max_subscribers", count(events.max_subscribers))?;
         Ok(())
     }
+}
+
+/// A NATS subject: non-empty `.`-separated tokens without spaces; with `wildcards`,
+/// a token may be `*` and the last one `>`.
+fn valid_subject(subject: &str, wildcards: bool) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len() - 1;
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.chars().any(char::is_whitespace)
+            && match *t {
+                "*" => wildcards,
+                ">" => wildcards && i == last,
+                t => !t.contains(['*', '>']),
+            }
+    })
 }
 
 #[cfg(test)]
@@ -1194,6 +1342,43 @@ mod tests {
         let e = load_from(Some(&missing)).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
         assert!(e.to_string().starts_with("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn nats_and_events_settings() {
+        let s = load(
+            Some("[nats]\nurl = \"nats://127.0.0.1:4222\"\nsubjects = [\"chat.events.>\", \"chat.*.acks\"]\n"),
+            &env(&[
+                ("READSTATE_NATS__BATCH", "64"),
+                ("READSTATE_NATS__PUBLISH_CHANGES", "true"),
+                ("READSTATE_EVENTS__SUBSCRIBER_BUFFER", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.nats.subjects, ["chat.events.>", "chat.*.acks"]);
+        assert_eq!(s.nats.batch, 64);
+        assert!(s.nats.publish_changes && s.nats.ingest);
+        assert_eq!(s.events.subscriber_buffer, 8);
+        let s = load(None, &env(&[("READSTATE_NATS__SUBJECTS", "[\"a.b\"]")])).unwrap();
+        assert_eq!(s.nats.subjects, ["a.b"]);
+        for (key, value, name) in [
+            ("READSTATE_NATS__STREAM", "A.B", "nats.stream"),
+            ("READSTATE_NATS__SUBJECTS", "[\"a.>.b\"]", "nats.subjects"),
+            ("READSTATE_NATS__SUBJECTS", "[]", "nats.subjects"),
+            ("READSTATE_NATS__SUBJECTS", "[\"a..b\"]", "nats.subjects"),
+            ("READSTATE_NATS__CONSUMER", "a b", "nats.consumer"),
+            ("READSTATE_NATS__BATCH", "0", "nats.batch"),
+            ("READSTATE_NATS__CONCURRENCY", "0", "nats.concurrency"),
+            ("READSTATE_NATS__ACK_WAIT_MS", "0", "nats.ack_wait_ms"),
+            ("READSTATE_NATS__CHANGES_PREFIX", "a.*", "nats.changes_prefix"),
+            ("READSTATE_EVENTS__REPLAY_WINDOW", "0", "events.replay_window"),
+            ("READSTATE_EVENTS__SUBSCRIBER_BUFFER", "0", "events.subscriber_buffer"),
+            ("READSTATE_EVENTS__HEARTBEAT_MS", "0", "events.heartbeat_ms"),
+            ("READSTATE_EVENTS__MAX_SUBSCRIBERS", "0", "events.max_subscribers"),
+        ] {
+            let e = err(None, &[(key, value)]);
+            assert_eq!(e.key(), Some(name), "{key}={value}: {e}");
+        }
     }
 
     #[test]

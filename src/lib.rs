@@ -26,4 +26,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ingest;
+pub mod live;
 pub mod telemetry;

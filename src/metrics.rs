@@ -29,6 +29,13 @@ pub const COMMIT_BACKPRESSURE: &str = "readstate_commit_backpressure_total";
 pub const STORAGE_ERRORS: &str = "readstate_storage_errors_total";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
+pub const EVENT_SUBSCRIBERS: &str = "readstate_events_subscribers";
+pub const EVENTS_SENT: &str = "readstate_events_sent_total";
+pub const EVENT_RESYNCS: &str = "readstate_events_resyncs_total";
+pub const NATS_EVENTS: &str = "readstate_nats_events_total";
+pub const NATS_PENDING: &str = "readstate_nats_consumer_pending";
+pub const NATS_ACK_PENDING: &str = "readstate_nats_consumer_ack_pending";
+pub const NATS_PUBLISHED: &str = "readstate_nats_changes_published_total";
 /// Seconds since the service started (sampled on each scrape).
 pub const UPTIME: &str = "readstate_uptime_seconds";
 /// Always 1, labelled with `version` and `durability`, for dashboards.
@@ -131,6 +138,31 @@ fn describe() {
         "Resident set size of the process"
     );
     describe_gauge!(
+        EVENT_SUBSCRIBERS,
+        "Open change subscriptions (SSE, WebSocket, NATS publisher)"
+    );
+    describe_counter!(EVENTS_SENT, "Change events sent to subscribers");
+    describe_counter!(
+        EVENT_RESYNCS,
+        "Resync events sent (unresumable Last-Event-ID or a subscriber that fell behind)"
+    );
+    describe_counter!(
+        NATS_EVENTS,
+        "JetStream events consumed, by outcome (applied, poison, retried)"
+    );
+    describe_gauge!(
+        NATS_PENDING,
+        "JetStream messages not yet delivered to the consumer (ingest lag)"
+    );
+    describe_gauge!(
+        NATS_ACK_PENDING,
+        "JetStream messages delivered but not yet acknowledged"
+    );
+    describe_counter!(
+        NATS_PUBLISHED,
+        "Read-state changes published to NATS, by outcome (published, dropped)"
+    );
+    describe_gauge!(
         ALLOCATED,
         metrics::Unit::Bytes,
         "Bytes allocated through the allocator (jemalloc)"
@@ -167,6 +199,37 @@ pub fn remote_invalidation(keys: usize, resync: bool) {
     } else {
         counter!(CACHE_INVALIDATIONS, "kind" => "key").increment(keys as u64);
     }
+}
+
+/// The number of open change subscriptions changed.
+pub fn subscribers(count: usize) {
+    gauge!(EVENT_SUBSCRIBERS).set(count as f64);
+}
+
+/// A change event went out to a subscriber.
+pub fn event_sent() {
+    counter!(EVENTS_SENT).increment(1);
+}
+
+/// A subscriber was told to resync.
+pub fn event_resync() {
+    counter!(EVENT_RESYNCS).increment(1);
+}
+
+/// JetStream events finished with `outcome` (`applied`, `poison`, `retried`).
+pub fn nats_events(outcome: &'static str, n: usize) {
+    counter!(NATS_EVENTS, "outcome" => outcome).increment(n as u64);
+}
+
+/// The consumer's backlog, from its info.
+pub fn nats_lag(pending: u64, ack_pending: usize) {
+    gauge!(NATS_PENDING).set(pending as f64);
+    gauge!(NATS_ACK_PENDING).set(ack_pending as f64);
+}
+
+/// A change was published to NATS (`published`) or dropped (`dropped`).
+pub fn nats_published(outcome: &'static str) {
+    counter!(NATS_PUBLISHED, "outcome" => outcome).increment(1);
 }
 
 /// Gauges sampled on each scrape.

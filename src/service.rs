@@ -21,6 +21,7 @@ use crate::domain::{
     Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef,
     Summary, UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
 };
+use crate::live::{Hub, Kind};
 use crate::store::{Changes, Store, StoreError, Write};
 
 /// Limits the service enforces on its inputs.
@@ -127,6 +128,8 @@ pub struct Service {
     channel_loads: Notify,
     /// Bumped by every channel delete: a user load that overlapped one reloads.
     delete_epoch: AtomicU64,
+    /// Where every change of a read state is reported (live streams).
+    hub: Arc<Hub>,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +158,20 @@ impl Service {
             user_loads: (0..SHARDS).map(|_| Notify::new()).collect(),
             channel_loads: Notify::new(),
             delete_epoch: AtomicU64::new(0),
+            hub: Arc::new(Hub::new(crate::config::EventsSettings::default())),
         }
+    }
+
+    /// Reports changes to `hub` instead of a private one with default settings.
+    #[must_use]
+    pub fn with_hub(mut self, hub: Arc<Hub>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// The change hub (live streams).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The cache (for metrics and tests).
@@ -239,6 +255,39 @@ impl Service {
         results
     }
 
+    /// Applies many write operations in order and waits until all of them are durable,
+    /// whatever `storage.durability` says (event ingest acknowledges only what is on
+    /// disk). Per-op results as in [`Service::execute_batch`]; `Err` when the commit
+    /// failed or timed out (the ops may or may not have been applied).
+    ///
+    /// # Errors
+    /// The commit of the batch failed.
+    pub async fn execute_durable(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                Ok(op) => match self.validate(&op) {
+                    Ok(()) => self.apply(&op).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        match tokio::time::timeout(self.commit_timeout, self.committer.flush()).await {
+            Ok(result) => result.map_err(ServiceError::from)?,
+            Err(_) => {
+                return Err(ServiceError::Unavailable {
+                    reason: "storage commit timed out; the write may or may not have been applied",
+                    source: None,
+                });
+            }
+        }
+        Ok(results)
+    }
+
     async fn wait_durable(&self) -> Result<(), ServiceError> {
         if self.committer.durability() == Durability::Async {
             return Ok(());
@@ -286,6 +335,9 @@ impl Service {
                     .update_channel(channel, |w| w.observe(message, deleted, window))
                     .map(|changed| {
                         if changed {
+                            if deleted {
+                                self.hub.publish_channel(channel, Kind::MessageDeleted);
+                            }
                             shard.channels.add_pending(channel);
                             reserved.send(Entry {
                                 keys: vec![Key::Channel(channel)],
@@ -339,6 +391,10 @@ impl Service {
                     })
                     .map(|changes| {
                         if !changes.is_empty() {
+                            for change in &changes {
+                                self.hub
+                                    .publish(user, change.channel(), Kind::of(&effect, change));
+                            }
                             shard.users.add_pending(user);
                             let writes = changes.iter().map(|c| user_write(user, *c)).collect();
                             reserved.send(Entry {
@@ -367,13 +423,29 @@ impl Service {
         shards[ci].channels.insert(channel, ChannelWindow::new());
         shards[ci].channels.add_pending(channel);
         let mut keys = vec![Key::Channel(channel)];
+        let mut subscribed = self.hub.subscribed_users();
+        subscribed.sort_unstable();
         for shard in shards.iter_mut() {
             for user in shard
                 .users
                 .update_all(|states| states.remove(channel).is_yes())
             {
+                if subscribed.binary_search(&user).is_ok() {
+                    self.hub.publish(user, channel, Kind::ChannelDeleted);
+                }
                 shard.users.add_pending(user);
                 keys.push(Key::User(user));
+            }
+        }
+        // A subscriber whose user is not cached may have had a state in the channel:
+        // tell it too (a `channel_deleted` for a channel it was not in is harmless).
+        for &user in &subscribed {
+            if shards[self.cache.user_shard(user)]
+                .users
+                .get(user)
+                .is_none()
+            {
+                self.hub.publish(user, channel, Kind::ChannelDeleted);
             }
         }
         reserved.send(Entry {
@@ -717,6 +789,7 @@ impl Service {
             for mut shard in self.cache.lock_all() {
                 shard.invalidate_all();
             }
+            self.hub.resync_all();
             crate::metrics::remote_invalidation(0, true);
             return;
         }
@@ -724,6 +797,8 @@ impl Service {
             self.cache
                 .lock(self.cache.user_shard(user))
                 .invalidate_user(user);
+            // What changed is not known here: the user's subscribers refetch.
+            self.hub.resync_user(user);
         }
         for &channel in &changes.channels {
             self.cache
@@ -739,6 +814,8 @@ impl Service {
                     shard.invalidate_deleted_channel(channel);
                 }
             }
+            drop(shards);
+            self.hub.resync_all();
         }
         crate::metrics::remote_invalidation(
             changes.users.len() + changes.channels.len() + changes.deleted_channels.len(),

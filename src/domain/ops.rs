@@ -213,6 +213,17 @@ pub enum UserChange {
     Removed { channel: u64 },
 }
 
+impl UserChange {
+    /// The channel of the changed read state.
+    pub fn channel(&self) -> u64 {
+        match *self {
+            UserChange::Read { channel, .. }
+            | UserChange::Mention { channel, .. }
+            | UserChange::Removed { channel } => channel,
+        }
+    }
+}
+
 /// Applies one user effect to that user's states and returns what changed.
 /// `head_of(channel)` gives a channel's head (for join without a position and for
 /// ack all); `now` (ms) stamps a mark unread.

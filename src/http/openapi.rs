@@ -193,6 +193,8 @@ impl IntoResponses for UnavailableResponse {
         routes::users::get_summary,
         routes::users::ack_all,
         routes::summaries::post_summaries,
+        routes::events::get_events,
+        routes::events::get_events_ws,
         routes::batch::post_batch,
         routes::ops::get_healthz,
         routes::ops::get_readyz,

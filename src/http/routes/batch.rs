@@ -61,7 +61,11 @@ struct OpFields<'a> {
 
 impl OpFields<'_> {
     fn name(&self, field: &str) -> String {
-        format!("{}.{field}", self.prefix)
+        if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
     }
 
     /// The value of `field`, `None` when absent or null.
@@ -152,40 +156,62 @@ impl OpFields<'_> {
 /// missing or unknown `op`, an unknown field, a field that does not apply to the op,
 /// a missing or invalid id, too many mentions.
 pub fn parse_op(index: usize, value: &Value, max_mentions: usize) -> Result<Op, ServiceError> {
-    let prefix = format!("ops[{index}]");
+    parse_with(value, "op", format!("ops[{index}]"), max_mentions)
+}
+
+/// Parses an event of the NATS ingest: the fields of a batch op, with `type` in place
+/// of `op`; errors name the bare field (`channel_id`, `type`).
+///
+/// # Errors
+/// As [`parse_op`].
+pub fn parse_event(value: &Value, max_mentions: usize) -> Result<Op, ServiceError> {
+    parse_with(value, "type", String::new(), max_mentions)
+}
+
+fn parse_with(
+    value: &Value,
+    kind_key: &str,
+    prefix: String,
+    max_mentions: usize,
+) -> Result<Op, ServiceError> {
     let Value::Object(map) = value else {
-        return Err(ServiceError::invalid(prefix, "must be an object"));
+        let what = if prefix.is_empty() { "event" } else { &prefix };
+        return Err(ServiceError::invalid(what, "must be an object"));
     };
     let fields = OpFields { prefix, map };
-    if let Some(unknown) = map.keys().find(|k| !OP_FIELDS.contains(&k.as_str())) {
+    let known = || std::iter::once(kind_key).chain(OP_FIELDS[1..].iter().copied());
+    if let Some(unknown) = map.keys().find(|k| !known().any(|f| f == k.as_str())) {
         return Err(ServiceError::invalid(
             fields.name(unknown),
-            format!("unknown field; expected one of {}", OP_FIELDS.join(", ")),
+            format!(
+                "unknown field; expected one of {}",
+                known().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
-    let kind = match fields.get("op") {
-        None => return Err(ServiceError::invalid(fields.name("op"), "required")),
+    let kind = match fields.get(kind_key) {
+        None => return Err(ServiceError::invalid(fields.name(kind_key), "required")),
         Some(Value::String(kind)) => kind.as_str(),
         Some(_) => {
             return Err(ServiceError::invalid(
-                fields.name("op"),
+                fields.name(kind_key),
                 format!("must be one of {}", OP_NAMES.join(", ")),
             ));
         }
     };
     let Some(allowed) = fields_of(kind) else {
         return Err(ServiceError::invalid(
-            fields.name("op"),
+            fields.name(kind_key),
             format!("must be one of {}", OP_NAMES.join(", ")),
         ));
     };
     if let Some((extra, _)) = map
         .iter()
-        .find(|(k, v)| k.as_str() != "op" && !v.is_null() && !allowed.contains(&k.as_str()))
+        .find(|(k, v)| k.as_str() != kind_key && !v.is_null() && !allowed.contains(&k.as_str()))
     {
         return Err(ServiceError::invalid(
             fields.name(extra),
-            format!("not allowed for op {kind}"),
+            format!("not allowed for {kind_key} {kind}"),
         ));
     }
     Ok(match kind {

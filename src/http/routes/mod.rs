@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod channels;
+pub mod events;
 pub mod ops;
 pub mod summaries;
 pub mod users;
@@ -50,6 +51,8 @@ pub fn api() -> Router<HttpState> {
             get(users::get_read_states),
         )
         .route("/v1/users/{user_id}/summary", get(users::get_summary))
+        .route("/v1/users/{user_id}/events", get(events::get_events))
+        .route("/v1/users/{user_id}/events/ws", get(events::get_events_ws))
         .route("/v1/users/{user_id}/ack-all", post(users::ack_all))
         .route("/v1/summaries", post(summaries::post_summaries))
         .route("/v1/batch", post(batch::post_batch))

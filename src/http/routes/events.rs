@@ -1,0 +1,240 @@
+//! Live changes of one user's read states: Server-Sent Events on
+//! `GET /v1/users/{user_id}/events` and the same events as WebSocket text messages on
+//! `GET /v1/users/{user_id}/events/ws`.
+//!
+//! Every event has an id (`<process>-<sequence>`). A client resumes with the
+//! `Last-Event-ID` header (browsers' `EventSource` sends it on reconnect) or the
+//! `last_event_id` query parameter; when the changes since then are no longer known,
+//! or the client fell behind, it gets a `resync` event and refetches its read states.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::HttpState;
+use crate::http::extract::{ApiPath, ApiQuery, UserPath};
+use crate::http::openapi::{InvalidInputResponse, UnavailableResponse};
+use crate::http::problem::{Problem, ProblemKind};
+use crate::live::{ALL_USERS, EventId, Item, SubscribeError, Subscription};
+use crate::service::{Service, ServiceError};
+
+/// Query of the event streams.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are set).
+    pub last_event_id: Option<String>,
+}
+
+/// One event as both transports send it.
+struct Frame {
+    event: &'static str,
+    id: EventId,
+    data: Value,
+}
+
+impl Frame {
+    fn sse(&self) -> SseEvent {
+        SseEvent::default()
+            .event(self.event)
+            .id(self.id.to_string())
+            .data(self.data.to_string())
+    }
+
+    fn ws(&self) -> String {
+        json!({"event": self.event, "id": self.id.to_string(), "data": self.data}).to_string()
+    }
+}
+
+/// Turns a subscription item into what is sent, reading the read state as it is now;
+/// `None` for a channel-wide change that does not concern this user.
+async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
+    let hub = service.hub();
+    match item {
+        Item::Ready { seq } => Some(Frame {
+            event: "ready",
+            id: hub.event_id(seq),
+            data: json!({"user_id": user.to_string()}),
+        }),
+        Item::Resync { seq } => Some(resync(service, user, seq)),
+        Item::Change(event) => {
+            match crate::live::wire::change_body(service, user, event.channel, event.kind).await {
+                // A message deleted in a channel the user is not in.
+                Ok(body) if event.user == ALL_USERS && body["read_state"].is_null() => None,
+                Ok(body) => {
+                    crate::metrics::event_sent();
+                    Some(Frame {
+                        event: "read_state",
+                        id: hub.event_id(event.seq),
+                        data: body,
+                    })
+                }
+                // Storage is down: the client refetches once it can.
+                Err(e) => {
+                    tracing::debug!(error = %e, "event stream: cannot read the state; resync");
+                    crate::metrics::event_resync();
+                    Some(resync(service, user, event.seq))
+                }
+            }
+        }
+    }
+}
+
+fn resync(service: &Service, user: u64, seq: u64) -> Frame {
+    Frame {
+        event: "resync",
+        id: service.hub().event_id(seq),
+        data: json!({"user_id": user.to_string()}),
+    }
+}
+
+fn subscribe(
+    state: &HttpState,
+    user: u64,
+    headers: &HeaderMap,
+    query: EventsQuery,
+) -> Result<Subscription, Problem> {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.last_event_id);
+    state
+        .service
+        .hub()
+        .subscribe(user, last.as_deref())
+        .map_err(|e| match e {
+            SubscribeError::TooMany => Problem::from(ServiceError::Overloaded),
+            SubscribeError::Closed => Problem::new(ProblemKind::Unavailable, "shutting down"),
+        })
+}
+
+/// Stream of a user's changes (SSE).
+///
+/// A `text/event-stream` of the user's read-state changes: an ack from another device,
+/// a mention, mark unread, join, leave, a deleted message or channel. Events:
+/// `ready` (first, when nothing was missed), `read_state` (data: `type`, `user_id`,
+/// `channel_id` and the `read_state` as it is now, `null` once gone), `resync`
+/// (refetch the read states: changes were missed). Heartbeat comments keep idle
+/// connections open. Resume with `Last-Event-ID`. New messages in a channel are not
+/// streamed (the chat gateway delivers them).
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/events",
+    tag = "read states",
+    params(
+        ("user_id" = String, Path, description = "User id (1..=2^63-1)"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (or send the Last-Event-ID header)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String,
+            example = "event: read_state\nid: 187a3f0c9d2e4b10-42\ndata: {\"type\":\"ack\",\"user_id\":\"1\",\"channel_id\":\"10\",\"read_state\":{\"channel_id\":\"10\",\"last_read_message_id\":\"500\",\"last_message_id\":\"500\",\"has_unread\":false,\"unread_count\":0,\"unread_capped\":false,\"mention_count\":0,\"mention_capped\":false}}\n\n"),
+        InvalidInputResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %path.user))]
+pub async fn get_events(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<UserPath>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let user = path.user.get();
+    let subscription = subscribe(&state, user, &headers, query)?;
+    let heartbeat = state.service.hub().heartbeat();
+    let stream = futures_util::stream::unfold(
+        (subscription, state.service),
+        move |(mut subscription, service)| async move {
+            loop {
+                let item = subscription.next().await?;
+                if let Some(frame) = frame(&service, user, item).await {
+                    return Some((Ok(frame.sse()), (subscription, service)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
+}
+
+/// Stream of a user's changes (WebSocket).
+///
+/// The events of `GET /v1/users/{user_id}/events`, one JSON text message each:
+/// `{"event": "ready"|"read_state"|"resync", "id": "...", "data": {...}}`. Pings keep
+/// idle connections open; messages from the client are ignored. Resume with the
+/// `last_event_id` query parameter.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/events/ws",
+    tag = "read states",
+    params(
+        ("user_id" = String, Path, description = "User id (1..=2^63-1)"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        InvalidInputResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %path.user))]
+pub async fn get_events_ws(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<UserPath>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Problem> {
+    let upgrade = upgrade.map_err(|e| Problem::invalid("upgrade", e.body_text()))?;
+    let user = path.user.get();
+    let subscription = subscribe(&state, user, &headers, query)?;
+    let service = state.service;
+    Ok(upgrade
+        .on_upgrade(move |socket| websocket(socket, subscription, service, user))
+        .into_response())
+}
+
+async fn websocket(
+    mut socket: WebSocket,
+    mut subscription: Subscription,
+    service: std::sync::Arc<Service>,
+    user: u64,
+) {
+    let mut heartbeat = tokio::time::interval(service.hub().heartbeat());
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            item = subscription.next() => {
+                let Some(item) = item else {
+                    // Shutting down.
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                };
+                if let Some(frame) = frame(&service, user, item).await
+                    && socket.send(Message::Text(frame.ws().into())).await.is_err()
+                {
+                    return;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+            received = socket.recv() => match received {
+                None | Some(Err(_) | Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

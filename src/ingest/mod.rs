@@ -1,0 +1,334 @@
+//! NATS: the JetStream ingest (events from producers, applied and acknowledged only
+//! once durable) and the change publisher (read-state changes out to gateways).
+//!
+//! Ingest: a durable pull consumer on `nats.stream` (created with `nats.subjects`
+//! when missing). Each fetch loop takes the first message it is given plus whatever
+//! else has already arrived (up to `nats.batch`), applies them in stream order,
+//! waits for one commit covering all of them, and only then acknowledges them. A
+//! crash before the ack means redelivery, and every write is idempotent, so nothing
+//! is lost and nothing counts twice. A message that can never apply (not JSON, an
+//! unknown `type`, a bad id) is terminated (`+TERM`), logged with the reason and
+//! counted; one that failed for a passing reason (storage down, queue full) is
+//! negatively acknowledged with a delay and comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::NatsSettings;
+use crate::http::routes::batch::parse_event;
+use crate::live::Item;
+use crate::service::{Service, ServiceError};
+
+/// Delay before a message that failed for a passing reason is redelivered.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often the consumer's backlog is read for the lag metric.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts NATS on `tracker` when `nats.url` is set: connects (retrying with backoff
+/// while the server is unreachable, without holding up HTTP), then runs the ingest
+/// loops (`nats.ingest`) and the change publisher (`nats.publish_changes`) until
+/// `cancel` fires; the ingest finishes the batch in hand first.
+pub fn spawn(
+    settings: &NatsSettings,
+    service: Arc<Service>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    if settings.url.is_none() {
+        return;
+    }
+    let settings = settings.clone();
+    let inner = tracker.clone();
+    tracker.spawn(async move {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match start(&settings, service.clone(), cancel.clone(), &inner).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), retry_ms = backoff.as_millis() as u64, "nats unavailable");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+/// Connects and starts the tasks the settings ask for.
+async fn start(
+    settings: &NatsSettings,
+    service: Arc<Service>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let Some(url) = settings.url.as_deref() else {
+        return Ok(());
+    };
+    let client = async_nats::ConnectOptions::new()
+        .name(concat!("readstate ", env!("CARGO_PKG_VERSION")))
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("while connecting to nats.url {url}"))?;
+    if settings.ingest {
+        let consumer = consumer(&client, settings).await?;
+        tracing::info!(
+            stream = %settings.stream,
+            consumer = %settings.consumer,
+            concurrency = settings.concurrency,
+            batch = settings.batch,
+            "nats ingest started"
+        );
+        for _ in 0..settings.concurrency {
+            tracker.spawn(ingest_loop(
+                consumer.clone(),
+                service.clone(),
+                settings.batch,
+                cancel.clone(),
+            ));
+        }
+        tracker.spawn(report_lag(consumer, cancel.clone()));
+    }
+    if settings.publish_changes {
+        let subscription = service
+            .hub()
+            .subscribe_all()
+            .context("while subscribing the change publisher")?;
+        tracing::info!(prefix = %settings.changes_prefix, "publishing changes to nats");
+        tracker.spawn(publish_changes(
+            client,
+            settings.changes_prefix.clone(),
+            service,
+            subscription,
+            cancel,
+        ));
+    }
+    Ok(())
+}
+
+/// The durable pull consumer, creating the stream and the consumer when missing.
+async fn consumer(
+    client: &async_nats::Client,
+    settings: &NatsSettings,
+) -> anyhow::Result<PullConsumer> {
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: settings.stream.clone(),
+            subjects: settings.subjects.clone(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("while opening stream nats.stream {}", settings.stream))?;
+    stream
+        .get_or_create_consumer(
+            &settings.consumer,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(settings.consumer.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait(),
+                // Room for every loop's batch in hand, and the next one on its way.
+                max_ack_pending: i64::try_from(settings.batch * settings.concurrency * 4)
+                    .unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("while opening consumer nats.consumer {}", settings.consumer))
+}
+
+/// One fetch loop: takes what has arrived, applies it, commits, acknowledges.
+async fn ingest_loop(
+    consumer: PullConsumer,
+    service: Arc<Service>,
+    batch: usize,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "nats consumer: cannot pull; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            let first = tokio::select! {
+                next = messages.next() => next,
+                () = cancel.cancelled() => return,
+            };
+            let mut taken = match first {
+                Some(Ok(message)) => vec![message],
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "nats consumer: pull failed");
+                    // Missed heartbeats and the like: open a new pull.
+                    break;
+                }
+                None => break,
+            };
+            // Whatever else has already arrived joins the same commit.
+            while taken.len() < batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => taken.push(message),
+                    _ => break,
+                }
+            }
+            apply(&service, taken).await;
+        }
+    }
+}
+
+/// Applies a batch of messages in order and settles each with JetStream.
+async fn apply(service: &Service, messages: Vec<jetstream::Message>) {
+    let max_mentions = service.limits().max_mentions;
+    let ops: Vec<Result<crate::domain::Op, ServiceError>> = messages
+        .iter()
+        .map(|m| match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(value) => parse_event(&value, max_mentions),
+            Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
+        })
+        .collect();
+    let outcome = service.execute_durable(ops).await;
+    let results = match outcome {
+        Ok(results) => results,
+        Err(e) => {
+            // The commit failed or timed out: whether the ops were applied is unknown,
+            // so all come back (idempotent writes make the second time harmless).
+            tracing::warn!(error = %e, events = messages.len(), "nats ingest: commit failed; redelivering");
+            crate::metrics::nats_events("retried", messages.len());
+            for message in &messages {
+                settle(message, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+            return;
+        }
+    };
+    let (mut applied, mut poison, mut retried) = (0, 0, 0);
+    for (message, result) in messages.iter().zip(results) {
+        let kind = match result {
+            Ok(()) => {
+                applied += 1;
+                AckKind::Ack
+            }
+            Err(ServiceError::Invalid { field, reason }) => {
+                poison += 1;
+                let info = message.info().ok();
+                tracing::warn!(
+                    subject = %message.subject,
+                    stream_sequence = info.as_ref().map(|i| i.stream_sequence),
+                    field = %field,
+                    reason = %reason,
+                    "nats ingest: poison event terminated"
+                );
+                AckKind::Term
+            }
+            Err(e) => {
+                retried += 1;
+                tracing::debug!(error = %e, "nats ingest: event failed; redelivering");
+                AckKind::Nak(Some(RETRY_DELAY))
+            }
+        };
+        settle(message, kind).await;
+    }
+    crate::metrics::nats_events("applied", applied);
+    crate::metrics::nats_events("poison", poison);
+    crate::metrics::nats_events("retried", retried);
+}
+
+async fn settle(message: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = message.ack_with(kind).await {
+        // The server redelivers after ack_wait; applying again is harmless.
+        tracing::debug!(error = %e, "nats ingest: acknowledgement failed");
+    }
+}
+
+/// Reads the consumer's backlog every second into the lag gauges.
+async fn report_lag(mut consumer: PullConsumer, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        match consumer.info().await {
+            Ok(info) => crate::metrics::nats_lag(info.num_pending, info.num_ack_pending),
+            Err(e) => tracing::debug!(error = %e, "nats consumer info failed"),
+        }
+    }
+}
+
+/// Publishes every per-user change to `<prefix>.<user_id>` as JSON:
+/// `{"type", "user_id", "channel_id", "read_state"}` (`read_state` null once gone), and
+/// `{"type": "resync"}` to `<prefix>.all` when changes were dropped (NATS slower than
+/// the writes).
+async fn publish_changes(
+    client: async_nats::Client,
+    prefix: String,
+    service: Arc<Service>,
+    mut subscription: crate::live::Subscription,
+    cancel: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            item = subscription.next() => item,
+            () = cancel.cancelled() => None,
+        };
+        let Some(item) = item else { break };
+        let (subject, payload) = match item {
+            Item::Ready { .. } => continue,
+            Item::Resync { .. } => {
+                crate::metrics::nats_published("dropped");
+                (format!("{prefix}.all"), json!({"type": "resync"}))
+            }
+            Item::Change(event) => {
+                let body = match crate::live::wire::change_body(
+                    &service,
+                    event.user,
+                    event.channel,
+                    event.kind,
+                )
+                .await
+                {
+                    Ok(body) => body,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "change publisher: cannot read the state");
+                        continue;
+                    }
+                };
+                (format!("{prefix}.{}", event.user), body)
+            }
+        };
+        let bytes = serde_json::to_vec(&payload).unwrap_or_default();
+        match client.publish(subject, bytes.into()).await {
+            Ok(()) => crate::metrics::nats_published("published"),
+            Err(e) => {
+                crate::metrics::nats_published("dropped");
+                tracing::debug!(error = %e, "change publisher: publish failed");
+            }
+        }
+    }
+    let _ = client.flush().await;
+}
