@@ -13,6 +13,7 @@ mod batch;
 mod channels;
 mod durability_modes;
 mod errors;
+mod events;
 mod ids;
 mod join_leave;
 mod limits;
