@@ -3,6 +3,7 @@
 //! - [`domain`]: the pure engine (ids, channel windows, read states, derived fields).
 //! - [`cache`]: the memory-budgeted cache of users and channels.
 //! - [`store`]: durable storage (SQLite) behind the `Store` trait.
+//! - [`bench`]: `readstate bench`, the load tool comparing readstate with its alternatives.
 
 pub mod cache;
 pub mod commit;
@@ -23,6 +24,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;

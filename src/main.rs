@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use readstate::cli::{Cli, Command};
-use readstate::{app, config, telemetry};
+use readstate::{app, bench, config, telemetry};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -49,6 +49,16 @@ fn main() -> ExitCode {
                 tracing::info!(storage = %settings.storage.url, "migrations applied");
                 Ok(())
             })
+        }
+        Command::Bench(args) => {
+            if args.capacity.capacity {
+                bench::capacity::run(&args.capacity)
+            } else {
+                runtime.block_on(bench::run(*args))
+            }
+        }
+        Command::BenchFloor(args) => {
+            runtime.block_on(bench::floor::serve(args.addr, args.states_per_user))
         }
         Command::Serve(args) => {
             telemetry::init(

@@ -1,0 +1,293 @@
+//! `readstate bench --preset smoke` run by the real binary against every target:
+//! readstate (started by the bench on SQLite), the floor, the local Redis and the
+//! local PostgreSQL. Checks that each target produced figures and that
+//! `bench-results.json` and `bench-report.html` are well formed. No timing
+//! thresholds: the figures depend on the machine. A missing Redis or PostgreSQL
+//! fails the test with a hint; it never skips.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_readstate");
+const TARGETS: [&str; 4] = ["readstate", "floor", "redis", "postgres-direct"];
+
+fn pg_url() -> String {
+    std::env::var("READSTATE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("READSTATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A name no other run uses: databases `<ns>_*`, Redis keys `<ns>:*`.
+fn unique_namespace() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("rsb_t_{}_{nanos}", std::process::id())
+}
+
+/// Drops what the run may have left, even when an assertion failed first.
+struct Leftovers {
+    namespace: String,
+}
+
+impl Leftovers {
+    fn databases(&self) -> [String; 2] {
+        [
+            format!("{}_readstate", self.namespace),
+            format!("{}_direct", self.namespace),
+        ]
+    }
+
+    async fn existing_databases(&self) -> Vec<String> {
+        let mut conn = connect_pg().await;
+        let mut found = Vec::new();
+        for db in self.databases() {
+            let exists: bool =
+                sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                    .bind(&db)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("pg_database is readable");
+            if exists {
+                found.push(db);
+            }
+        }
+        found
+    }
+
+    async fn redis_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis is reachable");
+        redis::cmd("KEYS")
+            .arg(format!("{}:*", self.namespace))
+            .query_async(&mut con)
+            .await
+            .expect("KEYS answers")
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        // Best effort, outside any runtime: psql and redis-cli are not assumed, so
+        // this uses a small runtime of its own.
+        let namespace = self.namespace.clone();
+        let databases = self.databases();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) =
+                    sqlx::PgConnection::connect(&format!("{}/postgres", pg_url())).await
+                {
+                    for db in databases {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "drop database if exists \"{db}\" with (force)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut con) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{namespace}:*"))
+                        .query_async(&mut con)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn connect_pg() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let url = format!("{}/postgres", pg_url().trim_end_matches('/'));
+    sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required at {url} (set READSTATE_TEST_PG_URL): {e}")
+    })
+}
+
+async fn check_servers_are_up() {
+    drop(connect_pg().await);
+    let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
+    if let Err(e) = client.get_multiplexed_async_connection().await {
+        panic!(
+            "Redis is required at {} (start it with `redis-server --daemonize yes`): {e}",
+            redis_url()
+        );
+    }
+}
+
+fn run_bench(dir: &Path, namespace: &str) -> std::process::Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .env_remove("READSTATE_CONFIG")
+        .args([
+            "bench",
+            "--preset",
+            "smoke",
+            "--duration",
+            "3s",
+            "--connections",
+            "8",
+            "--populate-connections",
+            "2",
+            "--namespace",
+            namespace,
+            "--redis-url",
+            &redis_url(),
+            "--postgres-url",
+            &format!("{}/", pg_url().trim_end_matches('/')),
+            "--cleanup",
+        ])
+        .output()
+        .expect("the binary runs")
+}
+
+fn number(v: &Value, target: &str, field: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{target}.{field} is not a number: {v}"))
+}
+
+/// The HTML checks: one document, balanced SVG, nothing loaded from elsewhere.
+fn assert_self_contained_html(html: &str) {
+    let lower = html.to_ascii_lowercase();
+    assert!(lower.starts_with("<!doctype html>"), "no doctype");
+    assert_eq!(lower.matches("<html").count(), 1, "one <html>");
+    assert_eq!(lower.matches("</html>").count(), 1, "one </html>");
+    assert_eq!(lower.matches("<body").count(), 1, "one <body>");
+    let opened = lower.matches("<svg").count();
+    assert!(
+        opened >= 3,
+        "at least the throughput, latency and memory charts"
+    );
+    assert_eq!(opened, lower.matches("</svg>").count(), "balanced <svg>");
+    assert_eq!(
+        lower.matches("<table").count(),
+        lower.matches("</table>").count(),
+        "balanced <table>"
+    );
+    assert!(!lower.contains("<script"), "no script");
+    assert!(!lower.contains("<link"), "no linked resources");
+    for attr in ["src=", "href="] {
+        for (at, _) in lower.match_indices(attr) {
+            let value = lower[at + attr.len()..].trim_start_matches(['"', '\'']);
+            assert!(
+                !value.starts_with("http://")
+                    && !value.starts_with("https://")
+                    && !value.starts_with("//"),
+                "external resource at byte {at}"
+            );
+        }
+    }
+    assert!(!lower.contains("url(http"), "no external CSS resource");
+    for target in TARGETS {
+        assert!(html.contains(target), "the report names {target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smoke_bench_measures_every_target_and_writes_json_and_html() {
+    check_servers_are_up().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let leftovers = Leftovers {
+        namespace: unique_namespace(),
+    };
+
+    let output = {
+        let dir = dir.path().to_owned();
+        let namespace = leftovers.namespace.clone();
+        tokio::task::spawn_blocking(move || run_bench(&dir, &namespace))
+            .await
+            .expect("the bench ran")
+    };
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let json = std::fs::read_to_string(dir.path().join("bench-results.json"))
+        .expect("bench-results.json in the working directory");
+    let results: Value = serde_json::from_str(&json).expect("the results are JSON");
+    for target in TARGETS {
+        let t = &results["targets"][target];
+        assert!(
+            t["error"].is_null(),
+            "{target} was not measured: {}\n{stderr}",
+            t["error"]
+        );
+        assert!(number(&t["ops_per_sec"], target, "ops_per_sec") > 0.0);
+        assert!(
+            number(
+                &t["fixed_rate_ops_per_sec"],
+                target,
+                "fixed_rate_ops_per_sec"
+            ) > 0.0
+        );
+        let p50 = number(&t["p50_ms"], target, "p50_ms");
+        let p99 = number(&t["p99_ms"], target, "p99_ms");
+        let p999 = number(&t["p999_ms"], target, "p999_ms");
+        let max = number(&t["max_ms"], target, "max_ms");
+        assert!(
+            0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
+            "{target}: {t}"
+        );
+        assert!(
+            t.get("bytes_per_read_state").is_some(),
+            "{target} has the memory field"
+        );
+    }
+    for target in ["readstate", "redis"] {
+        let bytes = &results["targets"][target]["bytes_per_read_state"];
+        assert!(number(bytes, target, "bytes_per_read_state") > 0.0);
+    }
+    assert!(results["targets"]["floor"]["bytes_per_read_state"].is_null());
+    assert_eq!(results["params"]["preset"], "smoke");
+    assert_eq!(results["params"]["read_states"], 100_000);
+    assert!(results["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    for peer in ["floor", "redis", "postgres-direct"] {
+        let ratio = &results["ratios"][format!("readstate/{peer}")]["ops_per_sec"];
+        assert!(number(ratio, peer, "ratio") > 0.0);
+    }
+    let html = std::fs::read_to_string(dir.path().join("bench-report.html"))
+        .expect("bench-report.html in the working directory");
+    assert_self_contained_html(&html);
+    assert!(
+        stdout.contains("| readstate |"),
+        "the final table: {stdout}"
+    );
+    // --cleanup dropped the databases, the Redis keys and the data directory.
+    assert_eq!(leftovers.existing_databases().await, Vec::<String>::new());
+    assert_eq!(leftovers.redis_keys().await, Vec::<String>::new());
+    assert!(
+        !dir.path()
+            .join("bench-data")
+            .join(&leftovers.namespace)
+            .exists()
+    );
+}
