@@ -161,19 +161,19 @@ impl App {
         let hub = Arc::new(crate::live::Hub::new(settings.events.clone()));
         let service = Arc::new(
             Service::new(
-            cache,
-            store,
-            committer,
-            caps(&settings),
-            ServiceLimits {
-                max_mentions: limits.max_mentions,
-                max_batch_ops: limits.max_batch_ops,
-                max_page: u32::try_from(limits.max_page).unwrap_or(u32::MAX),
-                max_summary_users: limits.max_summary_users,
-                max_channels_filter: limits.max_channels_filter,
-            },
-            settings.storage.commit_timeout(),
-        )
+                cache,
+                store,
+                committer,
+                caps(&settings),
+                ServiceLimits {
+                    max_mentions: limits.max_mentions,
+                    max_batch_ops: limits.max_batch_ops,
+                    max_page: u32::try_from(limits.max_page).unwrap_or(u32::MAX),
+                    max_summary_users: limits.max_summary_users,
+                    max_channels_filter: limits.max_channels_filter,
+                },
+                settings.storage.commit_timeout(),
+            )
             .with_hub(hub),
         );
         if let Some(feed) = service
@@ -185,7 +185,12 @@ impl App {
             tracker.spawn(follow_changes(feed, service.clone(), writer_cancel.clone()));
         }
         let nats_cancel = CancellationToken::new();
-        crate::ingest::spawn(&settings.nats, service.clone(), nats_cancel.clone(), &tracker);
+        crate::ingest::spawn(
+            &settings.nats,
+            service.clone(),
+            nats_cancel.clone(),
+            &tracker,
+        );
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
             service: service.clone(),

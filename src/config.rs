@@ -775,7 +775,10 @@ impl EnvLayer {
             // Values stay strings (`extract_lossy` turns them into numbers where one is
             // expected), except `[...]`, a list such as `["a.>", "b.>"]`.
             let parsed = match value.trim_start().starts_with('[') {
-                true => value.parse::<Value>().ok().filter(|v| v.as_array().is_some()),
+                true => value
+                    .parse::<Value>()
+                    .ok()
+                    .filter(|v| v.as_array().is_some()),
                 false => None,
             };
             insert_path(
@@ -1370,11 +1373,27 @@ mod tests {
             ("READSTATE_NATS__BATCH", "0", "nats.batch"),
             ("READSTATE_NATS__CONCURRENCY", "0", "nats.concurrency"),
             ("READSTATE_NATS__ACK_WAIT_MS", "0", "nats.ack_wait_ms"),
-            ("READSTATE_NATS__CHANGES_PREFIX", "a.*", "nats.changes_prefix"),
-            ("READSTATE_EVENTS__REPLAY_WINDOW", "0", "events.replay_window"),
-            ("READSTATE_EVENTS__SUBSCRIBER_BUFFER", "0", "events.subscriber_buffer"),
+            (
+                "READSTATE_NATS__CHANGES_PREFIX",
+                "a.*",
+                "nats.changes_prefix",
+            ),
+            (
+                "READSTATE_EVENTS__REPLAY_WINDOW",
+                "0",
+                "events.replay_window",
+            ),
+            (
+                "READSTATE_EVENTS__SUBSCRIBER_BUFFER",
+                "0",
+                "events.subscriber_buffer",
+            ),
             ("READSTATE_EVENTS__HEARTBEAT_MS", "0", "events.heartbeat_ms"),
-            ("READSTATE_EVENTS__MAX_SUBSCRIBERS", "0", "events.max_subscribers"),
+            (
+                "READSTATE_EVENTS__MAX_SUBSCRIBERS",
+                "0",
+                "events.max_subscribers",
+            ),
         ] {
             let e = err(None, &[(key, value)]);
             assert_eq!(e.key(), Some(name), "{key}={value}: {e}");

@@ -109,6 +109,29 @@ impl OwnedState {
     }
 }
 
+/// Answered once the writes applied before it are durable.
+#[derive(Debug)]
+pub struct Durable {
+    barrier: crate::commit::Barrier,
+    timeout: Duration,
+}
+
+impl Durable {
+    /// Waits for the commit, at most `storage.commit_timeout_ms`.
+    ///
+    /// # Errors
+    /// The commit failed or timed out: the writes may or may not be durable.
+    pub async fn wait(self) -> Result<(), ServiceError> {
+        match tokio::time::timeout(self.timeout, self.barrier.wait()).await {
+            Ok(result) => result.map_err(ServiceError::from),
+            Err(_) => Err(ServiceError::Unavailable {
+                reason: "storage commit timed out; the write may or may not have been applied",
+                source: None,
+            }),
+        }
+    }
+}
+
 /// How many times a call retries finding an entry it just loaded before giving up
 /// (only a cache budget far too small for its working set gets there).
 const MAX_ATTEMPTS: usize = 64;
@@ -255,17 +278,19 @@ impl Service {
         results
     }
 
-    /// Applies many write operations in order and waits until all of them are durable,
-    /// whatever `storage.durability` says (event ingest acknowledges only what is on
-    /// disk). Per-op results as in [`Service::execute_batch`]; `Err` when the commit
-    /// failed or timed out (the ops may or may not have been applied).
+    /// Applies many write operations in order without waiting for storage, and returns
+    /// a barrier that is answered once all of them are durable, whatever
+    /// `storage.durability` says (event ingest acknowledges only what is on disk, and
+    /// goes on applying the next batch meanwhile). Per-op results as in
+    /// [`Service::execute_batch`].
     ///
     /// # Errors
-    /// The commit of the batch failed.
-    pub async fn execute_durable(
+    /// No barrier could be queued (the queue is full or the writer stopped): whether
+    /// the ops will be durable is unknown.
+    pub async fn apply_then_barrier(
         &self,
         ops: Vec<Result<Op, ServiceError>>,
-    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+    ) -> (Vec<Result<(), ServiceError>>, Result<Durable, ServiceError>) {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match op {
@@ -276,16 +301,15 @@ impl Service {
                 Err(e) => Err(e),
             });
         }
-        match tokio::time::timeout(self.commit_timeout, self.committer.flush()).await {
-            Ok(result) => result.map_err(ServiceError::from)?,
-            Err(_) => {
-                return Err(ServiceError::Unavailable {
-                    reason: "storage commit timed out; the write may or may not have been applied",
-                    source: None,
-                });
-            }
-        }
-        Ok(results)
+        let barrier = self
+            .committer
+            .barrier()
+            .map(|barrier| Durable {
+                barrier,
+                timeout: self.commit_timeout,
+            })
+            .map_err(ServiceError::from);
+        (results, barrier)
     }
 
     async fn wait_durable(&self) -> Result<(), ServiceError> {

@@ -136,11 +136,17 @@ impl Committer {
     /// # Errors
     /// As [`Committer::reserve`], or [`CommitError::Failed`] when the commit failed.
     pub async fn flush(&self) -> Result<(), CommitError> {
-        let rx = {
-            let mut reserved = self.reserve(1)?;
-            reserved.barrier().ok_or(CommitError::Stopped)?
-        };
-        rx.await.map_err(|_| CommitError::Stopped)?
+        self.barrier()?.wait().await
+    }
+
+    /// A barrier behind everything queued so far, to wait on later (pipelining: the
+    /// caller goes on queueing while earlier writes commit).
+    ///
+    /// # Errors
+    /// As [`Committer::reserve`].
+    pub fn barrier(&self) -> Result<Barrier, CommitError> {
+        let mut reserved = self.reserve(1)?;
+        reserved.barrier().map(Barrier).ok_or(CommitError::Stopped)
     }
 
     /// Whether the last commit succeeded (readiness).
@@ -167,6 +173,21 @@ impl Committer {
     /// Entries queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Answered once everything queued before it is committed (see [`Committer::barrier`]).
+#[derive(Debug)]
+pub struct Barrier(oneshot::Receiver<Result<(), CommitError>>);
+
+impl Barrier {
+    /// Waits for the commit.
+    ///
+    /// # Errors
+    /// [`CommitError::Failed`] when the commit failed, [`CommitError::Stopped`] when
+    /// the writer stopped first.
+    pub async fn wait(self) -> Result<(), CommitError> {
+        self.0.await.map_err(|_| CommitError::Stopped)?
     }
 }
 

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::NatsSettings;
+use crate::domain::Op;
 use crate::http::routes::batch::parse_event;
 use crate::live::Item;
-use crate::service::{Service, ServiceError};
+use crate::service::{Durable, Service, ServiceError};
 
 /// Delay before a message that failed for a passing reason is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -52,7 +53,11 @@ pub fn spawn(
             match start(&settings, service.clone(), cancel.clone(), &inner).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), retry_ms = backoff.as_millis() as u64, "nats unavailable");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_ms = backoff.as_millis() as u64,
+                        "nats unavailable"
+                    );
                 }
             }
             tokio::select! {
@@ -137,8 +142,8 @@ async fn consumer(
                 durable_name: Some(settings.consumer.clone()),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: settings.ack_wait(),
-                // Room for every loop's batch in hand, and the next one on its way.
-                max_ack_pending: i64::try_from(settings.batch * settings.concurrency * 4)
+                // Room for several batches per loop waiting for their commit.
+                max_ack_pending: i64::try_from(settings.batch * settings.concurrency * 8)
                     .unwrap_or(i64::MAX),
                 ..Default::default()
             },
@@ -147,15 +152,18 @@ async fn consumer(
         .with_context(|| format!("while opening consumer nats.consumer {}", settings.consumer))
 }
 
-/// One fetch loop: takes what has arrived, applies it, commits, acknowledges.
+/// One fetch loop: takes what has arrived, applies it, and hands the batch to a task
+/// that acknowledges it once its commit is done, while the loop applies the next one
+/// (JetStream's `max_ack_pending` bounds how many batches wait at once).
 async fn ingest_loop(
     consumer: PullConsumer,
     service: Arc<Service>,
     batch: usize,
     cancel: CancellationToken,
 ) {
+    let mut settling = tokio::task::JoinSet::new();
     let mut backoff = Duration::from_millis(100);
-    while !cancel.is_cancelled() {
+    'pull: while !cancel.is_cancelled() {
         let messages = consumer
             .stream()
             .max_messages_per_batch(batch)
@@ -169,7 +177,7 @@ async fn ingest_loop(
                 tracing::warn!(error = %e, "nats consumer: cannot pull; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled() => break 'pull,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -177,9 +185,11 @@ async fn ingest_loop(
         };
         backoff = Duration::from_millis(100);
         loop {
+            // Reap finished acknowledgements as we go.
+            while settling.try_join_next().is_some() {}
             let first = tokio::select! {
                 next = messages.next() => next,
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break 'pull,
             };
             let mut taken = match first {
                 Some(Ok(message)) => vec![message],
@@ -197,39 +207,44 @@ async fn ingest_loop(
                     _ => break,
                 }
             }
-            apply(&service, taken).await;
+            let max_mentions = service.limits().max_mentions;
+            let ops = taken.iter().map(|m| parse(m, max_mentions)).collect();
+            let (results, durable) = service.apply_then_barrier(ops).await;
+            settling.spawn(settle_batch(taken, results, durable));
         }
+    }
+    // Shutting down: the batches in hand are acknowledged once committed.
+    while settling.join_next().await.is_some() {}
+}
+
+fn parse(message: &jetstream::Message, max_mentions: usize) -> Result<Op, ServiceError> {
+    match serde_json::from_slice::<Value>(&message.payload) {
+        Ok(value) => parse_event(&value, max_mentions),
+        Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
     }
 }
 
-/// Applies a batch of messages in order and settles each with JetStream.
-async fn apply(service: &Service, messages: Vec<jetstream::Message>) {
-    let max_mentions = service.limits().max_mentions;
-    let ops: Vec<Result<crate::domain::Op, ServiceError>> = messages
-        .iter()
-        .map(|m| match serde_json::from_slice::<Value>(&m.payload) {
-            Ok(value) => parse_event(&value, max_mentions),
-            Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
-        })
-        .collect();
-    let outcome = service.execute_durable(ops).await;
-    let results = match outcome {
-        Ok(results) => results,
-        Err(e) => {
-            // The commit failed or timed out: whether the ops were applied is unknown,
-            // so all come back (idempotent writes make the second time harmless).
-            tracing::warn!(error = %e, events = messages.len(), "nats ingest: commit failed; redelivering");
-            crate::metrics::nats_events("retried", messages.len());
-            for message in &messages {
-                settle(message, AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
-            return;
-        }
+/// Settles a batch with JetStream once its commit is done: applied → ack, poison →
+/// term, failed for a passing reason → nak (redelivered after a delay).
+async fn settle_batch(
+    messages: Vec<jetstream::Message>,
+    results: Vec<Result<(), ServiceError>>,
+    durable: Result<Durable, ServiceError>,
+) {
+    let committed = match durable {
+        Ok(durable) => durable.wait().await,
+        Err(e) => Err(e),
     };
+    if let Err(e) = &committed {
+        // Whether the ops are durable is unknown, so all come back (idempotent writes
+        // make the second time harmless); poison stays poison.
+        tracing::warn!(error = %e, events = messages.len(), "nats ingest: commit failed; redelivering");
+    }
+    let committed = committed.is_ok();
     let (mut applied, mut poison, mut retried) = (0, 0, 0);
     for (message, result) in messages.iter().zip(results) {
         let kind = match result {
-            Ok(()) => {
+            Ok(()) if committed => {
                 applied += 1;
                 AckKind::Ack
             }
@@ -245,9 +260,8 @@ async fn apply(service: &Service, messages: Vec<jetstream::Message>) {
                 );
                 AckKind::Term
             }
-            Err(e) => {
+            Ok(()) | Err(_) => {
                 retried += 1;
-                tracing::debug!(error = %e, "nats ingest: event failed; redelivering");
                 AckKind::Nak(Some(RETRY_DELAY))
             }
         };

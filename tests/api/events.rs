@@ -220,8 +220,15 @@ async fn a_stalled_subscriber_gets_a_resync_and_memory_stays_bounded() {
         last = Some(frame);
     }
     assert!(resyncs >= 1, "no resync");
-    assert_eq!(last.map(|f| f.event).as_deref(), Some("resync"), "the gap at the end is reported");
-    assert!(changes < sent / 2, "{changes} of {sent} changes were queued for a stalled client");
+    assert_eq!(
+        last.map(|f| f.event).as_deref(),
+        Some("resync"),
+        "the gap at the end is reported"
+    );
+    assert!(
+        changes < sent / 2,
+        "{changes} of {sent} changes were queued for a stalled client"
+    );
     app.message_ok(10, 2, None, &[]).await;
     app.ack(1, 10, 2).await;
     // Everything queued before the resync was dropped; the next event is the new ack.
