@@ -332,3 +332,52 @@ async fn kill_9_while_consuming_loses_nothing_and_counts_nothing_twice() {
     drop(server);
     stream.delete().await;
 }
+
+/// The events of the README's NATS example and the answer it shows.
+fn readme_example() -> (Vec<Value>, Value) {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## NATS").expect("a NATS section")..];
+    let start = section.find("cat <<'EOF'").expect("the heredoc");
+    let body = &section[start..];
+    let body = &body[body.find('\n').expect("a newline") + 1..];
+    let events: Vec<Value> = body[..body.find("\nEOF").expect("the heredoc's end")]
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let answer = &body[body.find("```json\n").expect("the answer block") + 8..];
+    let answer = serde_json::from_str(&answer[..answer.find("```").expect("its end")])
+        .expect("the answer is JSON");
+    (events, answer)
+}
+
+#[tokio::test]
+async fn the_readme_nats_example_answers_as_documented() {
+    let (events, answer) = readme_example();
+    assert_eq!(events.len(), 4);
+    let storage = TestStorage::from_env();
+    let stream = TestStream::new().await;
+    stream.create().await;
+    let (app, addr) = spawn(&storage, &stream, |s| {
+        s.state = readstate::config::StateSettings::default();
+    })
+    .await;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    // What `examples/nats_publish.rs` does with each line.
+    for event in &events {
+        stream.publish_raw(event.to_string().into_bytes()).await;
+    }
+    stream.wait_drained(Duration::from_secs(30)).await;
+    let got: Value = client()
+        .get(format!("http://{addr}/v1/users/2/read-states"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(got, answer);
+    shutdown.cancel();
+    server.await.expect("no panic").expect("clean shutdown");
+    stream.delete().await;
+}
