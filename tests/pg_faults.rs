@@ -7,7 +7,7 @@
 //!   answered during the outage are 503 with `Retry-After`, never 2xx; the service
 //!   recovers by itself once PostgreSQL is back; nothing answered 200 is lost;
 //! - two instances on one database, written through both, converge to the reference
-//!   model.
+//!   model, and a subscriber on one instance is told to resync when the other writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -518,4 +518,36 @@ async fn a_write_through_one_instance_is_seen_by_the_other_for_every_kind_of_wri
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_one_instance_learns_of_a_write_through_the_other() {
+    let storage = TestStorage::postgres();
+    let a = start(storage.url(), &CAPS_ENV);
+    let b = start(storage.url(), &CAPS_ENV);
+    let client = binary::client();
+    let join = client
+        .put(a.url("/v1/users/1/channels/10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status(), 200);
+    // Subscribed on b; the write goes through a.
+    let mut stream =
+        support::sse::SseStream::open(&client, &b.url("/v1/users/1/events"), None).await;
+    assert_eq!(stream.next().await.event, "ready");
+    let sent = client
+        .post(a.url("/v1/channels/10/messages"))
+        .json(&json!({"message_id": "7", "mentions": ["1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 204);
+    // b cannot tell what changed: it tells the subscriber to refetch, and a refetch
+    // from b shows the mention.
+    let frame = stream.next().await;
+    assert_eq!(frame.event, "resync", "{frame:?}");
+    let (status, states) = get_json(&client, &b.addr, "/v1/users/1/read-states").await;
+    assert_eq!(status, 200);
+    assert_eq!(states["read_states"][0]["mention_count"], 1, "{states}");
 }
