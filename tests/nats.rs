@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use readstate::app::App;
 use readstate::config::Settings;
-use readstate::domain::{Caps, UserId};
+use readstate::domain::{Caps, Op, UserId};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +48,25 @@ async fn spawn(
     (app, addr)
 }
 
+/// `n` commuting events (the ops, for the model) and each of them twice, shuffled
+/// (what is published).
+fn duplicated_and_shuffled(
+    seed: u64,
+    n: usize,
+    users: u64,
+    channels: u64,
+) -> (Vec<Op>, Vec<Value>) {
+    let mut rng = Rng::new(seed);
+    let generated = commuting_events(&mut rng, n, users, channels);
+    let ops = generated.iter().map(|(_, op)| op.clone()).collect();
+    let mut events: Vec<Value> = generated
+        .iter()
+        .flat_map(|(e, _)| [e.clone(), e.clone()])
+        .collect();
+    rng.shuffle(&mut events);
+    (ops, events)
+}
+
 #[tokio::test]
 async fn events_duplicated_and_shuffled_give_the_models_read_states() {
     let storage = TestStorage::from_env();
@@ -64,15 +83,8 @@ async fn events_duplicated_and_shuffled_give_the_models_read_states() {
     )
     .await;
 
-    let mut rng = Rng::new(0x5eed_0001);
-    let (users, channels) = (12, 5);
-    let generated = commuting_events(&mut rng, 600, users, channels);
-    let ops: Vec<_> = generated.iter().map(|(_, op)| op.clone()).collect();
-    let mut events: Vec<Value> = generated
-        .iter()
-        .flat_map(|(e, _)| [e.clone(), e.clone()])
-        .collect();
-    rng.shuffle(&mut events);
+    let users = 12;
+    let (ops, events) = duplicated_and_shuffled(0x5eed_0001, 600, users, 5);
     stream.publish_all(&events).await;
     stream.wait_drained(Duration::from_secs(60)).await;
 
@@ -269,15 +281,8 @@ async fn kill_9_while_consuming_loses_nothing_and_counts_nothing_twice() {
     let storage = TestStorage::from_env();
     let stream = TestStream::new().await;
     stream.create().await;
-    let mut rng = Rng::new(0x5eed_0009);
-    let (users, channels) = (40, 8);
-    let generated = commuting_events(&mut rng, 3000, users, channels);
-    let ops: Vec<_> = generated.iter().map(|(_, op)| op.clone()).collect();
-    let mut events: Vec<Value> = generated
-        .iter()
-        .flat_map(|(e, _)| [e.clone(), e.clone()])
-        .collect();
-    rng.shuffle(&mut events);
+    let users = 40;
+    let (ops, events) = duplicated_and_shuffled(0x5eed_0009, 3000, users, 8);
     stream.publish_all(&events).await;
 
     // Async durability with a long flush interval: acking before the commit would lose

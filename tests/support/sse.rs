@@ -47,19 +47,24 @@ impl SseStream {
         }
     }
 
+    /// A complete event already buffered (heartbeats are counted and skipped).
+    fn buffered(&mut self) -> Option<Frame> {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            match parse(&block) {
+                Some(frame) => return Some(frame),
+                None => self.heartbeats += 1,
+            }
+        }
+        None
+    }
+
     /// The next event, or `None` when nothing more arrives within `idle` (the stream
     /// stays open). Panics when the stream ended.
     pub async fn next_unless_idle(&mut self, idle: Duration) -> Option<Frame> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                match parse(&block) {
-                    Some(frame) => return Some(frame),
-                    None => {
-                        self.heartbeats += 1;
-                        continue;
-                    }
-                }
+            if let Some(frame) = self.buffered() {
+                return Some(frame);
             }
             let Ok(chunk) = tokio::time::timeout(idle, self.response.chunk()).await else {
                 return None;
@@ -75,15 +80,8 @@ impl SseStream {
     pub async fn next_within(&mut self, wait: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                match parse(&block) {
-                    Some(frame) => return Some(frame),
-                    None => {
-                        self.heartbeats += 1;
-                        continue;
-                    }
-                }
+            if let Some(frame) = self.buffered() {
+                return Some(frame);
             }
             let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
