@@ -194,3 +194,19 @@ fn assert_no_remote_assets(html: &str) {
         assert!(!lower.contains(import), "remote stylesheet import");
     }
 }
+
+#[test]
+fn every_dashboard_field_the_script_sets_exists() {
+    // `set(id, ...)` throws on a missing element and stops the whole update.
+    let html = include_str!("../../src/http/assets/dashboard.html");
+    let mut checked = 0;
+    for part in html.split("set(\"").skip(1) {
+        let id = &part[..part.find('"').expect("a closing quote")];
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "no element with id {id:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked}");
+}
