@@ -120,10 +120,19 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 /// # Errors
 /// When the address cannot be bound.
 pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<()> {
-    // The same recorder readstate installs, so recording a request costs the same.
-    crate::metrics::install()
+    // The same recorder readstate installs, so recording a request costs the same,
+    // with the same upkeep: the exporter's histogram buffers only drain on upkeep,
+    // and without it they grow with every request.
+    let handle = crate::metrics::install()
         .map_err(|e| anyhow::anyhow!(e))
         .context("while installing the metrics recorder")?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("while binding {addr}"))?;

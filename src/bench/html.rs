@@ -250,8 +250,17 @@ fn latency_chart(targets: &[(&str, [Option<f64>; 4])]) -> String {
     svg
 }
 
-/// One line per series over time (x in seconds), linear y axis from 0.
-fn line_chart(series: &[(&str, Vec<(f64, f64)>)], y_unit: &str) -> String {
+/// The y axis of a line chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    /// From 0, round steps.
+    Linear,
+    /// Whole decades, so one target's collapse does not flatten the others.
+    Log,
+}
+
+/// One line per series over time (x in seconds).
+fn line_chart(series: &[(&str, Vec<(f64, f64)>)], y_unit: &str, scale: Scale) -> String {
     let (left, right, top, bottom) = (70.0, 20.0, 30.0, 36.0);
     let height = 260.0;
     let plot_w = WIDTH - left - right;
@@ -259,41 +268,72 @@ fn line_chart(series: &[(&str, Vec<(f64, f64)>)], y_unit: &str) -> String {
     let mut svg = format!(
         r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img">"#
     );
-    let points: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .filter(|p| scale == Scale::Linear || p.1 > 0.0)
+        .collect();
     if points.is_empty() {
         svg.push_str(r#"<text x="20" y="40" class="note">nothing was sampled</text></svg>"#);
         return svg;
     }
     let x_max = points.iter().map(|p| p.0).fold(1.0_f64, f64::max);
-    let y_max = points
+    let y_hi = points
         .iter()
         .map(|p| p.1)
         .fold(0.0_f64, f64::max)
-        .max(f64::MIN_POSITIVE)
-        * 1.1;
-    let y_step = nice_step(y_max, 5.0);
-    let x_step = nice_step(x_max, 8.0);
-    let y_top = (y_max / y_step).ceil() * y_step;
-    let x_of = |x: f64| left + plot_w * x / x_max;
-    let y_of = |y: f64| top + plot_h * (1.0 - y / y_top);
-    let mut y = 0.0;
-    while y <= y_top + y_step * 1e-6 {
-        let py = y_of(y);
-        let label = if y_unit == "ms" {
+        .max(f64::MIN_POSITIVE);
+    let y_lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let label = |y: f64| {
+        if y_unit == "ms" {
             fmt_ms(y)
         } else {
             format!("{y}")
-        };
+        }
+    };
+    // The y ticks and the function placing a value.
+    let (ticks, y_of): (Vec<f64>, Box<dyn Fn(f64) -> f64>) = match scale {
+        Scale::Linear => {
+            let step = nice_step(y_hi * 1.1, 5.0);
+            let y_top = (y_hi * 1.1 / step).ceil() * step;
+            let ticks = (0..)
+                .map(|i| f64::from(i) * step)
+                .take_while(|y| *y <= y_top + step * 1e-6)
+                .collect();
+            (
+                ticks,
+                Box::new(move |y: f64| top + plot_h * (1.0 - y / y_top)),
+            )
+        }
+        Scale::Log => {
+            let lmin = y_lo.log10().floor();
+            let lmax = y_hi.log10().ceil().max(lmin + 1.0);
+            let ticks = (0..)
+                .map(|i| 10_f64.powf(lmin + f64::from(i)))
+                .take_while(|y| y.log10() <= lmax + 1e-9)
+                .collect();
+            (
+                ticks,
+                Box::new(move |y: f64| {
+                    let l = y.max(10_f64.powf(lmin)).log10();
+                    top + plot_h * (1.0 - (l - lmin) / (lmax - lmin))
+                }),
+            )
+        }
+    };
+    let x_step = nice_step(x_max, 8.0);
+    let x_of = |x: f64| left + plot_w * x / x_max;
+    for y in ticks {
+        let py = y_of(y);
         let _ = write!(
             svg,
             r#"<line x1="{left}" x2="{}" y1="{py:.1}" y2="{py:.1}" class="grid"/><text x="{}" y="{:.1}" text-anchor="end" class="tick">{} {}</text>"#,
             left + plot_w,
             left - 6.0,
             py + 4.0,
-            esc(&label),
+            esc(&label(y)),
             esc(y_unit)
         );
-        y += y_step;
     }
     let mut x = 0.0;
     while x <= x_max + x_step * 1e-6 {
@@ -308,11 +348,12 @@ fn line_chart(series: &[(&str, Vec<(f64, f64)>)], y_unit: &str) -> String {
     for (i, (name, pts)) in series.iter().enumerate() {
         let path: Vec<String> = pts
             .iter()
+            .filter(|(_, y)| scale == Scale::Linear || *y > 0.0)
             .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x), y_of(*y)))
             .collect();
         let _ = write!(
             svg,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"><title>{}</title></polyline>"#,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.6"><title>{}</title></polyline>"#,
             path.join(" "),
             color(name),
             esc(name)
@@ -465,10 +506,10 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
             "fixed-rate phase; run with --soak 10m for a long one"
         }
     );
-    for (title, pick, unit) in [
-        ("p99 latency", 0_u8, "ms"),
-        ("p50 latency", 1, "ms"),
-        ("memory", 2, "MB"),
+    for (title, pick, unit, scale) in [
+        ("p99 latency (log scale)", 0_u8, "ms", Scale::Log),
+        ("p50 latency (log scale)", 1, "ms", Scale::Log),
+        ("memory", 2, "MB", Scale::Linear),
     ] {
         let series: Vec<(&str, Vec<(f64, f64)>)> = results
             .targets
@@ -491,7 +532,7 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
             })
             .collect();
         let _ = writeln!(html, "<h3>{}</h3>", esc(title));
-        html.push_str(&line_chart(&series, unit));
+        html.push_str(&line_chart(&series, unit, scale));
         html.push('\n');
     }
 
@@ -588,9 +629,18 @@ mod tests {
             &|v| format!("{v}"),
         );
         let lat = latency_chart(&[("floor", [Some(0.1), Some(1.0), None, Some(30.0)])]);
-        let lines = line_chart(&[("readstate", vec![(1.0, 2.0), (2.0, 3.0)])], "ms");
+        let lines = line_chart(
+            &[("readstate", vec![(1.0, 2.0), (2.0, 3.0)])],
+            "ms",
+            Scale::Linear,
+        );
+        let log = line_chart(
+            &[("redis", vec![(1.0, 0.2), (2.0, 3000.0), (3.0, 0.0)])],
+            "ms",
+            Scale::Log,
+        );
 
-        for svg in [bars, lat, lines] {
+        for svg in [bars, lat, lines, log] {
             assert_eq!(svg.matches("<svg").count(), 1);
             assert!(svg.ends_with("</svg>"));
         }
