@@ -486,98 +486,105 @@ async fn bench_readstate(ctx: &Ctx) -> Result<TargetResult, Failure> {
 }
 
 async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<()> {
-    let name = "readstate";
-    let states = ctx.dataset.read_states();
     let marker_name = match ctx.args.storage {
         BenchStorage::Sqlite => "readstate-sqlite",
         BenchStorage::Postgres => "readstate-postgres",
     };
-    let (server, addr, memory) = match &ctx.args.url {
-        Some(url) => {
-            let addr = resolve(url).await?;
-            client::HttpClient::connect(addr)
-                .await
-                .with_context(|| format!("readstate at {url} is not reachable"))?;
-            (None, addr, MemoryProbe::Metrics(addr))
+    let Some(url) = &ctx.args.url else {
+        let (storage_url, has_data) = prepare_readstate_storage(ctx, marker_name).await?;
+        let mut cmd = self_command()?;
+        cmd.arg("serve")
+            .env("READSTATE_HTTP__ADDR", "127.0.0.1:0")
+            .env("READSTATE_STORAGE__URL", &storage_url)
+            .env(
+                "READSTATE_STORAGE__DURABILITY",
+                match ctx.args.durability {
+                    BenchDurability::Sync => "sync",
+                    BenchDurability::Async => "async",
+                },
+            )
+            .env("READSTATE_CACHE__MAX_BYTES", &ctx.args.cache_max_bytes)
+            .env("READSTATE_LOG__FORMAT", "json")
+            .env("READSTATE_LOG__FILTER", "info");
+        let mut server = ServerProcess::start(cmd, START_TIMEOUT)
+            .await
+            .context("while starting `readstate serve`")?;
+        let memory = MemoryProbe::Pid(server.pid());
+        let outcome = readstate_run(ctx, result, server.addr, &memory, has_data, marker_name).await;
+        // A server that died explains every error after it: say so, with its log.
+        if server.has_exited() {
+            let why = outcome
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the run went on"));
+            return Err(why.context(format!(
+                "the readstate server exited during the run ({}); its last log lines:\n{}",
+                server.exit_status(),
+                server.recent_log()
+            )));
         }
-        None => {
-            let (storage_url, has_data) = match ctx.args.storage {
-                BenchStorage::Sqlite => {
-                    let dir = ctx.dir.join("readstate");
-                    let db = dir.join("readstate.db");
-                    let has_data =
-                        ctx.args.reuse && db.exists() && ctx.read_marker(marker_name).is_some();
-                    if !has_data {
-                        ctx.forget_marker(marker_name);
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    std::fs::create_dir_all(&dir)
-                        .with_context(|| format!("while creating {}", dir.display()))?;
-                    (format!("sqlite://{}", db.display()), has_data)
-                }
-                BenchStorage::Postgres => {
-                    let db = ctx.readstate_database();
-                    let has_data = ctx.args.reuse
-                        && pg::database_exists(&ctx.args.postgres_url, &db).await?
-                        && ctx.read_marker(marker_name).is_some();
-                    if !has_data {
-                        ctx.forget_marker(marker_name);
-                        pg::recreate_database(&ctx.args.postgres_url, &db).await?;
-                    }
-                    (pg::database_url(&ctx.args.postgres_url, &db), has_data)
-                }
-            };
-            let mut cmd = self_command()?;
-            cmd.arg("serve")
-                .env("READSTATE_HTTP__ADDR", "127.0.0.1:0")
-                .env("READSTATE_STORAGE__URL", &storage_url)
-                .env(
-                    "READSTATE_STORAGE__DURABILITY",
-                    match ctx.args.durability {
-                        BenchDurability::Sync => "sync",
-                        BenchDurability::Async => "async",
-                    },
-                )
-                .env("READSTATE_CACHE__MAX_BYTES", &ctx.args.cache_max_bytes)
-                .env("READSTATE_LOG__FORMAT", "json")
-                .env("READSTATE_LOG__FILTER", "info");
-            let server = ServerProcess::start(cmd, START_TIMEOUT)
-                .await
-                .context("while starting `readstate serve`")?;
-            let addr = server.addr;
-            let memory = MemoryProbe::Pid(server.pid());
-            // Reused data: the restarted server's cache is empty; reading every user
-            // once loads it, and the growth over that read is the memory figure.
-            if has_data {
-                let before = memory.sample().await;
-                populate::read_every_user(
-                    addr,
-                    ctx.dataset.shape.users,
-                    ctx.args.populate_connections.max(ctx.args.connections),
-                    name,
-                )
-                .await
-                .context("while loading every user into the cache")?;
-                let after = settled(&memory).await;
-                result.population = Some(Population {
-                    reused: true,
-                    seconds: None,
-                    read_states: states,
-                    memory_before_bytes: before,
-                    memory_after_bytes: after,
-                });
-                result.bytes_per_read_state = per_state(before, after, states);
-                result.memory_basis = Some(
-                    "growth of the server's resident set (VmRSS) while reading every user's read states into its cache after a restart (--reuse), divided by the read states".into(),
-                );
+        outcome?;
+        return server
+            .stop(STOP_GRACE)
+            .await
+            .context("while stopping the server");
+    };
+    let addr = resolve(url).await?;
+    client::HttpClient::connect(addr)
+        .await
+        .with_context(|| format!("readstate at {url} is not reachable"))?;
+    readstate_run(
+        ctx,
+        result,
+        addr,
+        &MemoryProbe::Metrics(addr),
+        ctx.args.reuse,
+        marker_name,
+    )
+    .await
+}
+
+/// A fresh (or, with `--reuse`, the previous) storage for the readstate server:
+/// its URL, and whether it holds a populated data set.
+async fn prepare_readstate_storage(ctx: &Ctx, marker_name: &str) -> anyhow::Result<(String, bool)> {
+    Ok(match ctx.args.storage {
+        BenchStorage::Sqlite => {
+            let dir = ctx.dir.join("readstate");
+            let db = dir.join("readstate.db");
+            let has_data = ctx.args.reuse && db.exists() && ctx.read_marker(marker_name).is_some();
+            if !has_data {
+                ctx.forget_marker(marker_name);
+                let _ = std::fs::remove_dir_all(&dir);
             }
-            (Some((server, has_data)), addr, memory)
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("while creating {}", dir.display()))?;
+            (format!("sqlite://{}", db.display()), has_data)
         }
-    };
-    let reused = match &server {
-        Some((_, has_data)) => *has_data,
-        None => ctx.args.reuse,
-    };
+        BenchStorage::Postgres => {
+            let db = ctx.readstate_database();
+            let has_data = ctx.args.reuse
+                && pg::database_exists(&ctx.args.postgres_url, &db).await?
+                && ctx.read_marker(marker_name).is_some();
+            if !has_data {
+                ctx.forget_marker(marker_name);
+                pg::recreate_database(&ctx.args.postgres_url, &db).await?;
+            }
+            (pg::database_url(&ctx.args.postgres_url, &db), has_data)
+        }
+    })
+}
+
+/// Populates (or, over reused data, loads) and measures the readstate at `addr`.
+async fn readstate_run(
+    ctx: &Ctx,
+    result: &mut TargetResult,
+    addr: SocketAddr,
+    memory: &MemoryProbe,
+    reused: bool,
+    marker_name: &str,
+) -> anyhow::Result<()> {
+    let name = "readstate";
+    let states = ctx.dataset.read_states();
+    let external = ctx.args.url.is_some();
     if !reused {
         let before = memory.sample().await;
         let started = Instant::now();
@@ -585,7 +592,7 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             .await
             .context("while populating readstate over its batch API")?;
         let seconds = started.elapsed().as_secs_f64();
-        let after = settled(&memory).await;
+        let after = settled(memory).await;
         let bytes = per_state(before, after, states);
         result.population = Some(Population {
             reused: false,
@@ -595,11 +602,12 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             memory_after_bytes: after,
         });
         result.bytes_per_read_state = bytes;
-        result.memory_basis = Some(match memory {
-            MemoryProbe::Metrics(_) => "growth of readstate_process_resident_bytes (the server's /metrics) over the population, divided by the read states".into(),
-            _ => "growth of the server's resident set (VmRSS, everything included: cache, allocator slack, SQLite page cache) from start to the settled figure after the population, divided by the read states".into(),
+        result.memory_basis = Some(if external {
+            "growth of readstate_process_resident_bytes (the server's /metrics) over the population, divided by the read states".into()
+        } else {
+            "growth of the server's resident set (VmRSS, everything included: cache, allocator slack, SQLite page cache) from start to the settled figure after the population, divided by the read states".into()
         });
-        if ctx.args.url.is_none() {
+        if !external {
             ctx.write_marker(
                 marker_name,
                 &Marker {
@@ -608,15 +616,39 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
                 },
             )?;
         }
-    } else if server.is_none() {
+    } else if external {
         result.population = Some(Population {
             reused: true,
             read_states: states,
             ..Population::default()
         });
         result.memory_basis = Some("not measured: an existing server with --reuse".into());
+    } else {
+        // Reused data: the restarted server's cache is empty; reading every user
+        // once loads it, and the growth over that read is the memory figure.
+        let before = memory.sample().await;
+        populate::read_every_user(
+            addr,
+            ctx.dataset.shape.users,
+            ctx.args.populate_connections.max(ctx.args.connections),
+            name,
+        )
+        .await
+        .context("while loading every user into the cache")?;
+        let after = settled(memory).await;
+        result.population = Some(Population {
+            reused: true,
+            seconds: None,
+            read_states: states,
+            memory_before_bytes: before,
+            memory_after_bytes: after,
+        });
+        result.bytes_per_read_state = per_state(before, after, states);
+        result.memory_basis = Some(
+            "growth of the server's resident set (VmRSS) while reading every user's read states into its cache after a restart (--reuse), divided by the read states".into(),
+        );
     }
-    if ctx.args.storage == BenchStorage::Sqlite && ctx.args.url.is_none() {
+    if ctx.args.storage == BenchStorage::Sqlite && !external {
         let db = ctx.dir.join("readstate").join("readstate.db");
         let size: u64 = ["", "-wal"]
             .iter()
@@ -628,22 +660,7 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             .sum();
         result.disk_bytes_per_read_state = (size > 0).then(|| size as f64 / states as f64);
     }
-    let measured = measure(ctx, name, &Connector::Http(addr), &memory, result).await;
-    if let Some((mut server, _)) = server {
-        if server.has_exited() {
-            bail!(
-                "the server exited during the run; its last log lines:\n{}",
-                server.recent_log()
-            );
-        }
-        measured?;
-        server
-            .stop(STOP_GRACE)
-            .await
-            .context("while stopping the server")?;
-        return Ok(());
-    }
-    measured
+    measure(ctx, name, &Connector::Http(addr), memory, result).await
 }
 
 async fn bench_floor(ctx: &Ctx) -> Result<TargetResult, Failure> {

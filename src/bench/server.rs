@@ -131,6 +131,15 @@ impl ServerProcess {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How the process ended (`running` while it runs).
+    pub fn exit_status(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => "running".to_owned(),
+            Err(e) => format!("unknown: {e}"),
+        }
+    }
+
     /// SIGTERM, then waits up to `grace` for a clean exit before SIGKILL.
     ///
     /// # Errors
