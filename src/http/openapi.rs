@@ -254,12 +254,12 @@ mod tests {
             doc["openapi"]
         );
         let paths = doc["paths"].as_object().expect("paths");
-        assert_eq!(paths.len(), 15, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 17, "{:?}", paths.keys().collect::<Vec<_>>());
         let operations: usize = paths
             .values()
             .map(|p| p.as_object().map_or(0, |o| o.len()))
             .sum();
-        assert_eq!(operations, 17);
+        assert_eq!(operations, 19);
         let ack = &paths["/v1/users/{user_id}/channels/{channel_id}/ack"]["post"];
         for status in ["200", "400", "413", "415", "503"] {
             assert!(ack["responses"].get(status).is_some(), "ack lacks {status}");
@@ -272,6 +272,13 @@ mod tests {
             paths["/v1/users/{user_id}/channels/{channel_id}"]["get"]["responses"]
                 .get("404")
                 .is_some()
+        );
+        let events = &paths["/v1/users/{user_id}/events"]["get"];
+        assert!(
+            events["responses"]["200"]["content"]
+                .get("text/event-stream")
+                .is_some(),
+            "{events}"
         );
         let schemas = doc["components"]["schemas"].as_object().expect("schemas");
         for name in ["Problem", "ReadState", "IdInput", "BatchOp", "Summaries"] {
