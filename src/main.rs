@@ -15,13 +15,6 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match config::load_from(cli.config.as_deref()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("readstate: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,7 +25,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    // The bench reads no service configuration (it configures the servers it starts
+    // itself), so stray READSTATE_* variables, e.g. the test suite's, cannot stop it.
+    let command = match cli.command {
+        Command::Bench(args) => {
+            return exit_code(if args.capacity.capacity {
+                bench::capacity::run(&args.capacity)
+            } else {
+                runtime.block_on(bench::run(*args))
+            });
+        }
+        Command::BenchFloor(args) => {
+            return exit_code(
+                runtime.block_on(bench::floor::serve(args.addr, args.states_per_user)),
+            );
+        }
+        command => command,
+    };
+    let settings = match config::load_from(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("readstate: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match command {
         Command::CheckConfig => {
             match serde_json::to_string_pretty(&settings) {
                 Ok(json) => println!("{json}"),
@@ -50,16 +67,6 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Bench(args) => {
-            if args.capacity.capacity {
-                bench::capacity::run(&args.capacity)
-            } else {
-                runtime.block_on(bench::run(*args))
-            }
-        }
-        Command::BenchFloor(args) => {
-            runtime.block_on(bench::floor::serve(args.addr, args.states_per_user))
-        }
         Command::Serve(args) => {
             telemetry::init(
                 args.log_format.unwrap_or(settings.log.format),
@@ -71,7 +78,14 @@ fn main() -> ExitCode {
                 app.run(shutdown).await
             })
         }
+        // Answered before the configuration was loaded.
+        Command::Bench(_) | Command::BenchFloor(_) => Ok(()),
     };
+    exit_code(result)
+}
+
+/// 0 on success; otherwise logs the error and answers 1.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,21 +6,19 @@
 //! handling alone allows on this machine.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use metrics::{counter, histogram};
 use tokio::net::TcpListener;
 
 use crate::http::InFlightLayer;
-use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 
 /// readstate's defaults for the limits the floor applies as well.
 const SOFT_IN_FLIGHT: usize = 512;
@@ -81,37 +79,13 @@ pub fn router(states_per_user: usize) -> Router {
     Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))
-        .layer(middleware::from_fn(enforce_timeout))
+        // readstate's own timeout and request-metrics layers, in the same order.
+        .layer(middleware::from_fn_with_state(
+            REQUEST_TIMEOUT,
+            crate::http::enforce_timeout,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(record_metrics))
-}
-
-/// The same bound on a request as readstate's timeout layer.
-async fn enforce_timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
-}
-
-/// The same request metrics as readstate's (count and latency by route template).
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => path.as_str().to_owned(),
-        None => "unmatched".to_owned(),
-    };
-    let method = if request.method() == axum::http::Method::GET {
-        "GET"
-    } else {
-        "POST"
-    };
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
-        .record(start.elapsed().as_secs_f64());
-    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
-    response
+        .layer(middleware::from_fn(crate::http::record_metrics))
 }
 
 /// Serves the floor on `addr` until SIGTERM or SIGINT, logging
@@ -160,6 +134,7 @@ pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<(
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -102,7 +102,7 @@ async fn method_not_allowed(method: Method) -> Problem {
 
 /// Answers 503 `timeout` when the inner service takes longer than `timeout`; the
 /// handler's future is dropped (writes are idempotent, so a retry is safe).
-async fn enforce_timeout(
+pub async fn enforce_timeout(
     State(timeout): State<Duration>,
     request: Request,
     next: Next,
@@ -140,7 +140,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Records `readstate_http_requests_total{route,method,status}` and
 /// `readstate_http_request_duration_seconds{route,method}`, labelled by the route
 /// template (`/v1/users/{user_id}/summary`), never the raw path.
-async fn record_metrics(request: Request, next: Next) -> Response {
+pub async fn record_metrics(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = match request.extensions().get::<MatchedPath>() {
         Some(path) => path.as_str().to_owned(),
