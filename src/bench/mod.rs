@@ -594,13 +594,7 @@ async fn readstate_run(
         let seconds = started.elapsed().as_secs_f64();
         let after = settled(memory).await;
         let bytes = per_state(before, after, states);
-        result.population = Some(Population {
-            reused: false,
-            seconds: Some(seconds),
-            read_states: states,
-            memory_before_bytes: before,
-            memory_after_bytes: after,
-        });
+        result.population = Some(Population::new(false, Some(seconds), states, before, after));
         result.bytes_per_read_state = bytes;
         result.memory_basis = Some(if external {
             "growth of readstate_process_resident_bytes (the server's /metrics) over the population, divided by the read states".into()
@@ -636,13 +630,7 @@ async fn readstate_run(
         .await
         .context("while loading every user into the cache")?;
         let after = settled(memory).await;
-        result.population = Some(Population {
-            reused: true,
-            seconds: None,
-            read_states: states,
-            memory_before_bytes: before,
-            memory_after_bytes: after,
-        });
+        result.population = Some(Population::new(true, None, states, before, after));
         result.bytes_per_read_state = per_state(before, after, states);
         result.memory_basis = Some(
             "growth of the server's resident set (VmRSS) while reading every user's read states into its cache after a restart (--reuse), divided by the read states".into(),
@@ -750,13 +738,7 @@ async fn redis_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<()>
             let seconds = started.elapsed().as_secs_f64();
             let after = target.used_memory().await.ok();
             let bytes = per_state(before, after, states);
-            result.population = Some(Population {
-                reused: false,
-                seconds: Some(seconds),
-                read_states: states,
-                memory_before_bytes: before,
-                memory_after_bytes: after,
-            });
+            result.population = Some(Population::new(false, Some(seconds), states, before, after));
             result.bytes_per_read_state = bytes;
             result.memory_basis = Some(
                 "growth of Redis used_memory (INFO memory: allocated bytes, without allocator fragmentation) over the population, divided by the read states".into(),
@@ -890,13 +872,7 @@ async fn postgres_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<
             .context("while loading the data set with COPY")?;
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        result.population = Some(Population {
-            reused: false,
-            seconds: Some(seconds),
-            read_states: states,
-            memory_before_bytes: None,
-            memory_after_bytes: None,
-        });
+        result.population = Some(Population::new(false, Some(seconds), states, None, None));
         ctx.write_marker(
             "postgres-direct",
             &Marker {

@@ -232,63 +232,30 @@ impl PgDirect {
             .execute(&mut *conn)
             .await
             .context("while creating the schema")?;
-        const CHUNK: usize = 4 << 20;
-        let mut buf = String::with_capacity(CHUNK + 64);
-        let mut rows = 0_u64;
-        {
-            let mut copy = conn
-                .copy_in_raw("copy messages (channel_id, message_id) from stdin")
-                .await
-                .context("while starting COPY messages")?;
-            for c in 0..data.shape.channels as usize {
-                let channel = Dataset::channel_id(c);
-                for id in data.initial_message_ids() {
-                    buf.push_str(&format!("{channel}\t{id}\n"));
-                    rows += 1;
-                }
-                if buf.len() >= CHUNK {
-                    copy.send(buf.as_bytes())
-                        .await
-                        .context("while sending COPY data")?;
-                    buf.clear();
-                    progress(rows);
-                }
-            }
-            if !buf.is_empty() {
-                copy.send(buf.as_bytes())
-                    .await
-                    .context("while sending COPY data")?;
-                buf.clear();
-            }
-            copy.finish()
-                .await
-                .context("while finishing COPY messages")?;
-        }
-        {
-            let mut copy = conn
-                .copy_in_raw("copy read_states (user_id, channel_id, last_read) from stdin")
-                .await
-                .context("while starting COPY read_states")?;
-            for (user, channel, position) in data.read_state_rows() {
-                buf.push_str(&format!("{user}\t{channel}\t{position}\n"));
-                rows += 1;
-                if buf.len() >= CHUNK {
-                    copy.send(buf.as_bytes())
-                        .await
-                        .context("while sending COPY data")?;
-                    buf.clear();
-                    progress(rows);
-                }
-            }
-            if !buf.is_empty() {
-                copy.send(buf.as_bytes())
-                    .await
-                    .context("while sending COPY data")?;
-            }
-            copy.finish()
-                .await
-                .context("while finishing COPY read_states")?;
-        }
+        let messages = (0..data.shape.channels as usize).flat_map(|c| {
+            let channel = Dataset::channel_id(c);
+            data.initial_message_ids()
+                .map(move |id| format!("{channel}\t{id}\n"))
+        });
+        let mut rows = copy_rows(
+            &mut conn,
+            "copy messages (channel_id, message_id) from stdin",
+            messages,
+            0,
+            progress,
+        )
+        .await?;
+        let read_states = data
+            .read_state_rows()
+            .map(|(user, channel, position)| format!("{user}\t{channel}\t{position}\n"));
+        rows = copy_rows(
+            &mut conn,
+            "copy read_states (user_id, channel_id, last_read) from stdin",
+            read_states,
+            rows,
+            progress,
+        )
+        .await?;
         progress(rows);
         sqlx::raw_sql(INDEXES)
             .execute(&mut *conn)
@@ -391,6 +358,43 @@ impl PgDirect {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Streams text `lines` through `COPY` in 4 MiB chunks; `progress` gets the running
+/// row count (starting at `done`) after each chunk. Returns the new count.
+async fn copy_rows(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    lines: impl Iterator<Item = String>,
+    mut done: u64,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<u64> {
+    const CHUNK: usize = 4 << 20;
+    let mut copy = conn
+        .copy_in_raw(statement)
+        .await
+        .with_context(|| format!("while starting {statement}"))?;
+    let mut buf = String::with_capacity(CHUNK + 64);
+    for line in lines {
+        buf.push_str(&line);
+        done += 1;
+        if buf.len() >= CHUNK {
+            copy.send(buf.as_bytes())
+                .await
+                .context("while sending COPY data")?;
+            buf.clear();
+            progress(done);
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf.as_bytes())
+            .await
+            .context("while sending COPY data")?;
+    }
+    copy.finish()
+        .await
+        .with_context(|| format!("while finishing {statement}"))?;
+    Ok(done)
 }
 
 #[cfg(test)]

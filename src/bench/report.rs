@@ -128,6 +128,26 @@ pub struct Population {
     pub memory_after_bytes: Option<u64>,
 }
 
+impl Population {
+    /// A population of `read_states`, loaded in `seconds` (none when reused), with the
+    /// memory figure before and after.
+    pub fn new(
+        reused: bool,
+        seconds: Option<f64>,
+        read_states: u64,
+        memory_before_bytes: Option<u64>,
+        memory_after_bytes: Option<u64>,
+    ) -> Self {
+        Self {
+            reused,
+            seconds,
+            read_states,
+            memory_before_bytes,
+            memory_after_bytes,
+        }
+    }
+}
+
 /// One phase's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseFigures {
