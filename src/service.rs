@@ -249,17 +249,7 @@ impl Service {
         &self,
         ops: Vec<Result<Op, ServiceError>>,
     ) -> Vec<Result<(), ServiceError>> {
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            let result = match op {
-                Ok(op) => match self.validate(&op) {
-                    Ok(()) => self.apply(&op).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            results.push(result);
-        }
+        let mut results = self.apply_each(ops).await;
         if results.iter().any(Result::is_ok)
             && let Err(e) = self.wait_durable().await
         {
@@ -291,6 +281,15 @@ impl Service {
         &self,
         ops: Vec<Result<Op, ServiceError>>,
     ) -> (Vec<Result<(), ServiceError>>, Result<Durable, ServiceError>) {
+        let results = self.apply_each(ops).await;
+        (results, self.barrier())
+    }
+
+    /// Validates and applies each op in order (no wait for storage); one result each.
+    async fn apply_each(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> Vec<Result<(), ServiceError>> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match op {
@@ -301,28 +300,22 @@ impl Service {
                 Err(e) => Err(e),
             });
         }
-        let barrier = self
-            .committer
-            .barrier()
-            .map(|barrier| Durable {
-                barrier,
-                timeout: self.commit_timeout,
-            })
-            .map_err(ServiceError::from);
-        (results, barrier)
+        results
     }
 
     async fn wait_durable(&self) -> Result<(), ServiceError> {
         if self.committer.durability() == Durability::Async {
             return Ok(());
         }
-        match tokio::time::timeout(self.commit_timeout, self.committer.flush()).await {
-            Ok(result) => result.map_err(ServiceError::from),
-            Err(_) => Err(ServiceError::Unavailable {
-                reason: "storage commit timed out; the write may or may not have been applied",
-                source: None,
-            }),
-        }
+        self.barrier()?.wait().await
+    }
+
+    /// A barrier behind every write queued so far.
+    fn barrier(&self) -> Result<Durable, ServiceError> {
+        Ok(Durable {
+            barrier: self.committer.barrier()?,
+            timeout: self.commit_timeout,
+        })
     }
 
     async fn apply(&self, op: &Op) -> Result<(), ServiceError> {
