@@ -106,6 +106,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<(u64, ChannelWindow)>, StoreError>;
 
     /// Applies `writes` in order in one transaction; returns once it is durable.
+    ///
+    /// `Ok` only after a real `COMMIT` (never the release of a savepoint). On `Err`
+    /// the outcome is in doubt, and the implementation must leave nothing behind: the
+    /// next call starts outside any transaction (roll back and verify, or discard the
+    /// connection), since the caller retries the same writes.
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
 
     /// Users whose read position in `channel` is at or past `message`, with user id

@@ -1,15 +1,27 @@
 //! SQLite storage: one file in WAL mode, one writer connection (SQLite has a single
 //! writer anyway; the commit task owns it) and a small pool of readers.
+//!
+//! **A failed commit discards the writer connection.** After an error SQLite may or
+//! may not have rolled the transaction back by itself (`SQLITE_FULL` at `COMMIT`
+//! does, and then the `ROLLBACK` that follows fails), while sqlx counts transaction
+//! depth on its own: once the two disagree, the next `begin` becomes a `SAVEPOINT`
+//! inside a transaction that never ends, and every later "commit" only releases that
+//! savepoint, so nothing is durable again, ever. Closing the connection ends whatever
+//! transaction it was in (SQLite rolls it back and releases its locks); the next
+//! commit opens a fresh one with the same pragmas and starts with a real `BEGIN`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
+use tokio::sync::Mutex;
 
 use super::batch::{Segment, Step, steps};
 use super::{Store, StoreError, Write, parse_id_list};
@@ -38,8 +50,13 @@ pub struct SqliteOptions {
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// The one writer connection (migrations and commits); `None` until first used
+    /// and after a failed commit discarded it.
+    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    /// How the writer connection is opened (and reopened).
+    writer_options: SqliteConnectOptions,
     readers: SqlitePool,
+    timeout: Duration,
     channel_window: i64,
     mention_window: i64,
 }
@@ -82,30 +99,70 @@ impl SqliteStore {
             })
             .busy_timeout(opts.timeout)
             .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(opts.timeout)
-            .connect_with(base.clone())
-            .await?;
+        // Opened now, so that an unusable file fails here rather than at first write.
+        let writer = open_writer(&base, opts.timeout).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
             .acquire_timeout(opts.timeout)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
         Ok(Self {
-            writer,
+            writer: Arc::new(Mutex::new(Some(writer))),
+            writer_options: base,
             readers,
+            timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
             mention_window: i64::try_from(opts.mention_window).unwrap_or(i64::MAX),
         })
+    }
+
+    /// The writer connection in `slot`, opened first if there is none.
+    async fn writer<'a>(
+        &self,
+        slot: &'a mut Option<SqliteConnection>,
+    ) -> Result<&'a mut SqliteConnection, StoreError> {
+        Ok(match slot {
+            Some(conn) => conn,
+            empty => empty.insert(open_writer(&self.writer_options, self.timeout).await?),
+        })
+    }
+
+    /// After a failure on the writer connection: closes it rather than reuse it.
+    /// Whatever transaction it may still be in ends with it (see the module docs);
+    /// the next use opens a new one.
+    async fn discard_writer(&self, slot: &mut Option<SqliteConnection>) {
+        if let Some(conn) = slot.take() {
+            discard(conn, self.timeout).await;
+        }
+    }
+
+    /// Writes `writes` in one transaction on `conn`.
+    async fn write_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        writes: &[Write],
+    ) -> Result<(), StoreError> {
+        // A custom BEGIN, never a SAVEPOINT: sqlx refuses it when it counts the
+        // connection as in a transaction, SQLite when it really is in one (and sqlx
+        // checks SQLite's autocommit flag after it). So a batch either starts a real
+        // transaction, whose COMMIT is a real one, or fails. IMMEDIATE takes the write
+        // lock up front (waiting up to busy_timeout for it).
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for step in steps(writes) {
+            match step {
+                Step::Merge(segment) => self.apply_segment(&mut tx, &segment).await?,
+                Step::Remove(w) => self.apply_removal(&mut tx, &w).await?,
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Writes one segment (merges only, so their order within it does not matter) with
     /// one statement per table, each reading its rows from a JSON array.
     async fn apply_segment(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         seg: &Segment,
     ) -> Result<(), sqlx::Error> {
         if !seg.messages.is_empty() {
@@ -200,7 +257,7 @@ impl SqliteStore {
     /// Writes one order-sensitive write (a removal) on its own.
     async fn apply_removal(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         w: &Write,
     ) -> Result<(), sqlx::Error> {
         match *w {
@@ -237,6 +294,36 @@ impl SqliteStore {
     }
 }
 
+/// Opens the writer connection with the store's pragmas (WAL, synchronous, busy
+/// timeout), within `timeout` plus the busy timeout a pragma may wait for.
+async fn open_writer(
+    options: &SqliteConnectOptions,
+    timeout: Duration,
+) -> Result<SqliteConnection, StoreError> {
+    match tokio::time::timeout(timeout * 2, options.connect()).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "opening the SQLite writer connection timed out",
+            ),
+        ))),
+    }
+}
+
+/// Closes a writer connection that failed: SQLite rolls back any transaction still
+/// open on it and releases its locks. Waits for the close, so that the connection
+/// opened next does not queue behind this one's write lock.
+async fn discard(conn: SqliteConnection, timeout: Duration) {
+    match tokio::time::timeout(timeout, conn.close()).await {
+        Ok(Ok(())) => tracing::debug!("discarded the SQLite writer connection after a failure"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error_chain(&e), "closing the failed SQLite writer connection");
+        }
+        Err(_) => tracing::warn!("closing the failed SQLite writer connection timed out"),
+    }
+}
+
 /// `[[a,b,..],..]` for `json_each` (ids are at most 2^63-1: SQLite reads them as integers).
 fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
     use std::fmt::Write as _;
@@ -258,10 +345,16 @@ fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(StoreError::Migrate)
+        // On a connection of its own (the writer waits meanwhile), closed afterwards.
+        let _writer = self.writer.lock().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.timeout)
+            .connect_with(self.writer_options.clone())
+            .await?;
+        let result = MIGRATOR.run(&pool).await.map_err(StoreError::Migrate);
+        pool.close().await;
+        result
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -339,15 +432,17 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for step in steps(writes) {
-            match step {
-                Step::Merge(segment) => self.apply_segment(&mut tx, &segment).await?,
-                Step::Remove(w) => self.apply_removal(&mut tx, &w).await?,
-            }
+        if writes.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        let mut slot = self.writer.lock().await;
+        let result = self
+            .write_batch(self.writer(&mut slot).await?, writes)
+            .await;
+        if result.is_err() {
+            self.discard_writer(&mut slot).await;
+        }
+        result
     }
 
     async fn readers(
@@ -372,7 +467,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
+        if let Some(conn) = self.writer.lock().await.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "closing the SQLite writer connection");
+        }
         self.readers.close().await;
     }
 }

@@ -150,6 +150,28 @@ impl Writers {
     /// `stop_after` writes were answered 200 in all, or at its first transport error
     /// (a killed server).
     pub fn spawn(addr: &str, writers: u64, stop_after: u64) -> Self {
+        Self::spawn_keyed(addr, writers, stop_after, |w, message| {
+            (w * 100 + message % 7 + 1, message % 3 + 1)
+        })
+    }
+
+    /// As [`Writers::spawn`], but every write goes to a read state never written
+    /// before (a new user each time), so the database keeps growing: what a disk-full
+    /// test needs (a fixed set of keys soon stops allocating disk space at all, since
+    /// the WAL is rewritten in place after each checkpoint).
+    pub fn spawn_fresh_keys(addr: &str, writers: u64, stop_after: u64) -> Self {
+        Self::spawn_keyed(addr, writers, stop_after, |w, message| {
+            ((w + 1) * 10_000_000 + message, message % 3 + 1)
+        })
+    }
+
+    /// The writer loops; `key(writer, message)` names the read state each write acks.
+    fn spawn_keyed(
+        addr: &str,
+        writers: u64,
+        stop_after: u64,
+        key: fn(u64, u64) -> (u64, u64),
+    ) -> Self {
         let history = Arc::new(Mutex::new(History::default()));
         let ok = Arc::new(AtomicU64::new(0));
         let transport_errors = Arc::new(AtomicU64::new(0));
@@ -169,7 +191,7 @@ impl Writers {
                     let mut message = 0u64;
                     while !stop.load(Ordering::SeqCst) && ok.load(Ordering::SeqCst) < stop_after {
                         message += 1;
-                        let (user, channel) = (w * 100 + message % 7 + 1, message % 3 + 1);
+                        let (user, channel) = key(w, message);
                         history
                             .lock()
                             .expect("not poisoned")
@@ -271,30 +293,235 @@ impl Writers {
 pub async fn lost_writes(addr: &str, history: &History) -> Vec<((u64, u64), u64, u64)> {
     let client = client();
     let mut lost = Vec::new();
-    for (&(user, channel), &acked) in &history.acked {
-        let url = format!("http://{addr}/v1/users/{user}/channels/{channel}");
-        let res = client.get(url).send().await.expect("the server answers");
-        let stored = match res.status().as_u16() {
-            404 => 0,
-            200 => {
-                let v: serde_json::Value = res.json().await.expect("json");
-                v["last_read_message_id"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .expect("a read position")
-            }
-            other => panic!("{user}/{channel}: read back answered {other}"),
-        };
-        let invoked = history.invoked[&(user, channel)];
-        assert!(
-            stored <= invoked,
-            "{user}/{channel}: stored {stored} was never sent (max {invoked})"
-        );
+    for (&key, &acked) in &history.acked {
+        let stored = stored_position(&client, addr, key, history.invoked[&key]).await;
         if stored < acked {
-            lost.push(((user, channel), acked, stored));
+            lost.push((key, acked, stored));
         }
     }
     lost
+}
+
+/// As [`lost_writes`], with `parallel` requests in flight (for histories of many
+/// thousands of keys). Sorted by key.
+pub async fn lost_writes_concurrently(
+    addr: &str,
+    history: &History,
+    parallel: usize,
+) -> Vec<((u64, u64), u64, u64)> {
+    let client = client();
+    let mut keys: Vec<((u64, u64), u64, u64)> = history
+        .acked
+        .iter()
+        .map(|(&key, &acked)| (key, acked, history.invoked[&key]))
+        .collect();
+    keys.sort_unstable();
+    let chunk = keys.len().div_ceil(parallel.max(1)).max(1);
+    let tasks: Vec<_> = keys
+        .chunks(chunk)
+        .map(|part| {
+            let (client, addr, part) = (client.clone(), addr.to_owned(), part.to_vec());
+            tokio::spawn(async move {
+                let mut lost = Vec::new();
+                for (key, acked, invoked) in part {
+                    let stored = stored_position(&client, &addr, key, invoked).await;
+                    if stored < acked {
+                        lost.push((key, acked, stored));
+                    }
+                }
+                lost
+            })
+        })
+        .collect();
+    let mut lost = Vec::new();
+    for task in tasks {
+        lost.extend(task.await.expect("a checker does not panic"));
+    }
+    lost.sort_unstable();
+    lost
+}
+
+/// The stored read position of `(user, channel)` (0 when there is none); panics if
+/// it is above `invoked`, the largest ever sent (never written by us).
+async fn stored_position(
+    client: &reqwest::Client,
+    addr: &str,
+    (user, channel): (u64, u64),
+    invoked: u64,
+) -> u64 {
+    let url = format!("http://{addr}/v1/users/{user}/channels/{channel}");
+    let res = client.get(url).send().await.expect("the server answers");
+    let stored = match res.status().as_u16() {
+        404 => 0,
+        200 => {
+            let v: serde_json::Value = res.json().await.expect("json");
+            v["last_read_message_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("a read position")
+        }
+        other => panic!("{user}/{channel}: read back answered {other}"),
+    };
+    assert!(
+        stored <= invoked,
+        "{user}/{channel}: stored {stored} was never sent (max {invoked})"
+    );
+    stored
+}
+
+/// Polls `GET /readyz` every 25 ms in the background, recording every answer, until
+/// stopped or the server is gone.
+pub struct ReadyzProbe {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(Instant, u16)>>>,
+    task: JoinHandle<()>,
+}
+
+impl ReadyzProbe {
+    pub fn spawn(addr: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (client, url) = (client(), format!("http://{addr}/readyz"));
+        let task = tokio::spawn({
+            let (stop, answers) = (stop.clone(), answers.clone());
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(res) = client.get(&url).send().await else {
+                        break;
+                    };
+                    let status = res.status().as_u16();
+                    let _ = res.bytes().await;
+                    answers
+                        .lock()
+                        .expect("not poisoned")
+                        .push((Instant::now(), status));
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        });
+        Self {
+            stop,
+            answers,
+            task,
+        }
+    }
+
+    /// Whether an answer with `status` came at or after `since`.
+    pub fn answered_since(&self, status: u16, since: Instant) -> bool {
+        self.answers
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|&(at, s)| s == status && at >= since)
+    }
+
+    /// Stops polling and returns every answer.
+    pub async fn finish(self) -> Vec<(Instant, u16)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the probe does not panic");
+        Arc::try_unwrap(self.answers)
+            .expect("the probe is done")
+            .into_inner()
+            .expect("not poisoned")
+    }
+}
+
+/// A small tmpfs mounted on a fresh temp dir (needs root), unmounted on drop, even
+/// when the test panics: a disk that can be filled for real.
+pub struct Tmpfs {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=…`, e.g. `12m`).
+    ///
+    /// # Panics
+    /// With a clear message when the mount fails (not root): such a test fails, it
+    /// never skips.
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Self { dir: Some(dir) },
+            Ok(out) => panic!(
+                "cannot mount a {size} tmpfs on {}: {} (exit {:?}). This test fills a real \
+                 disk and must run as root (as in CI); it never skips.",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status.code()
+            ),
+            Err(e) => panic!("cannot run `mount` ({e}): this test needs root and mount(8)"),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("mounted").path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(dir.path())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // A server still holding files (a panic before it was killed) makes the plain
+        // unmount fail: detach lazily then, it goes once the server is gone.
+        if !umount(false) && !umount(true) {
+            eprintln!("could not unmount the tmpfs at {}", dir.path().display());
+            // Never remove files through a mount that is still there.
+            let _ = dir.keep();
+            return;
+        }
+        drop(dir);
+    }
+}
+
+/// A file filling the file system of a directory, removed on drop.
+pub struct Filler {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+}
+
+impl Filler {
+    /// Writes zeros into `dir/filler` until the file system answers ENOSPC (big
+    /// chunks, then page-sized ones for the rest), then closes the file.
+    pub fn fill(dir: &std::path::Path) -> Self {
+        use std::io::Write as _;
+        let path = dir.join("filler");
+        let mut file = std::fs::File::create(&path).expect("the filler is created");
+        let mut bytes = 0u64;
+        for chunk in [1 << 20, 4096, 1] {
+            let zeros = vec![0u8; chunk];
+            loop {
+                match file.write(&zeros) {
+                    Ok(0) => break,
+                    Ok(n) => bytes += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => panic!("filling {}: {e}", path.display()),
+                }
+            }
+        }
+        drop(file);
+        Self { path, bytes }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 // Durability scenarios shared by tests/cli.rs (on the backend the env var picks) and
