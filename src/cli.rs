@@ -12,31 +12,66 @@ use crate::bench::mix::Mix;
 use crate::bench::parse_duration;
 use crate::config::{CONFIG_PATH_ENV, LogFormat};
 
+/// What `readstate serve --help` (and `readstate --help`) says about where it serves
+/// and how it is configured.
+const SERVE_HELP: &str = "\
+With no configuration, readstate serves HTTP on 127.0.0.1:8080 with embedded SQLite in
+./readstate-data/; the live dashboard is at / and the API reference at /docs.
+
+Every setting can come from the TOML file given by --config (or READSTATE_CONFIG) and
+from READSTATE_<SECTION>__<KEY> environment variables, which win over the file, e.g.
+READSTATE_HTTP__ADDR=0.0.0.0:8080 or READSTATE_STORAGE__URL=postgres://user@host/db.
+`readstate check-config` prints the effective settings; config/readstate.example.toml
+lists every key with its default.";
+
 /// Read states for chat: last read message, exact unread and mention counts, read receipts.
+///
+/// Without a command, `readstate` runs the service, exactly like `readstate serve`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "readstate", version, about, propagate_version = true)]
+#[command(name = "readstate", version, about, long_about, propagate_version = true, after_help = SERVE_HELP)]
 pub struct Cli {
-    /// TOML config file; `READSTATE_*` environment variables override it.
-    #[arg(long, global = true, value_name = "FILE", env = CONFIG_PATH_ENV)]
+    /// TOML config file for serve, migrate and check-config; `READSTATE_*`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
     pub config: Option<PathBuf>,
 
-    /// What to do.
+    /// What to do; `serve` when none is given.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The command to run (`serve` when none was given) and the configuration file
+    /// named before or after it.
+    pub fn into_parts(self) -> (Command, Option<PathBuf>) {
+        let command = self
+            .command
+            .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+        let config = match &command {
+            Command::Serve(args) => args.config.config.clone(),
+            Command::Migrate(args) | Command::CheckConfig(args) => args.config.clone(),
+            Command::Bench(_) | Command::BenchFloor(_) => None,
+        }
+        .or(self.config);
+        (command, config)
+    }
 }
 
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Run the server (applies pending migrations first).
+    /// Run the service (the default when no command is given): HTTP on `http.addr`
+    /// (127.0.0.1:8080 unless configured); applies pending migrations first.
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate(ConfigArgs),
     /// Load and validate the configuration, print the effective settings, and exit.
-    CheckConfig,
+    CheckConfig(ConfigArgs),
     /// Measure readstate against an empty HTTP handler, Redis scripts and plain
-    /// PostgreSQL on the same machine and load (see BENCH.md); `--capacity` turns
-    /// the results into a node and cost projection.
+    /// PostgreSQL on the same machine and load (see docs/BENCH.md); `--capacity`
+    /// turns the results into a node and cost projection. Reads no service
+    /// configuration: it configures the servers it starts itself.
     Bench(Box<BenchArgs>),
     /// The bench's `floor` target: constant answers on readstate's HTTP stack.
     #[command(hide = true)]
@@ -46,8 +81,9 @@ pub enum Command {
 /// Options of `readstate bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Data set size: smoke (100 k read states), medium (10 M), large (100 M).
-    #[arg(long, value_enum, default_value_t = Preset::Medium)]
+    /// Data set size: smoke (100 k read states, about a minute), medium (10 M, about
+    /// 20 minutes on 2 cores), large (100 M).
+    #[arg(long, value_enum, default_value_t = Preset::Smoke)]
     pub preset: Preset,
 
     /// Seed of the data set and of every operation stream.
@@ -210,9 +246,21 @@ pub struct FloorArgs {
     pub states_per_user: usize,
 }
 
+/// The configuration file option of the commands that read the configuration.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML config file; `READSTATE_*` environment variables override it.
+    #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
+    pub config: Option<PathBuf>,
+}
+
 /// Options of `readstate serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
     /// Log format, overriding `log.format`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -240,15 +288,51 @@ mod tests {
             "json",
         ])
         .unwrap();
-        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
-        match cli.command {
+        let (command, config) = cli.into_parts();
+        assert_eq!(config, Some(PathBuf::from("a.toml")));
+        match command {
             Command::Serve(args) => assert_eq!(args.log_format, Some(LogFormat::Json)),
             other => panic!("unexpected {other:?}"),
         }
         let cli = Cli::try_parse_from(["readstate", "check-config", "--config", "b.toml"]).unwrap();
-        assert_eq!(cli.config, Some(PathBuf::from("b.toml")));
-        assert!(matches!(cli.command, Command::CheckConfig));
+        let (command, config) = cli.into_parts();
+        assert_eq!(config, Some(PathBuf::from("b.toml")));
+        assert!(matches!(command, Command::CheckConfig(_)));
         assert!(Cli::try_parse_from(["readstate", "serve", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn no_command_means_serve() {
+        let (command, config) = Cli::try_parse_from(["readstate"]).unwrap().into_parts();
+        assert!(matches!(command, Command::Serve(_)), "{command:?}");
+        assert_eq!(config, None);
+        let (command, config) = Cli::try_parse_from(["readstate", "--config", "c.toml"])
+            .unwrap()
+            .into_parts();
+        assert!(matches!(command, Command::Serve(_)), "{command:?}");
+        assert_eq!(config, Some(PathBuf::from("c.toml")));
+    }
+
+    #[test]
+    fn help_says_what_serves_and_how_to_configure_it() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("like `readstate serve`"), "{help}");
+        let mut cli = Cli::command();
+        let serve = cli.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        assert!(help.contains("127.0.0.1:8080"), "{help}");
+        assert!(help.contains("READSTATE_"), "{help}");
+    }
+
+    #[test]
+    fn bench_help_is_grouped_and_has_no_config_option() {
+        let mut cli = Cli::command();
+        let bench = cli.find_subcommand_mut("bench").unwrap();
+        let help = bench.render_long_help().to_string();
+        assert!(!help.contains("--config"), "{help}");
+        assert!(help.contains("docs/BENCH.md"), "{help}");
+        assert!(help.contains("Capacity projection"), "{help}");
+        assert!(help.contains("[default: smoke]"), "{help}");
     }
 
     #[test]
@@ -269,7 +353,7 @@ mod tests {
         ])
         .unwrap();
 
-        let Command::Bench(args) = cli.command else {
+        let Some(Command::Bench(args)) = cli.command else {
             panic!("not bench: {:?}", cli.command)
         };
         assert_eq!(args.preset, Preset::Smoke);

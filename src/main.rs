@@ -14,7 +14,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (command, config_path) = Cli::parse().into_parts();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     };
     // The bench reads no service configuration (it configures the servers it starts
     // itself), so stray READSTATE_* variables, e.g. the test suite's, cannot stop it.
-    let command = match cli.command {
+    let command = match command {
         Command::Bench(args) => {
             return exit_code(if args.capacity.capacity {
                 bench::capacity::run(&args.capacity)
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         }
         command => command,
     };
-    let settings = match config::load_from(cli.config.as_deref()) {
+    let settings = match config::load_from(config_path.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("readstate: invalid configuration: {e}");
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::CheckConfig => {
+        Command::CheckConfig(_) => {
             match serde_json::to_string_pretty(&settings) {
                 Ok(json) => println!("{json}"),
                 Err(e) => eprintln!("readstate: cannot print the configuration: {e}"),
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             eprintln!("configuration ok");
             Ok(())
         }
-        Command::Migrate => {
+        Command::Migrate(_) => {
             telemetry::init(settings.log.format, &settings.log.filter);
             runtime.block_on(async {
                 let store = app::open_store(&settings).await?;

@@ -58,7 +58,7 @@ const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
 /// The flags of `readstate bench --capacity` (flattened into the bench's flags).
 // `about = None` keeps this doc comment from becoming the `bench` command's about.
 #[derive(Debug, Clone, clap::Args)]
-#[command(about = None, long_about = None)]
+#[command(about = None, long_about = None, next_help_heading = "Capacity projection (with --capacity)")]
 pub struct CapacityArgs {
     /// Project nodes and cost from a results file instead of running the benchmark.
     #[arg(long)]
