@@ -201,6 +201,13 @@ impl App {
                 Durability::Sync => "sync",
                 Durability::Async => "async",
             },
+            history: crate::metrics::spawn_history(
+                service.clone(),
+                handle.clone(),
+                crate::metrics::HISTORY_INTERVAL,
+                writer_cancel.clone(),
+                &tracker,
+            ),
         };
         let router = crate::http::router(
             state,
@@ -278,6 +285,12 @@ impl App {
             storage = %redact_url(&settings.storage.url),
             cache_max_bytes = settings.cache.max_bytes.get(),
             "ready"
+        );
+        tracing::info!(
+            dashboard = %format!("http://{http_addr}/"),
+            docs = %format!("http://{http_addr}/docs"),
+            metrics = %format!("http://{http_addr}/metrics"),
+            "open the dashboard and the API reference in a browser"
         );
         let graceful = crate::http::serve::accept_until(
             listener,

@@ -5,6 +5,7 @@
 
 pub mod dto;
 pub mod extract;
+pub mod json;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
@@ -41,6 +42,9 @@ pub struct HttpState {
     pub started: Instant,
     /// The durability mode (`sync` or `async`), shown on `/metrics` and the dashboard.
     pub durability: &'static str,
+    /// The last minutes of request rates, latency and gauges, for the dashboard's
+    /// charts (`/dashboard/history`), filled by [`crate::metrics::spawn_history`].
+    pub history: Arc<crate::metrics::History>,
 }
 
 /// Limits of the HTTP layer (from the `http` and `limits` config sections).
@@ -57,20 +61,24 @@ pub struct HttpLimits {
 }
 
 /// Builds the HTTP app: every route of the API plus `/healthz`, `/readyz`,
-/// `/metrics`, `/openapi.json`, `/docs` and `/`.
+/// `/metrics`, `/openapi.json`, `/docs`, `/` and the dashboard's `/dashboard/history`
+/// and `/assets/*`.
 ///
 /// Layers, outermost first: request metrics (by route template), body limit (413),
 /// request timeout (503 `timeout`), then, on the `/v1` routes only, the in-flight
 /// limits (503 `overloaded` at the hard limit). Unknown routes get a 404 problem and
 /// known routes with another method a 405 problem (with `Allow`).
 pub fn router(state: HttpState, limits: HttpLimits) -> Router {
+    init_route_metrics();
     let api = routes::api()
         .method_not_allowed_fallback(method_not_allowed)
         .layer(InFlightLayer::new(
             limits.soft_in_flight,
             limits.hard_in_flight,
         ));
-    let ops = routes::ops().method_not_allowed_fallback(method_not_allowed);
+    let ops = routes::ops()
+        .merge(routes::ops::dashboard())
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .merge(api)
         .merge(ops)
@@ -82,6 +90,45 @@ pub fn router(state: HttpState, limits: HttpLimits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
+}
+
+/// Exports the request counter at 0 for every route, method and status the OpenAPI
+/// document lists, and the latency histogram for every route and method, so that
+/// `/metrics` has them before the first request (the undocumented pages get theirs
+/// when first requested).
+fn init_route_metrics() {
+    let doc = match serde_json::to_value(<openapi::ApiDoc as utoipa::OpenApi>::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the routes from the OpenAPI document");
+            return;
+        }
+    };
+    let Some(paths) = doc["paths"].as_object() else {
+        return;
+    };
+    let routes = paths.iter().flat_map(|(route, item)| {
+        item.as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(method, _)| {
+                ["get", "put", "post", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+            })
+            .map(move |(method, operation)| {
+                let statuses = operation["responses"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|responses| responses.keys())
+                    .filter(|status| {
+                        status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .cloned()
+                    .collect();
+                (route.as_str(), method.as_str(), statuses)
+            })
+    });
+    crate::metrics::init_route_series(routes);
 }
 
 /// Answers routes that do not exist.

@@ -4,16 +4,19 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::schema::{
     KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
 };
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoResponses, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::dto;
-use super::extract::MAX_ID;
-use super::problem::{PROBLEM_CONTENT_TYPE, ProblemBody};
+use super::extract::{MAX_ID, id_reason};
+use super::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemBody, ProblemKind};
 use super::routes;
+use crate::config::HttpSettings;
+use crate::service::ServiceError;
 
 /// An id in a request: a JSON number or a decimal string, 1..=2^63-1.
 #[derive(Debug)]
@@ -77,14 +80,63 @@ fn integer_or_string(minimum: u64, description: &str) -> RefOr<Schema> {
         .into()
 }
 
-fn problem_response(description: &str, retry_after: bool) -> RefOr<Response> {
-    let content = ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name("Problem")))
-        .build();
+/// A typical occurrence of each kind, with the detail the service really writes
+/// (the API tests compare these with real answers).
+pub fn problem_example(kind: ProblemKind) -> Problem {
+    match kind {
+        ProblemKind::InvalidInput => Problem::invalid("user_id", id_reason()),
+        ProblemKind::NotFound => {
+            Problem::from_service_error(&ServiceError::NotFound { what: "read state" })
+        }
+        ProblemKind::MethodNotAllowed => Problem::new(kind, "this route does not accept PATCH"),
+        ProblemKind::PayloadTooLarge => {
+            Problem::new(kind, "the request body is larger than the configured limit")
+        }
+        ProblemKind::UnsupportedMediaType => Problem::new(
+            kind,
+            "the request body must be JSON (Content-Type: application/json)",
+        ),
+        ProblemKind::Overloaded => Problem::new(kind, "too many requests in flight; retry later"),
+        ProblemKind::Unavailable => Problem::from_service_error(&ServiceError::Unavailable {
+            reason: "storage unavailable",
+            source: None,
+        }),
+        ProblemKind::Timeout => Problem::new(
+            kind,
+            format!(
+                "the request did not complete within {} ms; retry later",
+                HttpSettings::default().request_timeout_ms
+            ),
+        ),
+        ProblemKind::Internal => Problem::internal(),
+    }
+}
+
+/// The answer to a route that does not exist (any method, any path).
+pub fn unknown_route_example() -> Problem {
+    Problem::new(ProblemKind::NotFound, "no route for GET /v1/nope")
+}
+
+/// An error response: `description`, a `Problem` body with one example per problem,
+/// and `Retry-After` when the kinds are retryable.
+fn problem_response(description: &str, problems: &[Problem]) -> RefOr<Response> {
+    let mut content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem")));
+    if let [only] = problems {
+        content = content.example(Some(only.to_json()));
+    } else {
+        content = content.examples_from_iter(problems.iter().map(|p| {
+            (
+                p.kind.slug(),
+                ExampleBuilder::new()
+                    .summary(p.kind.title())
+                    .value(Some(p.to_json())),
+            )
+        }));
+    }
     let mut builder = ResponseBuilder::new()
         .description(description)
-        .content(PROBLEM_CONTENT_TYPE, content);
-    if retry_after {
+        .content(PROBLEM_CONTENT_TYPE, content.build());
+    if problems.iter().any(|p| p.kind.is_retryable()) {
         builder = builder.header(
             "Retry-After",
             HeaderBuilder::new()
@@ -96,16 +148,20 @@ fn problem_response(description: &str, retry_after: bool) -> RefOr<Response> {
     builder.build().into()
 }
 
-fn responses(list: &[(&str, &str, bool)]) -> BTreeMap<String, RefOr<Response>> {
+fn responses(list: &[(&str, &str, &[ProblemKind])]) -> BTreeMap<String, RefOr<Response>> {
     list.iter()
-        .map(|(status, description, retry)| {
-            ((*status).to_owned(), problem_response(description, *retry))
+        .map(|(status, description, kinds)| {
+            let problems: Vec<Problem> = kinds.iter().map(|k| problem_example(*k)).collect();
+            (
+                (*status).to_owned(),
+                problem_response(description, &problems),
+            )
         })
         .collect()
 }
 
 /// 400 `invalid-input`: a path parameter, query parameter or body field is invalid
-/// (the problem's `field` names it).
+/// (the problem's `field` names it). [`ProblemExamples`] fits the example to each route.
 #[derive(Debug)]
 pub struct InvalidInputResponse;
 
@@ -114,7 +170,7 @@ impl IntoResponses for InvalidInputResponse {
         responses(&[(
             "400",
             "`invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it",
-            false,
+            &[ProblemKind::InvalidInput],
         )])
     }
 }
@@ -129,12 +185,12 @@ impl IntoResponses for BodyResponses {
             (
                 "413",
                 "`payload-too-large`: the body exceeds `http.max_body_bytes`",
-                false,
+                &[ProblemKind::PayloadTooLarge],
             ),
             (
                 "415",
                 "`unsupported-media-type`: the body is not `application/json`",
-                false,
+                &[ProblemKind::UnsupportedMediaType],
             ),
         ])
     }
@@ -149,7 +205,7 @@ impl IntoResponses for NotFoundResponse {
         responses(&[(
             "404",
             "`not-found`: the user has no read state in this channel",
-            false,
+            &[ProblemKind::NotFound],
         )])
     }
 }
@@ -165,8 +221,91 @@ impl IntoResponses for UnavailableResponse {
             "`overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, \
              starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; \
              retry after `Retry-After` seconds",
-            true,
+            &[
+                ProblemKind::Overloaded,
+                ProblemKind::Unavailable,
+                ProblemKind::Timeout,
+            ],
         )])
+    }
+}
+
+/// 503 `unavailable` of `/readyz` (not ready), or `timeout`, with `Retry-After`.
+#[derive(Debug)]
+pub struct NotReadyResponse;
+
+impl IntoResponses for NotReadyResponse {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let problems = [
+            Problem::new(ProblemKind::Unavailable, "not ready: starting or draining"),
+            problem_example(ProblemKind::Timeout),
+        ];
+        BTreeMap::from([(
+            "503".to_owned(),
+            problem_response(
+                "Not ready: `unavailable` (starting or draining, storage not answering, or the last \
+                 commit failed; the detail says which) or `timeout`; retry after `Retry-After` seconds",
+                &problems,
+            ),
+        )])
+    }
+}
+
+/// Completes the document where the annotations cannot: the `Problem` schema gets an
+/// example of every kind, and each route's 400 example names a field of that route.
+#[derive(Debug)]
+pub struct ProblemExamples;
+
+impl Modify for ProblemExamples {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(RefOr::T(Schema::Object(problem))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("Problem"))
+        {
+            problem.example = None;
+            problem.examples = ProblemKind::ALL
+                .iter()
+                .map(|kind| match kind {
+                    ProblemKind::NotFound => unknown_route_example(),
+                    _ => problem_example(*kind),
+                })
+                .map(|p| p.to_json())
+                .collect();
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let Some(RefOr::T(response)) = operation.responses.responses.get_mut("400") else {
+                    continue;
+                };
+                let example = invalid_input_example(path).to_json();
+                for content in response.content.values_mut() {
+                    if let RefOr::T(content) = content {
+                        content.example = Some(example.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 400 of a route: its first path parameter (every one is an id) out of range, or,
+/// for a route without one, a body that is not a JSON object.
+fn invalid_input_example(path: &str) -> Problem {
+    let first_parameter = path
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(name, _)| name);
+    match first_parameter {
+        Some(name) => Problem::invalid(name, id_reason()),
+        None => Problem::invalid("body", "must be a JSON object"),
     }
 }
 
@@ -177,7 +316,9 @@ impl IntoResponses for UnavailableResponse {
         title = "readstate",
         description = "Read states for chat: what every user has read in every channel, exact unread and mention counts, read receipts. \
             Ids are integers in 1..=2^63-1: responses write them as decimal strings, requests accept a string or a number. \
-            Every error is an RFC 9457 `application/problem+json` body (`type`, `title`, `status`, `detail`, and `field` for invalid input)."
+            Every error is an RFC 9457 `application/problem+json` body (`type`, `title`, `status`, `detail`, and `field` for invalid input): \
+            the `Problem` schema shows an example of every kind. Besides the errors each route lists, any request may get \
+            404 `not-found` (no such route), 405 `method-not-allowed` (with `Allow`) or 500 `internal`."
     ),
     paths(
         routes::channels::create_message,
@@ -226,13 +367,226 @@ impl IntoResponses for UnavailableResponse {
         (name = "read states", description = "One user's read states: join, ack, mark unread, leave, read"),
         (name = "batch", description = "Many writes or reads in one request"),
         (name = "operations", description = "Health, readiness and metrics"),
-    )
+    ),
+    modifiers(&ProblemExamples)
 )]
 pub struct ApiDoc;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+
+    use crate::http::problem::{TYPE_PREFIX, problem_json};
+
+    /// Every error response: (route, method, status, response, its examples).
+    fn error_responses(doc: &Value) -> Vec<(String, String, String, Value, Vec<Value>)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                for (status, response) in operation["responses"].as_object().expect("responses") {
+                    if !(status.starts_with('4') || status.starts_with('5')) {
+                        continue;
+                    }
+                    let media = &response["content"][PROBLEM_CONTENT_TYPE];
+                    let examples = match media["examples"].as_object() {
+                        Some(named) => named.values().map(|e| e["value"].clone()).collect(),
+                        None => vec![media["example"].clone()],
+                    };
+                    out.push((
+                        path.clone(),
+                        method.clone(),
+                        status.clone(),
+                        response.clone(),
+                        examples,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn kind_of(example: &Value) -> Option<ProblemKind> {
+        let slug = example["type"].as_str()?.strip_prefix(TYPE_PREFIX)?;
+        ProblemKind::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
+    #[test]
+    fn every_error_response_shows_examples_of_its_own_status_and_kinds() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        let responses = error_responses(&doc);
+        assert!(responses.len() > 40, "{}", responses.len());
+
+        for (path, method, status, response, examples) in responses {
+            let route = format!("{method} {path} {status}");
+            assert_eq!(
+                response["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{route}"
+            );
+            let description = response["description"].as_str().unwrap_or_default();
+            let mut retryable = false;
+            for example in &examples {
+                let kind = kind_of(example).unwrap_or_else(|| panic!("{route}: {example}"));
+                assert_eq!(
+                    example["status"].as_u64(),
+                    status.parse::<u64>().ok(),
+                    "{route}: {example}"
+                );
+                assert_eq!(kind.status().as_str(), status, "{route}: {example}");
+                assert_eq!(example["title"], kind.title(), "{route}: {example}");
+                assert!(
+                    example["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{route}: {example}"
+                );
+                assert_eq!(
+                    example.get("field").is_some(),
+                    kind == ProblemKind::InvalidInput,
+                    "{route}: {example}"
+                );
+                assert!(
+                    description.contains(&format!("`{}`", kind.slug())),
+                    "{route}: the description does not name {}",
+                    kind.slug()
+                );
+                retryable |= kind.is_retryable();
+            }
+            assert_eq!(
+                response["headers"].get("Retry-After").is_some(),
+                retryable,
+                "{route}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_503_of_api_routes_shows_each_retryable_kind() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        for (path, method, status, _, examples) in error_responses(&doc) {
+            if status != "503" || !path.starts_with("/v1/") {
+                continue;
+            }
+            let kinds: Vec<_> = examples.iter().filter_map(kind_of).collect();
+            for kind in [
+                ProblemKind::Overloaded,
+                ProblemKind::Unavailable,
+                ProblemKind::Timeout,
+            ] {
+                assert!(kinds.contains(&kind), "{method} {path}: {kinds:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_400_example_names_a_field_of_its_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        for (path, method, status, _, examples) in error_responses(&doc) {
+            if status != "400" {
+                continue;
+            }
+            let field = examples[0]["field"].as_str().expect("a field");
+            assert!(
+                path.contains(&format!("{{{field}}}")) || field == "body",
+                "{method} {path}: {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_problem_schema_lists_its_properties_in_the_order_they_are_written() {
+        // The order a problem body is really serialized in.
+        let body = serde_json::to_string(&Problem::invalid("user_id", "bad").body())
+            .expect("serializable");
+        let written: Vec<&str> = [
+            "\"type\"",
+            "\"title\"",
+            "\"status\"",
+            "\"detail\"",
+            "\"field\"",
+        ]
+        .into_iter()
+        .filter(|key| body.contains(*key))
+        .collect();
+        let mut by_position = written.clone();
+        by_position.sort_by_key(|key| body.find(*key));
+        assert_eq!(by_position, written, "{body}");
+        assert_eq!(written.len(), 5);
+
+        // The raw text of the document, as `/openapi.json` serves it.
+        let text = ApiDoc::openapi().to_json().expect("serializable");
+        let schema = &text[text.find("\"Problem\":{").expect("the Problem schema")..];
+        let properties = &schema[schema.find("\"properties\":{").expect("properties")..];
+        let positions: Vec<usize> = written
+            .iter()
+            .map(|key| {
+                properties
+                    .find(&format!("{key}:{{"))
+                    .unwrap_or_else(|| panic!("{key} in {properties}"))
+            })
+            .collect();
+        assert!(
+            positions.is_sorted(),
+            "Problem properties out of order: {written:?} at {positions:?}"
+        );
+    }
+
+    #[test]
+    fn the_problem_schema_has_an_example_of_every_kind() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        let problem = &doc["components"]["schemas"]["Problem"];
+        let kinds: Vec<ProblemKind> = problem["examples"]
+            .as_array()
+            .expect("examples")
+            .iter()
+            .map(|e| kind_of(e).unwrap_or_else(|| panic!("{e}")))
+            .collect();
+        assert_eq!(kinds, ProblemKind::ALL);
+        assert!(problem.get("example").is_none(), "{problem}");
+    }
+
+    #[test]
+    fn the_id_maximum_is_written_as_an_exact_integer() {
+        let text = ApiDoc::openapi().to_json().expect("serializable");
+        assert!(text.contains("\"maximum\":9223372036854775807"), "{text}");
+        assert!(!text.contains("9223372036854776000"));
+    }
+
+    async fn body_of(response: axum::response::Response) -> Value {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("an in-memory body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("a JSON body")
+    }
+
+    #[tokio::test]
+    async fn examples_are_what_the_code_that_answers_writes() {
+        use axum::response::IntoResponse;
+
+        assert_eq!(
+            problem_example(ProblemKind::Overloaded).to_json(),
+            body_of(crate::http::limits::shed_response()).await
+        );
+        assert_eq!(
+            problem_example(ProblemKind::Internal).to_json(),
+            body_of(Problem::internal().into_response()).await
+        );
+        assert_eq!(
+            problem_example(ProblemKind::NotFound).to_json(),
+            problem_json(&ServiceError::NotFound { what: "read state" })
+        );
+        for kind in ProblemKind::ALL {
+            let example = problem_example(kind);
+            assert_eq!(example.kind, kind);
+            assert_eq!(
+                example.to_json(),
+                body_of(example.clone().into_response()).await
+            );
+        }
+    }
 
     #[test]
     #[ignore = "writes the document for inspection: cargo test dump_openapi -- --ignored"]

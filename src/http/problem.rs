@@ -121,15 +121,10 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-/// The JSON body of a problem, as serialized (field order is the documented one).
+/// The JSON body of a problem, as serialized: `type`, `title`, `status`, `detail`, then
+/// `field` for invalid input, in this order. The examples show every kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = Problem, example = json!({
-    "type": "https://readstate.dev/problems/invalid-input",
-    "title": "Invalid input",
-    "status": 400,
-    "detail": "user_id: must be an integer between 1 and 9223372036854775807",
-    "field": "user_id"
-}))]
+#[schema(as = Problem)]
 pub struct ProblemBody {
     /// A URI naming the kind of problem: `https://readstate.dev/problems/<slug>`.
     #[serde(rename = "type")]
@@ -137,6 +132,7 @@ pub struct ProblemBody {
     /// A short summary of the kind, the same for every occurrence.
     pub title: String,
     /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What happened in this occurrence.
     pub detail: String,
@@ -239,11 +235,11 @@ impl From<ServiceError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.kind.status();
-        let body = match serde_json::to_vec(&self.body()) {
+        let body = match crate::http::json::to_line(&self.body()) {
             Ok(body) => body,
             // Serializing a struct of strings and a number cannot fail; keep a
             // well-formed answer anyway rather than panic on the request path.
-            Err(_) => br#"{"type":"https://readstate.dev/problems/internal","title":"Internal error","status":500,"detail":"an internal error occurred"}"#.to_vec(),
+            Err(_) => b"{\"type\":\"https://readstate.dev/problems/internal\",\"title\":\"Internal error\",\"status\":500,\"detail\":\"an internal error occurred\"}\n".to_vec(),
         };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();

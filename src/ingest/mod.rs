@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::{FutureExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -315,7 +315,10 @@ async fn publish_changes(
             Item::Ready { .. } => continue,
             Item::Resync { .. } => {
                 crate::metrics::nats_published("dropped");
-                (format!("{prefix}.all"), json!({"type": "resync"}))
+                (
+                    format!("{prefix}.all"),
+                    serde_json::to_vec(&crate::live::wire::ResyncBody::RESYNC),
+                )
             }
             Item::Change(event) => {
                 let body = match crate::live::wire::change_body(
@@ -332,10 +335,14 @@ async fn publish_changes(
                         continue;
                     }
                 };
-                (format!("{prefix}.{}", event.user), body)
+                (
+                    format!("{prefix}.{}", event.user),
+                    serde_json::to_vec(&body),
+                )
             }
         };
-        let bytes = serde_json::to_vec(&payload).unwrap_or_default();
+        // Serializing these plain structs of strings cannot fail.
+        let bytes = payload.unwrap_or_default();
         match client.publish(subject, bytes.into()).await {
             Ok(()) => crate::metrics::nats_published("published"),
             Err(e) => {

@@ -356,3 +356,57 @@ async fn websocket_carries_the_same_events() {
     assert_eq!(next(&mut ws).await["event"], "ready");
     assert_eq!(next(&mut ws).await["data"]["type"], "unread");
 }
+
+/// The raw text of the next WebSocket message (within 10 s).
+async fn next_text(ws: &mut Ws) -> String {
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Keys come out in the documented order (the README's and every HTTP answer's), not
+/// sorted: `type, user_id, channel_id, read_state`, and over WebSocket
+/// `event, id, data`.
+#[tokio::test]
+async fn event_payloads_keep_the_documented_key_order() {
+    let app = spawn_app().await;
+    let url = format!("ws://{}/v1/users/2/events/ws", app.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    let ready = next_text(&mut ws).await;
+    assert!(ready.starts_with(r#"{"event":"ready","id":""#), "{ready}");
+    assert!(ready.ends_with(r#","data":{"user_id":"2"}}"#), "{ready}");
+
+    let mut response = app
+        .client
+        .get(app.url("/v1/users/2/events"))
+        .send()
+        .await
+        .expect("subscribe");
+    app.message_ok(10, 500, None, &[]).await;
+    app.ack(2, 10, 500).await;
+
+    let expected = r#"{"type":"ack","user_id":"2","channel_id":"10","read_state":{"channel_id":"10","last_read_message_id":"500","last_message_id":"500","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false}}"#;
+    let mut text = String::new();
+    while !text.contains("event: read_state") || !text.ends_with("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream reads")
+            .expect("the stream is open");
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    }
+    assert!(text.contains(&format!("\ndata: {expected}\n")), "{text}");
+
+    let acked = next_text(&mut ws).await;
+    assert!(
+        acked.starts_with(r#"{"event":"read_state","id":""#),
+        "{acked}"
+    );
+    assert!(
+        acked.ends_with(&format!(r#","data":{expected}}}"#)),
+        "{acked}"
+    );
+}

@@ -2,7 +2,7 @@
 //! result. Ops are parsed one by one from JSON values, so a bad op fails alone with
 //! an error naming `ops[i].field` while the others still apply.
 
-use axum::Json;
+use crate::http::json::Json;
 use axum::extract::State;
 use serde_json::{Map, Value};
 

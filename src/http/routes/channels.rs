@@ -1,6 +1,6 @@
 //! Channel routes: message created and deleted, channel deleted, read receipts.
 
-use axum::Json;
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;

@@ -17,13 +17,14 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::http::HttpState;
 use crate::http::extract::{ApiPath, ApiQuery, UserPath};
 use crate::http::openapi::{InvalidInputResponse, UnavailableResponse};
 use crate::http::problem::{Problem, ProblemKind};
+use crate::live::wire::UserBody;
 use crate::live::{ALL_USERS, EventId, Item, SubscribeError, Subscription};
 use crate::service::{Service, ServiceError};
 
@@ -35,23 +36,52 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
-/// One event as both transports send it.
+/// One event as both transports send it; `data` is already JSON, so its keys keep
+/// the order of the struct that wrote it.
 struct Frame {
     event: &'static str,
     id: EventId,
-    data: Value,
+    data: String,
+}
+
+/// The WebSocket message: `{"event": ..., "id": ..., "data": {...}}`, in that order.
+#[derive(Serialize)]
+struct WsMessage<'a> {
+    event: &'static str,
+    id: String,
+    data: &'a RawValue,
 }
 
 impl Frame {
+    fn new(event: &'static str, id: EventId, data: &impl Serialize) -> Self {
+        Self {
+            event,
+            id,
+            // Serializing these plain structs of strings cannot fail.
+            data: serde_json::to_string(data).unwrap_or_default(),
+        }
+    }
+
     fn sse(&self) -> SseEvent {
         SseEvent::default()
             .event(self.event)
             .id(self.id.to_string())
-            .data(self.data.to_string())
+            .data(&self.data)
     }
 
     fn ws(&self) -> String {
-        json!({"event": self.event, "id": self.id.to_string(), "data": self.data}).to_string()
+        let message = RawValue::from_string(self.data.clone()).map(|data| {
+            serde_json::to_string(&WsMessage {
+                event: self.event,
+                id: self.id.to_string(),
+                data: &data,
+            })
+        });
+        match message {
+            Ok(Ok(text)) => text,
+            // `data` was written by serde_json above, so it is valid JSON.
+            _ => String::new(),
+        }
     }
 }
 
@@ -60,23 +90,21 @@ impl Frame {
 async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
     let hub = service.hub();
     match item {
-        Item::Ready { seq } => Some(Frame {
-            event: "ready",
-            id: hub.event_id(seq),
-            data: json!({"user_id": user.to_string()}),
-        }),
+        Item::Ready { seq } => Some(Frame::new(
+            "ready",
+            hub.event_id(seq),
+            &UserBody {
+                user_id: user.to_string(),
+            },
+        )),
         Item::Resync { seq } => Some(resync(service, user, seq)),
         Item::Change(event) => {
             match crate::live::wire::change_body(service, user, event.channel, event.kind).await {
                 // A message deleted in a channel the user is not in.
-                Ok(body) if event.user == ALL_USERS && body["read_state"].is_null() => None,
+                Ok(body) if event.user == ALL_USERS && body.read_state.is_none() => None,
                 Ok(body) => {
                     crate::metrics::event_sent();
-                    Some(Frame {
-                        event: "read_state",
-                        id: hub.event_id(event.seq),
-                        data: body,
-                    })
+                    Some(Frame::new("read_state", hub.event_id(event.seq), &body))
                 }
                 // Storage is down: the client refetches once it can.
                 Err(e) => {
@@ -90,11 +118,13 @@ async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
 }
 
 fn resync(service: &Service, user: u64, seq: u64) -> Frame {
-    Frame {
-        event: "resync",
-        id: service.hub().event_id(seq),
-        data: json!({"user_id": user.to_string()}),
-    }
+    Frame::new(
+        "resync",
+        service.hub().event_id(seq),
+        &UserBody {
+            user_id: user.to_string(),
+        },
+    )
 }
 
 fn subscribe(

@@ -1,23 +1,28 @@
 //! Operations routes: liveness, readiness, Prometheus metrics, the OpenAPI document,
-//! the docs page and the live dashboard. None of them counts against the in-flight
-//! limits, so monitoring keeps working under overload.
+//! the docs page and the live dashboard (with its history and its vendored chart
+//! library). None of them counts against the in-flight limits, so monitoring keeps
+//! working under overload.
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
-use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
 use metrics::gauge;
+use serde::Deserialize;
 use utoipa::OpenApi;
 
 use crate::http::HttpState;
 use crate::http::dto::Status;
+use crate::http::extract::ApiQuery;
+use crate::http::json::Json;
 use crate::http::limits::RateLimit;
-use crate::http::openapi::{ApiDoc, UnavailableResponse};
+use crate::http::openapi::{ApiDoc, NotReadyResponse};
 use crate::http::problem::{Problem, ProblemKind};
-use crate::metrics::{BUILD_INFO, UPTIME};
+use crate::metrics::{BUILD_INFO, HistoryBody, UPTIME};
 
 /// The Prometheus text format served at `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -45,7 +50,7 @@ pub async fn get_healthz() -> Json<Status> {
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = Status, example = json!({"status": "ready"})),
-        UnavailableResponse,
+        NotReadyResponse,
     )
 )]
 pub async fn get_readyz(State(state): State<HttpState>) -> Result<Json<Status>, Problem> {
@@ -126,7 +131,74 @@ pub async fn get_docs() -> Html<&'static str> {
     Html(include_str!("../assets/docs.html"))
 }
 
-/// The live dashboard: polls `/metrics` every 2 s, with no external assets.
+/// The live dashboard: draws `/dashboard/history` on load, then polls `/metrics` and
+/// the history every 2 s; its only assets are served by this binary.
 pub async fn get_dashboard() -> Html<&'static str> {
     Html(include_str!("../assets/dashboard.html"))
+}
+
+/// The dashboard's own routes besides `/`: its history and the chart library.
+pub fn dashboard() -> Router<HttpState> {
+    Router::new()
+        .route("/dashboard/history", get(get_dashboard_history))
+        .route(UPLOT_JS_PATH, get(get_uplot_js))
+        .route(UPLOT_CSS_PATH, get(get_uplot_css))
+}
+
+/// Query of `/dashboard/history`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// The `next` of an earlier answer: only samples taken since.
+    pub after: Option<String>,
+}
+
+/// The last 10 minutes of the dashboard's samples (one per 2 s, oldest first): request
+/// rates by status class, latency p50/p99, in-flight, cache bytes, RSS and commits per
+/// second, plus totals since start. `?after=<next>` returns only newer samples.
+pub async fn get_dashboard_history(
+    State(state): State<HttpState>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryBody>, Problem> {
+    let after = match query.after {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            Problem::invalid("after", "must be a non-negative integer (a `next` value)")
+        })?),
+    };
+    Ok(Json(state.history.body(after)))
+}
+
+/// The vendored uPlot (see `assets/vendor/README.md`); the page adds `?v=` with its
+/// version, so a new version is a new URL and the old one may be cached for good.
+pub const UPLOT_JS_PATH: &str = "/assets/uPlot.iife.min.js";
+/// The vendored uPlot stylesheet.
+pub const UPLOT_CSS_PATH: &str = "/assets/uPlot.min.css";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// uPlot's script.
+pub async fn get_uplot_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/vendor/uPlot.iife.min.js"),
+    )
+}
+
+/// uPlot's stylesheet.
+pub async fn get_uplot_css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../assets/vendor/uPlot.min.css"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+        ],
+        body,
+    )
+        .into_response()
 }

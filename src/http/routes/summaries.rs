@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use axum::Json;
+use crate::http::json::Json;
 use axum::extract::State;
 
 use crate::domain::UserId;

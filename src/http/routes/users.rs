@@ -1,6 +1,6 @@
 //! A user's read states: join, leave, ack, mark unread, ack all, and the reads.
 
-use axum::Json;
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
