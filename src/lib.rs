@@ -11,6 +11,7 @@ pub mod domain;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod wal;
 
 /// Renders an error with its whole cause chain (`a: b: c`), for logs.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
