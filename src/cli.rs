@@ -151,6 +151,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "redis://127.0.0.1:6379", value_name = "URL")]
     pub redis_url: String,
 
+    /// The `redis-server` program the `redis-aof-always` and `redis-aof-everysec`
+    /// targets start (a name looked up in PATH, or a path).
+    #[arg(long, default_value = "redis-server", value_name = "PROGRAM")]
+    pub redis_server: PathBuf,
+
     /// The PostgreSQL server of the `postgres-direct` target (and of readstate
     /// with `--storage postgres`); the bench creates its own databases there.
     #[arg(
@@ -198,8 +203,14 @@ pub enum BenchTarget {
     Readstate,
     /// An empty handler on the same HTTP stack.
     Floor,
-    /// The same operations as Redis scripts.
+    /// The same operations as Redis scripts, on the Redis at `--redis-url`.
     Redis,
+    /// The Redis scripts on a redis-server the bench starts with `appendfsync
+    /// always` (every write on disk before the answer, as readstate's `sync`).
+    RedisAofAlways,
+    /// The Redis scripts on a redis-server the bench starts with `appendfsync
+    /// everysec` (writes on disk within a second, as readstate's `async`).
+    RedisAofEverysec,
     /// One SQL statement per operation on PostgreSQL.
     PostgresDirect,
 }
@@ -211,6 +222,8 @@ impl BenchTarget {
             BenchTarget::Readstate => "readstate",
             BenchTarget::Floor => "floor",
             BenchTarget::Redis => "redis",
+            BenchTarget::RedisAofAlways => "redis-aof-always",
+            BenchTarget::RedisAofEverysec => "redis-aof-everysec",
             BenchTarget::PostgresDirect => "postgres-direct",
         }
     }

@@ -1,9 +1,12 @@
 //! `readstate bench --preset smoke` run by the real binary against every target:
-//! readstate (started by the bench on SQLite), the floor, the local Redis and the
-//! local PostgreSQL. Checks that each target produced figures and that
+//! readstate (started by the bench on SQLite), the floor, the local Redis, two
+//! redis-servers the bench starts itself with an append-only file (`appendfsync
+//! always` and `everysec`) and the local PostgreSQL. Checks that each target
+//! produced figures, server CPU per operation included, that the bench's own
+//! redis-servers are gone afterwards with their directories, and that
 //! `bench-results.json` and `bench-report.html` are well formed. No timing
-//! thresholds: the figures depend on the machine. A missing Redis or PostgreSQL
-//! fails the test with a hint; it never skips.
+//! thresholds: the figures depend on the machine. A missing Redis (server or
+//! `redis-server` program) or PostgreSQL fails the test with a hint; it never skips.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +15,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_readstate");
-const TARGETS: [&str; 4] = ["readstate", "floor", "redis", "postgres-direct"];
+const TARGETS: [&str; 6] = [
+    "readstate",
+    "floor",
+    "redis",
+    "redis-aof-always",
+    "redis-aof-everysec",
+    "postgres-direct",
+];
+/// The targets the bench starts a redis-server for.
+const OWN_REDIS: [&str; 2] = ["redis-aof-always", "redis-aof-everysec"];
+/// The targets whose server CPU the bench must measure (their processes are on
+/// this machine and readable).
+const WITH_CPU: [&str; 5] = [
+    "readstate",
+    "floor",
+    "redis",
+    "redis-aof-always",
+    "redis-aof-everysec",
+];
 
 fn pg_url() -> String {
     std::env::var("READSTATE_TEST_PG_URL")
@@ -138,9 +159,22 @@ async fn check_servers_are_up() {
             redis_url()
         );
     }
+    let version = Command::new("redis-server").arg("--version").output();
+    assert!(
+        version.is_ok_and(|out| out.status.success()),
+        "the redis-server program is required in PATH (the redis-aof-* targets start their own)"
+    );
+}
+
+/// Whether process `pid` still runs `redis-server` (a pid reused by something
+/// else since does not count).
+fn runs_redis_server(pid: u64) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("redis-server"))
 }
 
 fn run_bench(dir: &Path, namespace: &str) -> std::process::Output {
+    let targets = TARGETS.join(",");
     Command::new(BIN)
         .current_dir(dir)
         .env_remove("READSTATE_CONFIG")
@@ -159,6 +193,8 @@ fn run_bench(dir: &Path, namespace: &str) -> std::process::Output {
             "2",
             "--namespace",
             namespace,
+            "--targets",
+            &targets,
             "--redis-url",
             &redis_url(),
             "--postgres-url",
@@ -265,25 +301,109 @@ async fn a_smoke_bench_measures_every_target_and_writes_json_and_html() {
             "{target} has the memory field"
         );
     }
-    for target in ["readstate", "redis"] {
+    for target in [
+        "readstate",
+        "redis",
+        "redis-aof-always",
+        "redis-aof-everysec",
+    ] {
         let bytes = &results["targets"][target]["bytes_per_read_state"];
         assert!(number(bytes, target, "bytes_per_read_state") > 0.0);
+        assert!(
+            results["targets"][target]
+                .get("rss_bytes_per_read_state")
+                .is_some(),
+            "{target} has the RSS field"
+        );
+    }
+    // Fresh servers of the bench's own: their resident set grows with the data.
+    for target in OWN_REDIS {
+        let rss = &results["targets"][target]["rss_bytes_per_read_state"];
+        assert!(number(rss, target, "rss_bytes_per_read_state") > 0.0);
     }
     assert!(results["targets"]["floor"]["bytes_per_read_state"].is_null());
+    for target in WITH_CPU {
+        let t = &results["targets"][target];
+        for field in ["cpu_us_per_op", "fixed_rate_cpu_us_per_op"] {
+            assert!(
+                number(&t[field], target, field) > 0.0,
+                "{target}.{field}; cpu_basis: {}",
+                t["cpu_basis"]
+            );
+        }
+        for phase in ["saturation", "fixed_rate"] {
+            let figures = &t[phase];
+            assert!(number(&figures["cpu_us_per_op"], target, "phase cpu_us_per_op") > 0.0);
+            assert!(number(&figures["server_cpu_s"], target, "server_cpu_s") > 0.0);
+        }
+        assert!(
+            t["cpu_basis"].is_string(),
+            "{target} says what its CPU counts"
+        );
+    }
+    assert!(
+        results["targets"]["postgres-direct"]
+            .get("cpu_us_per_op")
+            .is_some(),
+        "postgres-direct has the CPU field (null only with a reason)"
+    );
+    let retries = &results["targets"]["readstate"]["population"]["retries"];
+    assert!(retries.as_u64().is_some(), "population.retries: {retries}");
+    // The redis-servers the bench started are stopped, their directories removed.
+    for target in OWN_REDIS {
+        let server = &results["targets"][target]["server"];
+        let pid = server["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{target}.server.pid: {server}"));
+        assert!(
+            !runs_redis_server(pid),
+            "{target}'s redis-server (pid {pid}) still runs"
+        );
+        let dir = server["dir"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{target}.server.dir: {server}"));
+        assert!(dir.contains(&leftovers.namespace), "{dir}");
+        assert!(
+            !Path::new(dir).exists(),
+            "{target}'s directory {dir} is left"
+        );
+        let args: Vec<&str> = server["args"]
+            .as_array()
+            .expect("server.args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let fsync = target.trim_start_matches("redis-aof-");
+        assert!(
+            args.windows(2).any(|w| w == ["--appendfsync", fsync]),
+            "{target}: {args:?}"
+        );
+    }
     assert_eq!(results["params"]["preset"], "smoke");
     assert_eq!(results["params"]["read_states"], 100_000);
     assert!(results["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
-    for peer in ["floor", "redis", "postgres-direct"] {
+    for peer in [
+        "floor",
+        "redis",
+        "redis-aof-always",
+        "redis-aof-everysec",
+        "postgres-direct",
+    ] {
         let ratio = &results["ratios"][format!("readstate/{peer}")]["ops_per_sec"];
         assert!(number(ratio, peer, "ratio") > 0.0);
+    }
+    for peer in ["floor", "redis", "redis-aof-always", "redis-aof-everysec"] {
+        let ratio = &results["ratios"][format!("readstate/{peer}")]["cpu_us_per_op"];
+        assert!(number(ratio, peer, "CPU ratio") > 0.0);
     }
     let html = std::fs::read_to_string(dir.path().join("bench-report.html"))
         .expect("bench-report.html in the working directory");
     assert_self_contained_html(&html);
     assert!(
-        stdout.contains("| readstate |"),
+        stdout.contains("| readstate |") && stdout.contains("CPU µs/op"),
         "the final table: {stdout}"
     );
+    assert!(html.contains("Server CPU per operation"), "the CPU chart");
     // --cleanup dropped the databases, the Redis keys and the data directory.
     assert_eq!(leftovers.existing_databases().await, Vec::<String>::new());
     assert_eq!(leftovers.redis_keys().await, Vec::<String>::new());
@@ -293,4 +413,65 @@ async fn a_smoke_bench_measures_every_target_and_writes_json_and_html() {
             .join(&leftovers.namespace)
             .exists()
     );
+}
+
+/// A machine without the `redis-server` program: the AOF targets are reported as
+/// not measured, with the reason, and the bench still succeeds.
+#[test]
+fn a_missing_redis_server_program_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+
+    let output = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("READSTATE_CONFIG")
+        .args([
+            "bench",
+            "--preset",
+            "smoke",
+            "--duration",
+            "1s",
+            "--targets",
+            "redis-aof-always,redis-aof-everysec",
+            "--redis-server",
+            "/nonexistent/bin/redis-server",
+            "--namespace",
+            &unique_namespace(),
+        ])
+        .output()
+        .expect("the binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let json =
+        std::fs::read_to_string(dir.path().join("bench-results.json")).expect("bench-results.json");
+    let results: Value = serde_json::from_str(&json).expect("the results are JSON");
+    for target in OWN_REDIS {
+        let t = &results["targets"][target];
+        let error = t["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{target}: {t}"));
+        assert!(error.contains("not installed"), "{target}: {error}");
+        assert!(t["ops_per_sec"].is_null());
+    }
+    // Nothing is left in the data directory for them.
+    let data = dir.path().join("bench-data");
+    let left: Vec<_> = walk(&data)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("redis-aof-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+    }
+    out
 }

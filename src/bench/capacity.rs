@@ -432,7 +432,8 @@ fn compare(targets: &[TargetProjection], g: f64) -> Vec<Comparison> {
 }
 
 /// Reads the targets' figures from a results document, in the report's order:
-/// readstate, floor, redis, postgres-direct, then any others by name.
+/// readstate, floor, redis, redis-aof-always, redis-aof-everysec, postgres-direct,
+/// then any others by name.
 ///
 /// # Errors
 /// A document without a `targets` object.
@@ -441,10 +442,17 @@ pub fn figures_from_results(results: &Value) -> anyhow::Result<Vec<TargetFigures
         bail!("the results have no \"targets\" object");
     };
     let rank = |name: &str| {
-        [SUBJECT, FLOOR, "redis", "postgres-direct"]
-            .iter()
-            .position(|n| *n == name)
-            .unwrap_or(usize::MAX)
+        [
+            SUBJECT,
+            FLOOR,
+            "redis",
+            "redis-aof-always",
+            "redis-aof-everysec",
+            "postgres-direct",
+        ]
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(usize::MAX)
     };
     let mut names: Vec<&String> = targets.keys().collect();
     names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));

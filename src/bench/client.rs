@@ -10,12 +10,21 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::workload::Op;
+
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `Retry-After` header, as sent.
+    pub retry_after: Option<String>,
+    pub body: Bytes,
+}
 
 /// One keep-alive HTTP/1.1 connection to `addr`; reconnects after an error.
 #[derive(Debug)]
@@ -80,6 +89,23 @@ impl HttpClient {
         path: &str,
         body: Option<Bytes>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send_full(method, path, body)
+            .await
+            .map(|answer| (answer.status, answer.body))
+    }
+
+    /// Sends one request and reads the whole response, keeping the `Retry-After`
+    /// header (what a bulk loader needs to back off as the server asks).
+    ///
+    /// # Errors
+    /// Connection or protocol errors (the connection is dropped and remade on the
+    /// next call).
+    pub async fn send_full(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer> {
         let host = self.host.clone();
         let result = async {
             let sender = self.ensure_connected().await?;
@@ -103,13 +129,22 @@ impl HttpClient {
                 .await
                 .context("while sending the request")?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let bytes = response
                 .into_body()
                 .collect()
                 .await
                 .context("while reading the response body")?
                 .to_bytes();
-            anyhow::Ok((status, bytes))
+            anyhow::Ok(Answer {
+                status,
+                retry_after,
+                body: bytes,
+            })
         }
         .await;
         if result.is_err() {

@@ -1,7 +1,8 @@
 //! `bench-report.html`: one self-contained page (inline CSS and SVG, no script, no
 //! font, nothing fetched) with the ratios to each peer as headline numbers, bar
-//! charts of throughput, latency percentiles (log axis) and memory per read state,
-//! line charts of latency and memory over time, and every figure in tables.
+//! charts of throughput, server CPU per operation, latency percentiles (log axis)
+//! and memory per read state, line charts of latency and memory over time, and
+//! every figure in tables.
 
 use std::fmt::Write as _;
 
@@ -21,6 +22,8 @@ fn color(target: &str) -> &'static str {
         "readstate" => "#2563eb",
         "floor" => "#6b7280",
         "redis" => "#dc2626",
+        "redis-aof-always" => "#9a3412",
+        "redis-aof-everysec" => "#f97316",
         "postgres-direct" => "#059669",
         _ => "#a16207",
     }
@@ -455,13 +458,16 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
         let times = |v: Option<f64>| opt(v, &|v| format!("{v:.2}×"));
         let _ = writeln!(
             html,
-            r#"<div class="card"><div class="sub">{}</div><div class="big">{}</div><div class="sub">throughput (higher is better)</div><div class="sub">p99 {} · p99.9 {} · max {} (lower is better)</div><div class="sub">bytes per read state {}</div></div>"#,
+            r#"<div class="card"><div class="sub">{}</div><div class="big">{}</div><div class="sub">throughput (higher is better)</div><div class="sub">server CPU per op {} · at the fixed rate {} (lower is better)</div><div class="sub">p99 {} · p99.9 {} · max {} (lower is better)</div><div class="sub">bytes per read state {} · RSS {}</div></div>"#,
             esc(pair),
             times(r.ops_per_sec),
+            times(r.cpu_us_per_op),
+            times(r.fixed_rate_cpu_us_per_op),
             times(r.p99_ms),
             times(r.p999_ms),
             times(r.max_ms),
             times(r.bytes_per_read_state),
+            times(r.rss_bytes_per_read_state),
         );
     }
     html.push_str("</div>\n<p class=\"meta\">Ratios are readstate's figure divided by the peer's, measured in the same run on the same machine with the same load generator.</p>\n");
@@ -479,6 +485,23 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
         .collect();
     html.push_str(&bar_chart(&rows, &|v| format!("{} ops/s", thousands(v))));
 
+    html.push_str("\n<h2>Server CPU per operation</h2>\n<p class=\"meta\">CPU time (user + system, all threads, from <code>/proc/&lt;pid&gt;/stat</code>) the target's server processes used during the saturation phase, divided by the operations that succeeded in it: what an operation costs the machine, apart from the load generator. Lower is better. What each figure counts is under “What each target is”.</p>\n");
+    let cpu_note = |t: &TargetResult| {
+        if t.error.is_some() {
+            note(t)
+        } else {
+            t.cpu_basis
+                .as_deref()
+                .map_or("not measured".to_owned(), str::to_owned)
+        }
+    };
+    let rows: Vec<(String, Option<f64>, String)> = results
+        .targets
+        .iter()
+        .map(|(n, t)| (n.clone(), t.cpu_us_per_op, cpu_note(t)))
+        .collect();
+    html.push_str(&bar_chart(&rows, &|v| format!("{v:.1} µs/op")));
+
     html.push_str("\n<h2>Latency at a fixed rate</h2>\n<p class=\"meta\">Open loop at the rate shown below the table (by default half of each target's own saturation figure), corrected for coordinated omission: a request that had to wait for a slow earlier one is timed from when it was due. Log scale.</p>\n");
     let lat: Vec<(&str, [Option<f64>; 4])> = results
         .targets
@@ -493,6 +516,13 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
         .targets
         .iter()
         .map(|(n, t)| (n.clone(), t.bytes_per_read_state, note(t)))
+        .collect();
+    html.push_str(&bar_chart(&rows, &|v| format!("{v:.1} bytes")));
+    html.push_str("\n<h3>Resident set growth per read state</h3>\n<p class=\"meta\">The same growth counted as resident memory on both sides: readstate's RSS, Redis' <code>used_memory_rss</code> (allocator fragmentation included).</p>\n");
+    let rows: Vec<(String, Option<f64>, String)> = results
+        .targets
+        .iter()
+        .map(|(n, t)| (n.clone(), t.rss_bytes_per_read_state, note(t)))
         .collect();
     html.push_str(&bar_chart(&rows, &|v| format!("{v:.1} bytes")));
 
@@ -536,12 +566,12 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
         html.push('\n');
     }
 
-    html.push_str("\n<h2>All figures</h2>\n<table>\n<tr><th>target</th><th>ops/s</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>fixed rate (target)</th><th>errors</th><th>bytes / read state</th><th>disk bytes / read state</th></tr>\n");
+    html.push_str("\n<h2>All figures</h2>\n<table>\n<tr><th>target</th><th>ops/s</th><th>CPU µs/op</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>fixed rate (target)</th><th>CPU µs/op (fixed)</th><th>errors</th><th>bytes / read state</th><th>RSS bytes / read state</th><th>disk bytes / read state</th><th>population s (retries)</th></tr>\n");
     for (name, t) in &results.targets {
         if let Some(error) = &t.error {
             let _ = writeln!(
                 html,
-                r#"<tr><td>{}</td><td colspan="9" class="error">not measured: {}</td></tr>"#,
+                r#"<tr><td>{}</td><td colspan="13" class="error">not measured: {}</td></tr>"#,
                 esc(name),
                 esc(error)
             );
@@ -552,20 +582,32 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
             .filter_map(|p| p.as_ref().map(|p| p.errors))
             .sum::<u64>();
         let target_rate = t.fixed_rate.as_ref().and_then(|f| f.target_rate);
+        let population = t.population.as_ref().map_or("–".to_owned(), |p| {
+            let seconds = if p.reused {
+                "reused".to_owned()
+            } else {
+                opt(p.seconds, &|v| format!("{v:.1}"))
+            };
+            format!("{seconds} ({})", p.retries)
+        });
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(name),
             opt(t.ops_per_sec, &thousands),
+            opt(t.cpu_us_per_op, &|v| format!("{v:.1}")),
             opt(t.p50_ms, &fmt_ms),
             opt(t.p99_ms, &fmt_ms),
             opt(t.p999_ms, &fmt_ms),
             opt(t.max_ms, &fmt_ms),
             opt(t.fixed_rate_ops_per_sec, &thousands),
             opt(target_rate, &thousands),
+            opt(t.fixed_rate_cpu_us_per_op, &|v| format!("{v:.1}")),
             errors,
             opt(t.bytes_per_read_state, &|v| format!("{v:.1}")),
+            opt(t.rss_bytes_per_read_state, &|v| format!("{v:.1}")),
             opt(t.disk_bytes_per_read_state, &|v| format!("{v:.1}")),
+            esc(&population),
         );
     }
     html.push_str("</table>\n");
@@ -589,12 +631,15 @@ pre {{ background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; }}
     for (name, t) in &results.targets {
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td style=\"text-align:left\">{}{}</td></tr>",
+            "<tr><td>{}</td><td style=\"text-align:left\">{}{}{}</td></tr>",
             esc(name),
             esc(&t.description),
             t.memory_basis
                 .as_ref()
-                .map_or(String::new(), |m| format!(" Memory: {}.", esc(m)))
+                .map_or(String::new(), |m| format!(" Memory: {}.", esc(m))),
+            t.cpu_basis
+                .as_ref()
+                .map_or(String::new(), |c| format!(" CPU: {}.", esc(c)))
         );
     }
     html.push_str("</table>\n<h2>Parameters</h2>\n<pre>");

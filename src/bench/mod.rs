@@ -1,23 +1,27 @@
 //! `readstate bench`: the benchmark of BENCH.md. It measures readstate and, in the
 //! same run with the same load generator and the same operation streams, the
 //! alternatives a team would pick instead: an empty handler on the same HTTP stack
-//! (`floor`), Redis scripts (`redis`) and one SQL statement per operation
-//! (`postgres-direct`). It must not flatter readstate: every target gets the same
+//! (`floor`), Redis scripts (`redis`, and on Redis servers the bench starts with the
+//! durability of readstate's modes: `redis-aof-always`, `redis-aof-everysec`) and
+//! one SQL statement per operation (`postgres-direct`). It must not flatter readstate: every target gets the same
 //! data set, the same seeds and the same phases, and a target that cannot be
 //! measured is reported with the reason, never dropped.
 //!
 //! Flow per target, one target at a time (they share the machine's cores):
 //! start or connect → populate (or reuse) measuring memory → saturation (closed
 //! loop) → fixed rate (open loop, coordinated-omission corrected) → optional soak →
-//! stop. Then `bench-results.json`, `bench-report.html` and the table.
+//! stop. Each phase also reads the server's CPU time ([`cpu`]). Then
+//! `bench-results.json`, `bench-report.html` and the table.
 //!
 //! - [`dataset`], [`zipf`], [`mix`], [`workload`]: what is sent (pure, seeded).
-//! - [`client`], [`server`], [`floor`], [`populate`], [`pg`], [`redis`]: the targets.
+//! - [`client`], [`server`], [`floor`], [`populate`], [`pg`], [`redis`],
+//!   [`redis_server`]: the targets.
 //! - [`runner`]: phases and measurement. [`report`], [`html`]: the outputs.
 //! - [`capacity`]: `--capacity`, the node-count and cost projection from the results.
 
 pub mod capacity;
 pub mod client;
+pub mod cpu;
 pub mod dataset;
 pub mod floor;
 pub mod html;
@@ -25,6 +29,7 @@ pub mod mix;
 pub mod pg;
 pub mod populate;
 pub mod redis;
+pub mod redis_server;
 pub mod report;
 pub mod runner;
 pub mod server;
@@ -40,9 +45,11 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{BenchArgs, BenchDurability, BenchStorage, BenchTarget};
+use cpu::{CpuProbe, CpuSource};
 use dataset::Dataset;
 use redis::RedisTarget;
-use report::{Machine, Params, PhaseFigures, Population, Results, TargetResult};
+use redis_server::{Fsync, RedisServer};
+use report::{Machine, Params, PhaseFigures, Population, Results, ServerInfo, TargetResult};
 use runner::{Connector, Live, MemoryProbe, PhaseSpec, run_phase};
 use server::{ServerProcess, self_command};
 use workload::Workload;
@@ -98,6 +105,8 @@ struct Ctx {
 struct Marker {
     seconds: f64,
     bytes_per_read_state: Option<f64>,
+    #[serde(default)]
+    rss_bytes_per_read_state: Option<f64>,
 }
 
 impl Ctx {
@@ -255,6 +264,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             BenchTarget::Readstate => bench_readstate(&ctx).await,
             BenchTarget::Floor => bench_floor(&ctx).await,
             BenchTarget::Redis => bench_redis(&ctx).await,
+            BenchTarget::RedisAofAlways => bench_redis_aof(&ctx, target, Fsync::Always).await,
+            BenchTarget::RedisAofEverysec => bench_redis_aof(&ctx, target, Fsync::Everysec).await,
             BenchTarget::PostgresDirect => bench_postgres(&ctx).await,
         };
         let result = outcome.unwrap_or_else(|(description, e)| {
@@ -347,8 +358,10 @@ async fn measure(
     name: &str,
     connector: &Connector,
     memory: &MemoryProbe,
+    cpu: &CpuProbe,
     result: &mut TargetResult,
 ) -> anyhow::Result<()> {
+    result.cpu_basis = Some(cpu.basis.clone());
     let live = ctx.live(name);
     let workload = Arc::new(Workload::new(
         Arc::clone(&ctx.dataset),
@@ -368,6 +381,7 @@ async fn measure(
             connector,
             &workload,
             memory,
+            cpu,
             &live,
         )
         .await
@@ -378,6 +392,7 @@ async fn measure(
         connector,
         &workload,
         memory,
+        cpu,
         &live,
     )
     .await
@@ -399,6 +414,7 @@ async fn measure(
         connector,
         &workload,
         memory,
+        cpu,
         &live,
     )
     .await
@@ -410,6 +426,7 @@ async fn measure(
             connector,
             &workload,
             memory,
+            cpu,
             &live,
         )
         .await
@@ -510,7 +527,32 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             .await
             .context("while starting `readstate serve`")?;
         let memory = MemoryProbe::Pid(server.pid());
-        let outcome = readstate_run(ctx, result, server.addr, &memory, has_data, marker_name).await;
+        let mut cpu = CpuProbe::process(server.pid(), "the readstate server");
+        if ctx.args.storage == BenchStorage::Postgres {
+            match local_postgres(&ctx.args.postgres_url).await {
+                Ok(postmaster) => {
+                    cpu.sources.push(CpuSource::Tree(postmaster));
+                    cpu.basis.push_str(&format!(
+                        ", plus the PostgreSQL server holding its data (the postmaster, pid {postmaster}, and all its processes; other databases' work on it counts too)"
+                    ));
+                }
+                Err(why) => {
+                    cpu = CpuProbe::none(format!(
+                        "the PostgreSQL server holding readstate's data cannot be measured: {why:#}"
+                    ));
+                }
+            }
+        }
+        let outcome = readstate_run(
+            ctx,
+            result,
+            server.addr,
+            &memory,
+            &cpu,
+            has_data,
+            marker_name,
+        )
+        .await;
         // A server that died explains every error after it: say so, with its log.
         if server.has_exited() {
             let why = outcome
@@ -537,6 +579,9 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
         result,
         addr,
         &MemoryProbe::Metrics(addr),
+        &CpuProbe::none(
+            "not measured: an existing server (--url), whose process the bench does not know",
+        ),
         ctx.args.reuse,
         marker_name,
     )
@@ -579,6 +624,7 @@ async fn readstate_run(
     result: &mut TargetResult,
     addr: SocketAddr,
     memory: &MemoryProbe,
+    cpu: &CpuProbe,
     reused: bool,
     marker_name: &str,
 ) -> anyhow::Result<()> {
@@ -588,13 +634,18 @@ async fn readstate_run(
     if !reused {
         let before = memory.sample().await;
         let started = Instant::now();
-        populate::populate_http(addr, &ctx.dataset, ctx.args.populate_connections, name)
-            .await
-            .context("while populating readstate over its batch API")?;
+        let pushback =
+            populate::populate_http(addr, &ctx.dataset, ctx.args.populate_connections, name)
+                .await
+                .context("while populating readstate over its batch API")?;
         let seconds = started.elapsed().as_secs_f64();
         let after = settled(memory).await;
         let bytes = per_state(before, after, states);
-        result.population = Some(Population::new(false, Some(seconds), states, before, after));
+        result.population = Some(Population {
+            retries: pushback.retries,
+            retry_wait_s: pushback.retry_wait_s,
+            ..Population::new(false, Some(seconds), states, before, after)
+        });
         result.bytes_per_read_state = bytes;
         result.memory_basis = Some(if external {
             "growth of readstate_process_resident_bytes (the server's /metrics) over the population, divided by the read states".into()
@@ -607,6 +658,7 @@ async fn readstate_run(
                 &Marker {
                     seconds,
                     bytes_per_read_state: bytes,
+                    rss_bytes_per_read_state: bytes,
                 },
             )?;
         }
@@ -621,7 +673,7 @@ async fn readstate_run(
         // Reused data: the restarted server's cache is empty; reading every user
         // once loads it, and the growth over that read is the memory figure.
         let before = memory.sample().await;
-        populate::read_every_user(
+        let pushback = populate::read_every_user(
             addr,
             ctx.dataset.shape.users,
             ctx.args.populate_connections.max(ctx.args.connections),
@@ -630,7 +682,11 @@ async fn readstate_run(
         .await
         .context("while loading every user into the cache")?;
         let after = settled(memory).await;
-        result.population = Some(Population::new(true, None, states, before, after));
+        result.population = Some(Population {
+            retries: pushback.retries,
+            retry_wait_s: pushback.retry_wait_s,
+            ..Population::new(true, None, states, before, after)
+        });
         result.bytes_per_read_state = per_state(before, after, states);
         result.memory_basis = Some(
             "growth of the server's resident set (VmRSS) while reading every user's read states into its cache after a restart (--reuse), divided by the read states".into(),
@@ -648,7 +704,9 @@ async fn readstate_run(
             .sum();
         result.disk_bytes_per_read_state = (size > 0).then(|| size as f64 / states as f64);
     }
-    measure(ctx, name, &Connector::Http(addr), memory, result).await
+    // Every readstate memory figure is a resident set.
+    result.rss_bytes_per_read_state = result.bytes_per_read_state;
+    measure(ctx, name, &Connector::Http(addr), memory, cpu, result).await
 }
 
 async fn bench_floor(ctx: &Ctx) -> Result<TargetResult, Failure> {
@@ -671,11 +729,13 @@ async fn bench_floor(ctx: &Ctx) -> Result<TargetResult, Failure> {
             .await
             .context("while starting `readstate bench-floor`")?;
         let memory = MemoryProbe::Pid(server.pid());
+        let cpu = CpuProbe::process(server.pid(), "the floor server");
         measure(
             ctx,
             "floor",
             &Connector::Http(server.addr),
             &memory,
+            &cpu,
             &mut result,
         )
         .await?;
@@ -692,30 +752,188 @@ async fn bench_floor(ctx: &Ctx) -> Result<TargetResult, Failure> {
 
 async fn bench_redis(ctx: &Ctx) -> Result<TargetResult, Failure> {
     let description = format!(
-        "The same operations as Lua scripts on the Redis at {} (a hash per user, sorted sets of recent message ids per channel and of mention ids per read state, the same caps), one EVALSHA per operation over multiplexed connections (one per 16 workers).",
+        "The same operations as Lua scripts on the Redis at {} (a hash per user, sorted sets of recent message ids per channel and of mention ids per read state, the same caps), one EVALSHA per operation over multiplexed connections (one per 16 workers); persistence as that server is configured.",
         ctx.args.redis_url
     );
     let mut result = TargetResult {
         description: description.clone(),
         ..TargetResult::default()
     };
-    match redis_inner(ctx, &mut result).await {
+    let run = RedisRun {
+        name: "redis",
+        url: ctx.args.redis_url.clone(),
+        reuse: ctx.args.reuse,
+        cpu: None,
+    };
+    match redis_inner(ctx, &mut result, run).await {
         Ok(()) => Ok(result),
         Err(e) => Err((description, e)),
     }
 }
 
-async fn redis_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<()> {
-    let prefix = ctx.redis_prefix();
-    let target = RedisTarget::connect(&ctx.args.redis_url, &prefix, UNREAD_CAP, MENTION_CAP)
-        .await
-        .with_context(|| format!("Redis at {} is not reachable", ctx.args.redis_url))?;
-    let states = ctx.dataset.read_states();
-    let marker = if ctx.args.reuse {
-        ctx.read_marker("redis")
-    } else {
-        None
+/// The `redis-aof-*` targets: the `redis` target's scripts and population on a
+/// redis-server of the bench's own, persisting every write to its append-only
+/// file, fsynced as `fsync` says.
+async fn bench_redis_aof(
+    ctx: &Ctx,
+    target: BenchTarget,
+    fsync: Fsync,
+) -> Result<TargetResult, Failure> {
+    let name = target.name();
+    let program = ctx.args.redis_server.display().to_string();
+    let what = match fsync {
+        Fsync::Always => {
+            "every write is in the append-only file and fsynced before Redis answers it (one fsync per event-loop turn, shared by the writes of that turn): the durability of readstate's `sync` mode"
+        }
+        Fsync::Everysec => {
+            "every write is in the append-only file before Redis answers it and the file is fsynced once a second, so a crash of the machine loses up to about a second of writes: the durability of readstate's `async` mode"
+        }
     };
+    let description = format!(
+        "The same Lua scripts, operations and population as `redis`, on a redis-server the bench starts itself ({program} on 127.0.0.1, a fresh directory, appendonly yes, appendfsync {}, save \"\": no RDB snapshots, every other setting at Redis' default): {what}.",
+        fsync.name()
+    );
+    let mut result = TargetResult {
+        description: description.clone(),
+        ..TargetResult::default()
+    };
+    match redis_aof_inner(ctx, &mut result, name, fsync).await {
+        Ok(()) => Ok(result),
+        Err(e) => Err((description, e)),
+    }
+}
+
+async fn redis_aof_inner(
+    ctx: &Ctx,
+    result: &mut TargetResult,
+    name: &'static str,
+    fsync: Fsync,
+) -> anyhow::Result<()> {
+    let dir = ctx.dir.join(name);
+    redis_server::check_own_dir(&dir)?;
+    let reuse = ctx.args.reuse && redis_server::has_data(&dir) && ctx.read_marker(name).is_some();
+    if !reuse {
+        ctx.forget_marker(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("while emptying {}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
+    let started = RedisServer::start(&ctx.args.redis_server, &dir, fsync, START_TIMEOUT).await;
+    let mut server = match started {
+        Ok(server) => server,
+        Err(e) => {
+            if !ctx.args.reuse {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+    };
+    result.server = Some(ServerInfo {
+        program: ctx.args.redis_server.display().to_string(),
+        pid: server.pid(),
+        version: None,
+        dir: server.dir.display().to_string(),
+        args: server.args.clone(),
+    });
+    let run = RedisRun {
+        name,
+        url: server.url.clone(),
+        reuse,
+        cpu: Some(CpuProbe::process(
+            server.pid(),
+            "the redis-server the bench started",
+        )),
+    };
+    let outcome = redis_inner(ctx, result, run).await;
+    // A server that died explains every error after it: say so, with its log.
+    let outcome = match server.death() {
+        Some(death) => Err(outcome
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the run went on"))
+            .context(death)),
+        None => outcome,
+    };
+    let stopped = server.stop(STOP_GRACE).await;
+    if !ctx.args.reuse {
+        // The data goes with its marker: a later --reuse populates again.
+        ctx.forget_marker(name);
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            eprintln!("{name}: could not remove {}: {e}", dir.display());
+        }
+    }
+    outcome?;
+    stopped
+}
+
+/// One Redis target's run.
+struct RedisRun {
+    /// The target's name (live table, population marker).
+    name: &'static str,
+    url: String,
+    /// Whether the data of an earlier population may be reused (with its marker).
+    reuse: bool,
+    /// The server's CPU; `None`: find the server's process from `INFO server`.
+    cpu: Option<CpuProbe>,
+}
+
+/// The CPU probe of a Redis the bench did not start: its `INFO server`
+/// `process_id`, when the URL points at this machine and that pid is a redis-server.
+async fn shared_redis_cpu(url: &str, target: &RedisTarget) -> CpuProbe {
+    let local = match ::redis::Client::open(url).map(|c| c.get_connection_info().addr().clone()) {
+        Ok(
+            ::redis::ConnectionAddr::Tcp(host, _) | ::redis::ConnectionAddr::TcpTls { host, .. },
+        ) => cpu::is_local_host(&host),
+        Ok(::redis::ConnectionAddr::Unix(_)) => true,
+        _ => false,
+    };
+    if !local {
+        return CpuProbe::none(format!(
+            "not measured: the Redis at {url} is not on this machine"
+        ));
+    }
+    let pid = match target.server_process().await {
+        Ok((pid, _)) => pid,
+        Err(e) => return CpuProbe::none(format!("not measured: {e:#}")),
+    };
+    if !cpu::comm_of(pid).is_some_and(|c| c.starts_with("redis")) {
+        return CpuProbe::none(format!(
+            "not measured: INFO server names process {pid}, which is not a redis-server this machine can see (a container?)"
+        ));
+    }
+    let mut probe = CpuProbe::process(pid, &format!("the Redis server at {url}"));
+    probe
+        .basis
+        .push_str("; it is shared, so other clients' work in the phase counts too");
+    probe
+}
+
+async fn redis_inner(ctx: &Ctx, result: &mut TargetResult, run: RedisRun) -> anyhow::Result<()> {
+    let RedisRun {
+        name,
+        url,
+        reuse,
+        cpu,
+    } = run;
+    let prefix = ctx.redis_prefix();
+    let target = RedisTarget::connect(&url, &prefix, UNREAD_CAP, MENTION_CAP)
+        .await
+        .with_context(|| format!("Redis at {url} is not reachable"))?;
+    if let Ok((_, version)) = target.server_process().await {
+        result.description.push_str(&format!(" Redis {version}."));
+        if let Some(server) = &mut result.server {
+            server.version = Some(version);
+        }
+    }
+    let cpu = match cpu {
+        Some(cpu) => cpu,
+        None => shared_redis_cpu(&url, &target).await,
+    };
+    let states = ctx.dataset.read_states();
+    let marker = if reuse { ctx.read_marker(name) } else { None };
     match marker {
         Some(marker) => {
             result.population = Some(Population {
@@ -725,54 +943,66 @@ async fn redis_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<()>
                 ..Population::default()
             });
             result.bytes_per_read_state = marker.bytes_per_read_state;
+            result.rss_bytes_per_read_state = marker.rss_bytes_per_read_state;
             result.memory_basis = Some(
-                "growth of Redis used_memory over the population, divided by the read states (measured by the run that populated; reused)".into(),
+                "growth of Redis used_memory (and of used_memory_rss) over the population, divided by the read states (measured by the run that populated; reused)".into(),
             );
         }
         None => {
-            ctx.forget_marker("redis");
+            ctx.forget_marker(name);
             target.clear().await.context("while clearing old keys")?;
+            let rss = MemoryProbe::RedisRss(target.clone());
             let before = target.used_memory().await.ok();
+            let rss_before = rss.sample().await;
             let started = Instant::now();
-            populate_redis(&target, &ctx.dataset).await?;
+            populate_redis(&target, &ctx.dataset, name).await?;
             let seconds = started.elapsed().as_secs_f64();
             let after = target.used_memory().await.ok();
+            let rss_after = settled(&rss).await;
             let bytes = per_state(before, after, states);
-            result.population = Some(Population::new(false, Some(seconds), states, before, after));
+            let rss_bytes = per_state(rss_before, rss_after, states);
+            result.population = Some(Population {
+                rss_before_bytes: rss_before,
+                rss_after_bytes: rss_after,
+                ..Population::new(false, Some(seconds), states, before, after)
+            });
             result.bytes_per_read_state = bytes;
+            result.rss_bytes_per_read_state = rss_bytes;
             result.memory_basis = Some(
-                "growth of Redis used_memory (INFO memory: allocated bytes, without allocator fragmentation) over the population, divided by the read states".into(),
+                "growth of Redis used_memory (INFO memory: allocated bytes, without allocator fragmentation) over the population, divided by the read states; rss_bytes_per_read_state is the growth of used_memory_rss (the process's resident set, fragmentation included, read once it settles)".into(),
             );
             ctx.write_marker(
-                "redis",
+                name,
                 &Marker {
                     seconds,
                     bytes_per_read_state: bytes,
+                    rss_bytes_per_read_state: rss_bytes,
                 },
             )?;
         }
     }
     let connector = Connector::Redis {
-        url: ctx.args.redis_url.clone(),
+        url,
         prefix,
         unread_cap: UNREAD_CAP,
         mention_cap: MENTION_CAP,
     };
     measure(
         ctx,
-        "redis",
+        name,
         &connector,
         &MemoryProbe::Redis(target),
+        &cpu,
         result,
     )
     .await
 }
 
-async fn populate_redis(target: &RedisTarget, data: &Dataset) -> anyhow::Result<()> {
+async fn populate_redis(target: &RedisTarget, data: &Dataset, name: &str) -> anyhow::Result<()> {
     const CHANNEL_CHUNK: usize = 5_000;
     const STATE_CHUNK: usize = 50_000;
     let channels = data.shape.channels as usize;
-    let bar = populate::bar(channels as u64, "redis: populate messages");
+    let bar = populate::bar(channels as u64, &format!("{name}: populate messages"));
     let ids: Vec<u64> = data.initial_message_ids().collect();
     let mut from = 0;
     while from < channels {
@@ -788,7 +1018,7 @@ async fn populate_redis(target: &RedisTarget, data: &Dataset) -> anyhow::Result<
         from = to;
     }
     bar.finish_and_clear();
-    let bar = populate::bar(data.read_states(), "redis: populate read states");
+    let bar = populate::bar(data.read_states(), &format!("{name}: populate read states"));
     let mut chunk = Vec::with_capacity(STATE_CHUNK);
     for row in data.read_state_rows() {
         chunk.push(row);
@@ -878,21 +1108,48 @@ async fn postgres_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<
             &Marker {
                 seconds,
                 bytes_per_read_state: None,
+                rss_bytes_per_read_state: None,
             },
         )?;
     }
     let size = pg.database_bytes().await?;
     result.disk_bytes_per_read_state = Some(size as f64 / states as f64);
+    let cpu = match local_postgres(base).await {
+        Ok(postmaster) => CpuProbe {
+            sources: vec![CpuSource::Tree(postmaster)],
+            basis: format!(
+                "utime + stime from /proc of the PostgreSQL server: the postmaster (pid {postmaster}), its live children (the pool's backends, WAL writer, checkpointer, …) and its exited children; other databases' work on that server counts too"
+            ),
+        },
+        Err(why) => CpuProbe::none(format!("not measured: {why:#}")),
+    };
     let measured = measure(
         ctx,
         "postgres-direct",
         &Connector::Postgres(pg.clone()),
         &MemoryProbe::None,
+        &cpu,
         result,
     )
     .await;
     pg.close().await;
     measured
+}
+
+/// The postmaster's pid of the PostgreSQL at `base` when it runs on this machine.
+///
+/// # Errors
+/// Why it cannot be found: a remote server, or a backend pid this machine cannot
+/// see (a container).
+async fn local_postgres(base: &str) -> anyhow::Result<u32> {
+    let host = pg::host_of(base)?;
+    if !cpu::is_local_host(&host) {
+        bail!("the PostgreSQL at {host} is not on this machine");
+    }
+    let backend = pg::backend_pid(base).await?;
+    cpu::postmaster_of(backend).with_context(|| {
+        format!("PostgreSQL's backend pid {backend} is not a postgres process this machine can see (a container?)")
+    })
 }
 
 /// Drops what this run's namespace created (best effort; problems are printed).
@@ -944,6 +1201,47 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn the_durable_redis_targets_and_their_program_are_options() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser as _;
+
+        let cli = Cli::try_parse_from([
+            "readstate",
+            "bench",
+            "--targets",
+            "redis-aof-always,redis-aof-everysec",
+            "--redis-server",
+            "/opt/redis/bin/redis-server",
+        ])
+        .unwrap();
+        let Some(Command::Bench(args)) = cli.command else {
+            panic!("not bench: {:?}", cli.command)
+        };
+
+        assert_eq!(
+            args.targets,
+            [BenchTarget::RedisAofAlways, BenchTarget::RedisAofEverysec]
+        );
+        assert_eq!(
+            args.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            ["redis-aof-always", "redis-aof-everysec"]
+        );
+        assert_eq!(
+            args.redis_server,
+            PathBuf::from("/opt/redis/bin/redis-server")
+        );
+        let Some(Command::Bench(default)) =
+            Cli::try_parse_from(["readstate", "bench"]).unwrap().command
+        else {
+            panic!("not bench")
+        };
+        assert_eq!(default.redis_server, PathBuf::from("redis-server"));
+        for name in ["redis-aof-always", "redis-aof-everysec"] {
+            assert!(report::TARGET_NAMES.contains(&name));
+        }
     }
 
     #[test]

@@ -110,6 +110,31 @@ async fn admin_connection(base: &str) -> anyhow::Result<PgConnection> {
         .with_context(|| format!("while connecting to PostgreSQL at {base}"))
 }
 
+/// The host of a `postgres://` URL (`localhost` when it names none).
+///
+/// # Errors
+/// A URL that does not parse.
+pub fn host_of(base: &str) -> anyhow::Result<String> {
+    let options = PgConnectOptions::from_str(base)
+        .with_context(|| format!("while parsing the PostgreSQL URL {base}"))?;
+    Ok(options.get_host().to_owned())
+}
+
+/// The pid of the backend serving a fresh connection to `base` (as the server
+/// sees it: on this machine, a child of the postmaster).
+///
+/// # Errors
+/// PostgreSQL unreachable.
+pub async fn backend_pid(base: &str) -> anyhow::Result<u32> {
+    let mut conn = admin_connection(base).await?;
+    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .context("while asking for the backend's pid")?;
+    let _ = conn.close().await;
+    u32::try_from(pid).context("a negative backend pid")
+}
+
 /// Drops database `name` if it exists and creates it empty.
 ///
 /// # Errors

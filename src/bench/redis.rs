@@ -497,13 +497,40 @@ impl RedisTarget {
     /// # Errors
     /// Redis errors, or an `INFO` answer without the figure.
     pub async fn used_memory(&self) -> anyhow::Result<u64> {
+        let info = self.info("memory").await?;
+        info_u64(&info, "used_memory").context("INFO memory has no used_memory line")
+    }
+
+    /// Redis' `used_memory_rss`: the resident set of the Redis process, allocator
+    /// fragmentation included.
+    ///
+    /// # Errors
+    /// Redis errors, or an `INFO` answer without the figure.
+    pub async fn used_memory_rss(&self) -> anyhow::Result<u64> {
+        let info = self.info("memory").await?;
+        info_u64(&info, "used_memory_rss").context("INFO memory has no used_memory_rss line")
+    }
+
+    /// The server's `process_id` and `redis_version` (`INFO server`).
+    ///
+    /// # Errors
+    /// Redis errors, or an `INFO` answer without them.
+    pub async fn server_process(&self) -> anyhow::Result<(u32, String)> {
+        let info = self.info("server").await?;
+        let pid = info_u64(&info, "process_id")
+            .and_then(|p| u32::try_from(p).ok())
+            .context("INFO server has no process_id line")?;
+        let version = info_field(&info, "redis_version").unwrap_or("unknown");
+        Ok((pid, version.to_owned()))
+    }
+
+    async fn info(&self, section: &str) -> anyhow::Result<String> {
         let mut con = self.con.clone();
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
+        redis::cmd("INFO")
+            .arg(section)
             .query_async(&mut con)
             .await
-            .context("INFO memory")?;
-        parse_used_memory(&info).context("INFO memory has no used_memory line")
+            .with_context(|| format!("INFO {section}"))
     }
 }
 
@@ -511,11 +538,17 @@ fn capped(count: u64, cap: u32) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX).min(cap)
 }
 
-/// The `used_memory:` figure of an `INFO memory` answer.
-fn parse_used_memory(info: &str) -> Option<u64> {
-    info.lines()
-        .find_map(|line| line.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
+/// The value of field `name` of an `INFO` answer (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim())
+    })
+}
+
+/// A numeric field of an `INFO` answer.
+fn info_u64(info: &str, name: &str) -> Option<u64> {
+    info_field(info, name)?.parse().ok()
 }
 
 /// Escapes the glob characters of `SCAN MATCH` so the prefix matches literally.
@@ -536,10 +569,14 @@ mod tests {
 
     #[test]
     fn used_memory_is_read_from_the_info_answer() {
-        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n";
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:4096000\r\n";
+        let server = "# Server\r\nredis_version:7.0.15\r\nprocess_id:2236\r\n";
 
-        assert_eq!(parse_used_memory(info), Some(1_048_576));
-        assert_eq!(parse_used_memory("# Memory\r\n"), None);
+        assert_eq!(info_u64(info, "used_memory"), Some(1_048_576));
+        assert_eq!(info_u64(info, "used_memory_rss"), Some(4_096_000));
+        assert_eq!(info_u64("# Memory\r\n", "used_memory"), None);
+        assert_eq!(info_u64(server, "process_id"), Some(2236));
+        assert_eq!(info_field(server, "redis_version"), Some("7.0.15"));
     }
 
     #[test]

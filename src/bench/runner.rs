@@ -26,6 +26,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
 use super::client::HttpClient;
+use super::cpu::CpuProbe;
 use super::dataset::mix_seed;
 use super::mix::OpKind;
 use super::pg::PgDirect;
@@ -152,6 +153,8 @@ pub enum MemoryProbe {
     Metrics(SocketAddr),
     /// Redis `INFO memory` `used_memory`.
     Redis(RedisTarget),
+    /// Redis `INFO memory` `used_memory_rss`.
+    RedisRss(RedisTarget),
     /// Not measured.
     None,
 }
@@ -168,6 +171,7 @@ impl MemoryProbe {
                     .map(|v| v as u64)
             }
             MemoryProbe::Redis(redis) => redis.used_memory().await.ok(),
+            MemoryProbe::RedisRss(redis) => redis.used_memory_rss().await.ok(),
             MemoryProbe::None => None,
         }
     }
@@ -227,6 +231,9 @@ pub struct PhaseOutcome {
     pub ops_per_sec: f64,
     /// The open loop's rate, if any.
     pub target_rate: Option<f64>,
+    /// The server's CPU time (user + system) from just before the workers started
+    /// until the last one finished, in µs; `None` when not measured.
+    pub server_cpu_us: Option<u64>,
     /// Latency of every operation, in microseconds.
     pub latency: Histogram<u64>,
     /// Per kind, in [`OpKind::ALL`] order.
@@ -343,6 +350,7 @@ pub async fn run_phase(
     connector: &Connector,
     workload: &Arc<Workload>,
     memory: &MemoryProbe,
+    cpu: &CpuProbe,
     live: &Live,
 ) -> anyhow::Result<PhaseOutcome> {
     let workers = spec.connections.max(1);
@@ -353,6 +361,8 @@ pub async fn run_phase(
     let recorders: Vec<Arc<Mutex<Recorder>>> = (0..workers)
         .map(|_| Arc::new(Mutex::new(Recorder::new())))
         .collect();
+    // After the clients connected, so connection set-up is not charged to the phase.
+    let cpu_before = cpu.sample_us();
     let start = Instant::now() + Duration::from_millis(20);
     let end = start + spec.duration;
     let cutoff = end + CUTOFF_GRACE;
@@ -426,6 +436,11 @@ pub async fn run_phase(
     for handle in handles {
         handle.await.context("a load worker panicked")?;
     }
+    let cpu_after = cpu.sample_us();
+    let server_cpu_us = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => after.checked_sub(before),
+        _ => None,
+    };
 
     let mut latency = new_histogram(3);
     let mut per_op: Vec<Histogram<u64>> =
@@ -450,6 +465,7 @@ pub async fn run_phase(
         errors,
         ops_per_sec: ops as f64 / seconds,
         target_rate: spec.rate,
+        server_cpu_us,
         per_op: OpKind::ALL
             .iter()
             .zip(&per_op)
@@ -499,8 +515,14 @@ fn summary_line(live: &Live, spec: &PhaseSpec, o: &PhaseOutcome) -> String {
     let rate = spec
         .rate
         .map_or(String::new(), |r| format!(" (target {r:.0}/s)"));
+    let cpu = o
+        .server_cpu_us
+        .filter(|_| o.ops > 0)
+        .map_or(String::new(), |us| {
+            format!(", server CPU {:.1} µs/op", us as f64 / o.ops as f64)
+        });
     format!(
-        "{} {}: {:.0} ops/s{rate}, {} errors, p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+        "{} {}: {:.0} ops/s{rate}{cpu}, {} errors, p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
         live.target,
         spec.name,
         o.ops_per_sec,

@@ -1,5 +1,6 @@
-//! Server processes the bench starts (`readstate serve`, `readstate bench-floor`):
-//! start with env config, wait for the `listening addr=...` log line, read the
+//! Server processes the bench starts (`readstate serve`, `readstate bench-floor`,
+//! `redis-server`): start with env config, wait for the `listening addr=...` log
+//! line (or another readiness line), read the
 //! resident set size from `/proc`, stop with SIGTERM. Also reads a gauge from a
 //! Prometheus `/metrics` page, for servers the bench did not start.
 
@@ -28,6 +29,13 @@ pub struct ServerProcess {
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
+/// Which output of a started server carries its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
 /// A `Command` for this very binary with every `READSTATE_*` and `DATABASE_URL`
 /// variable of the bench's own environment removed, so only what the bench sets
 /// configures the server.
@@ -53,22 +61,43 @@ impl ServerProcess {
     /// # Errors
     /// When the process cannot start, exits, or logs no address in time; the error
     /// carries its last log lines.
-    pub async fn start(mut cmd: Command, timeout: Duration) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+    pub async fn start(cmd: Command, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_matching(cmd, timeout, LogStream::Stderr, listening_addr).await
+    }
+
+    /// Starts `cmd` and waits (up to `timeout`) for a line of its `log` stream for
+    /// which `ready` gives the address it serves (e.g. Redis' `Ready to accept
+    /// connections` on stdout). The other stream is discarded.
+    ///
+    /// # Errors
+    /// When the process cannot start, exits, or never logs readiness in time; the
+    /// error carries its last log lines.
+    pub async fn start_matching(
+        mut cmd: Command,
+        timeout: Duration,
+        log_stream: LogStream,
+        ready: impl Fn(&str) -> Option<SocketAddr> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null());
+        match log_stream {
+            LogStream::Stderr => cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
+            LogStream::Stdout => cmd.stdout(Stdio::piped()).stderr(Stdio::null()),
+        };
         let mut child = cmd
             .spawn()
             .with_context(|| format!("while starting {:?}", cmd.get_program()))?;
-        let stderr = child.stderr.take().context("stderr is piped")?;
+        let pipe: Box<dyn std::io::Read + Send> = match log_stream {
+            LogStream::Stderr => Box::new(child.stderr.take().context("stderr is piped")?),
+            LogStream::Stdout => Box::new(child.stdout.take().context("stdout is piped")?),
+        };
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let tail = Arc::clone(&log);
         std::thread::spawn(move || {
             // Drains the pipe for the life of the process so the server never blocks
-            // on a full stderr.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
+            // on a full pipe.
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(addr) = ready(&line) {
                     let _ = tx.send(addr);
                 }
                 if let Ok(mut tail) = tail.lock() {
@@ -101,7 +130,7 @@ impl ServerProcess {
                 );
             }
             Err(_) => bail!(
-                "the server logged no `listening addr=` line within {} s; its last log lines:\n{}",
+                "the server did not log that it was ready within {} s; its last log lines:\n{}",
                 timeout.as_secs(),
                 server.recent_log()
             ),
