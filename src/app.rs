@@ -23,6 +23,7 @@ use crate::http::{HttpLimits, HttpState};
 use crate::service::{Service, ServiceLimits};
 use crate::store::postgres::PgOptions;
 use crate::store::{ChangeFeed, PgStore, SqliteStore, Store, sqlite::SqliteOptions};
+use crate::wal::WalOptions;
 
 /// A built, bound, not yet serving readstate.
 pub struct App {
@@ -45,7 +46,9 @@ pub struct App {
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let caps = caps(settings);
     let storage = &settings.storage;
-    let sync = storage.durability == Durability::Sync;
+    // With the commit log the database is written only by checkpoints, which must be
+    // durable before the log forgets what they cover: full sync then, in both modes.
+    let sync = storage.durability == Durability::Sync || storage.uses_log();
     let store: Arc<dyn Store> = if storage.is_postgres() {
         Arc::new(
             PgStore::open(&PgOptions {
@@ -145,18 +148,40 @@ impl App {
         let cache = Arc::new(Cache::new(settings.cache.max_bytes.get()));
         let tracker = TaskTracker::new();
         let writer_cancel = CancellationToken::new();
-        let committer = commit::spawn(
-            store.clone(),
-            cache.clone(),
-            CommitConfig {
-                durability: settings.storage.durability,
-                max_batch: settings.storage.max_batch,
-                flush_interval: settings.storage.flush_interval(),
-                max_unflushed: settings.storage.max_unflushed,
-            },
-            writer_cancel.clone(),
-            &tracker,
-        );
+        let commit_config = CommitConfig {
+            durability: settings.storage.durability,
+            max_batch: settings.storage.max_batch,
+            flush_interval: settings.storage.flush_interval(),
+            max_unflushed: settings.storage.max_unflushed,
+            checkpoint_interval: settings.storage.checkpoint_interval(),
+            checkpoint_writes: settings.storage.checkpoint_writes,
+        };
+        let committer = if settings.storage.uses_log() {
+            let wal = commit::recover_log(
+                store.as_ref(),
+                &settings.storage.log_dir(),
+                WalOptions {
+                    segment_bytes: settings.storage.log_segment_bytes.get(),
+                },
+            )
+            .await?;
+            commit::spawn_with_log(
+                store.clone(),
+                cache.clone(),
+                commit_config,
+                wal,
+                writer_cancel.clone(),
+                &tracker,
+            )
+        } else {
+            commit::spawn(
+                store.clone(),
+                cache.clone(),
+                commit_config,
+                writer_cancel.clone(),
+                &tracker,
+            )
+        };
         let limits = &settings.limits;
         let hub = Arc::new(crate::live::Hub::new(settings.events.clone()));
         let service = Arc::new(

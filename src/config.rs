@@ -123,6 +123,30 @@ impl fmt::Display for Durability {
     }
 }
 
+/// Where a write becomes durable (`storage.commit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    /// `log` for SQLite, `direct` for PostgreSQL.
+    #[default]
+    Auto,
+    /// An append-only commit log in `storage.log_dir`, fsynced per group; the database
+    /// is written by background checkpoints. One node only.
+    Log,
+    /// Group-committed database transactions; several nodes may share the database.
+    Direct,
+}
+
+impl fmt::Display for CommitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Log => "log",
+            Self::Direct => "direct",
+        })
+    }
+}
+
 /// `[storage]`: durable storage and the commit pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,6 +173,18 @@ pub struct StorageSettings {
     pub pool_size: u32,
     /// PostgreSQL `statement_timeout` of every session, in milliseconds.
     pub statement_timeout_ms: u64,
+    /// `log`, `direct` or `auto` (`log` for SQLite, `direct` for PostgreSQL).
+    pub commit: CommitMode,
+    /// Directory of the commit log; empty: `wal/` beside the SQLite file, or
+    /// `readstate-data/wal` for PostgreSQL.
+    pub log_dir: String,
+    /// A commit log segment is closed once it passes this size.
+    pub log_segment_bytes: ByteSize,
+    /// Longest time logged writes wait before a checkpoint writes them to the
+    /// database, in milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// A checkpoint starts early once this many logged writes wait for it.
+    pub checkpoint_writes: usize,
 }
 
 impl Default for StorageSettings {
@@ -164,6 +200,11 @@ impl Default for StorageSettings {
             sqlite_readers: 4,
             pool_size: 16,
             statement_timeout_ms: 5_000,
+            commit: CommitMode::Auto,
+            log_dir: String::new(),
+            log_segment_bytes: ByteSize::mib(64),
+            checkpoint_interval_ms: 1_000,
+            checkpoint_writes: 100_000,
         }
     }
 }
@@ -182,6 +223,38 @@ impl StorageSettings {
     /// `storage.timeout_ms` as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// `storage.checkpoint_interval_ms` as a [`Duration`].
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
+    }
+
+    /// Whether writes go through the commit log (`auto` resolved by backend).
+    pub fn uses_log(&self) -> bool {
+        match self.commit {
+            CommitMode::Log => true,
+            CommitMode::Direct => false,
+            CommitMode::Auto => !is_postgres_url(&self.url),
+        }
+    }
+
+    /// The commit log's directory (`storage.log_dir`, or its default).
+    pub fn log_dir(&self) -> PathBuf {
+        if !self.log_dir.is_empty() {
+            return PathBuf::from(&self.log_dir);
+        }
+        let sqlite_file = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or(rest));
+        match sqlite_file {
+            Some(file) if !file.is_empty() && file != ":memory:" => Path::new(file)
+                .parent()
+                .map_or_else(|| PathBuf::from("wal"), |dir| dir.join("wal")),
+            _ => PathBuf::from("readstate-data/wal"),
+        }
     }
 
     /// `storage.statement_timeout_ms` as a [`Duration`].
@@ -952,6 +1025,15 @@ impl Settings {
         positive("storage.sqlite_readers", u64::from(storage.sqlite_readers))?;
         positive("storage.pool_size", u64::from(storage.pool_size))?;
         positive("storage.statement_timeout_ms", storage.statement_timeout_ms)?;
+        positive(
+            "storage.checkpoint_interval_ms",
+            storage.checkpoint_interval_ms,
+        )?;
+        positive(
+            "storage.checkpoint_writes",
+            count(storage.checkpoint_writes),
+        )?;
+        positive("storage.log_segment_bytes", storage.log_segment_bytes.get())?;
 
         positive("cache.max_bytes", self.cache.max_bytes.get())?;
 

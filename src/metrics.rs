@@ -38,6 +38,14 @@ pub const COMMIT_DURATION: &str = "readstate_commit_duration_seconds";
 pub const COMMIT_QUEUE: &str = "readstate_commit_queue_entries";
 pub const COMMIT_BACKPRESSURE: &str = "readstate_commit_backpressure_total";
 pub const STORAGE_ERRORS: &str = "readstate_storage_errors_total";
+pub const LOG_APPENDS: &str = "readstate_log_appends_total";
+pub const LOG_APPENDED_BYTES: &str = "readstate_log_appended_bytes_total";
+pub const LOG_FSYNC: &str = "readstate_log_fsync_duration_seconds";
+pub const LOG_BYTES: &str = "readstate_log_bytes";
+pub const LOG_REPLAY: &str = "readstate_log_replay_seconds";
+pub const LOG_REPLAYED: &str = "readstate_log_replayed_records";
+pub const CHECKPOINT_DURATION: &str = "readstate_checkpoint_duration_seconds";
+pub const CHECKPOINT_WRITES: &str = "readstate_checkpoint_writes";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
 pub const EVENT_SUBSCRIBERS: &str = "readstate_events_subscribers";
@@ -53,7 +61,7 @@ pub const UPTIME: &str = "readstate_uptime_seconds";
 pub const BUILD_INFO: &str = "readstate_build_info";
 
 /// The `operation` labels of [`STORAGE_ERRORS`] (exported at 0 from start-up).
-pub const STORAGE_OPERATIONS: &[&str] = &["load", "commit"];
+pub const STORAGE_OPERATIONS: &[&str] = &["load", "commit", "log", "checkpoint"];
 /// The `kind` labels of [`CACHE_LOADS`].
 pub const CACHE_LOAD_KINDS: &[&str] = &["user", "channel"];
 /// The `kind` labels of [`CACHE_INVALIDATIONS`].
@@ -87,6 +95,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
                         Matcher::Prefix("readstate_commit_batch".into()),
                         SIZE_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(CHECKPOINT_WRITES.into()), SIZE_BUCKETS)
                 })
                 .map_err(|e| e.to_string())?;
             let handle = builder.install_recorder().map_err(|e| e.to_string())?;
@@ -148,6 +159,43 @@ fn describe() {
     );
     describe_gauge!(COMMIT_QUEUE, "Entries waiting for the commit writer");
     describe_counter!(
+        LOG_APPENDS,
+        "Commit log groups appended and fdatasync'ed (one per group commit)"
+    );
+    describe_counter!(
+        LOG_APPENDED_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes appended to the commit log"
+    );
+    describe_histogram!(
+        LOG_FSYNC,
+        metrics::Unit::Seconds,
+        "Commit log write plus fdatasync latency per group"
+    );
+    describe_gauge!(
+        LOG_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of commit log segments on disk"
+    );
+    describe_gauge!(
+        LOG_REPLAY,
+        metrics::Unit::Seconds,
+        "Time the last start spent replaying the commit log into the database"
+    );
+    describe_gauge!(
+        LOG_REPLAYED,
+        "Commit log records replayed at the last start"
+    );
+    describe_histogram!(
+        CHECKPOINT_DURATION,
+        metrics::Unit::Seconds,
+        "Checkpoint latency (one database transaction of merged logged writes)"
+    );
+    describe_histogram!(
+        CHECKPOINT_WRITES,
+        "Logged writes per checkpoint (rows are merged: each written once)"
+    );
+    describe_counter!(
         COMMIT_BACKPRESSURE,
         "Writes refused because the commit queue was full"
     );
@@ -205,6 +253,8 @@ fn export_at_zero() {
         COMMIT_BACKPRESSURE,
         EVENTS_SENT,
         EVENT_RESYNCS,
+        LOG_APPENDS,
+        LOG_APPENDED_BYTES,
     ] {
         counter!(name).increment(0);
     }
@@ -234,11 +284,21 @@ fn export_at_zero() {
         NATS_PENDING,
         NATS_ACK_PENDING,
         UPTIME,
+        LOG_BYTES,
+        LOG_REPLAY,
+        LOG_REPLAYED,
     ] {
         gauge!(name).increment(0.0);
     }
     // A registered histogram is rendered (all buckets 0) before its first sample.
-    for name in [COMMIT_BATCH_ENTRIES, COMMIT_BATCH_WRITES, COMMIT_DURATION] {
+    for name in [
+        COMMIT_BATCH_ENTRIES,
+        COMMIT_BATCH_WRITES,
+        COMMIT_DURATION,
+        LOG_FSYNC,
+        CHECKPOINT_DURATION,
+        CHECKPOINT_WRITES,
+    ] {
         let _ = histogram!(name);
     }
 }
@@ -268,6 +328,32 @@ pub fn commit_done(entries: usize, writes: usize, took: Duration) {
     histogram!(COMMIT_BATCH_ENTRIES).record(entries as f64);
     histogram!(COMMIT_BATCH_WRITES).record(writes as f64);
     histogram!(COMMIT_DURATION).record(took.as_secs_f64());
+}
+
+/// A commit log group was appended and fdatasync'ed (`bytes` appended, `took` for
+/// the write and the sync); `on_disk` is the log's size now.
+pub fn log_synced(bytes: u64, took: Duration, on_disk: u64) {
+    counter!(LOG_APPENDS).increment(1);
+    counter!(LOG_APPENDED_BYTES).increment(bytes);
+    histogram!(LOG_FSYNC).record(took.as_secs_f64());
+    gauge!(LOG_BYTES).set(on_disk as f64);
+}
+
+/// The commit log's size on disk changed (a checkpoint deleted segments).
+pub fn log_on_disk(bytes: u64) {
+    gauge!(LOG_BYTES).set(bytes as f64);
+}
+
+/// A checkpoint wrote `writes` logged writes to the database in `took`.
+pub fn checkpoint_done(writes: usize, took: Duration) {
+    histogram!(CHECKPOINT_WRITES).record(writes as f64);
+    histogram!(CHECKPOINT_DURATION).record(took.as_secs_f64());
+}
+
+/// Start-up replayed `records` commit log records into the database in `took`.
+pub fn log_replayed(records: usize, took: Duration) {
+    gauge!(LOG_REPLAYED).set(records as f64);
+    gauge!(LOG_REPLAY).set(took.as_secs_f64());
 }
 
 /// A storage operation failed (the caller logs it).

@@ -364,6 +364,7 @@ impl Service {
                                     deleted,
                                 }],
                                 reply: None,
+                                ..Entry::default()
                             });
                         }
                     })
@@ -418,6 +419,7 @@ impl Service {
                                 keys: vec![Key::User(user)],
                                 writes,
                                 reply: None,
+                                ..Entry::default()
                             });
                         }
                     })
@@ -469,6 +471,7 @@ impl Service {
             keys,
             writes: vec![Write::DeleteChannel { channel }],
             reply: None,
+            ..Entry::default()
         });
         Ok(())
     }
@@ -775,6 +778,14 @@ impl Service {
                 "limit",
                 format!("must be between 1 and {}", self.limits.max_page),
             ));
+        }
+        // Receipts come from the database: in sync mode they show every acknowledged
+        // write, so with the commit log the logged ones are checkpointed first.
+        if self.committer.durability() == Durability::Sync
+            && self.committer.database_lags()
+            && self.committer.unflushed() > 0
+        {
+            self.committer.flush().await?;
         }
         let ids = self
             .store

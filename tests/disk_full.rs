@@ -4,7 +4,9 @@
 //! While full, writes answer 503 + `Retry-After` and `/readyz` 503; once freed,
 //! everything recovers by itself; after `kill -9` (or SIGTERM) and a restart, every
 //! ack that was answered 200 is there. Always SQLite, whatever
-//! `READSTATE_TEST_STORAGE` says (a PostgreSQL server's disk is not ours to fill).
+//! `READSTATE_TEST_STORAGE` says (a PostgreSQL server's disk is not ours to fill), in
+//! both commit modes: the commit log (the default on SQLite; the log and the database
+//! share the disk) and `direct` (every group a SQLite transaction).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -23,7 +25,14 @@ const FULL_FOR: Duration = Duration::from_millis(2500);
 
 /// Requests waiting on a stalled commit give up after this, so the full phase shows
 /// answers (503 + `Retry-After`) instead of requests still pending.
-const ENV: [(&str, &str); 1] = [("READSTATE_STORAGE__COMMIT_TIMEOUT_MS", "500")];
+const LOG: [(&str, &str); 2] = [
+    ("READSTATE_STORAGE__COMMIT_TIMEOUT_MS", "500"),
+    ("READSTATE_STORAGE__COMMIT", "log"),
+];
+const DIRECT: [(&str, &str); 2] = [
+    ("READSTATE_STORAGE__COMMIT_TIMEOUT_MS", "500"),
+    ("READSTATE_STORAGE__COMMIT", "direct"),
+];
 
 enum Stop {
     Kill9,
@@ -32,19 +41,29 @@ enum Stop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_answers_503_recovers_and_loses_no_acknowledged_write_across_kill_9() {
-    full_disk_scenario(Stop::Kill9).await;
+    full_disk_scenario(Stop::Kill9, &LOG).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_answers_503_recovers_and_loses_no_acknowledged_write_across_sigterm() {
-    full_disk_scenario(Stop::Sigterm).await;
+    full_disk_scenario(Stop::Sigterm, &LOG).await;
 }
 
-async fn full_disk_scenario(stop: Stop) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_commits_a_full_disk_answers_503_recovers_and_loses_nothing_across_kill_9() {
+    full_disk_scenario(Stop::Kill9, &DIRECT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_commits_a_full_disk_answers_503_recovers_and_loses_nothing_across_sigterm() {
+    full_disk_scenario(Stop::Sigterm, &DIRECT).await;
+}
+
+async fn full_disk_scenario(stop: Stop, env: &[(&str, &str)]) {
     // Declared first, so dropped last: the servers are gone before the unmount.
     let disk = Tmpfs::mount(TMPFS_SIZE);
     let url = format!("sqlite://{}", disk.path().join("readstate.db").display());
-    let mut server = start(&url, &ENV);
+    let mut server = start(&url, env);
     let writers = Writers::spawn_fresh_keys(&server.addr, 8, u64::MAX);
     let readyz = ReadyzProbe::spawn(&server.addr);
     writers.wait_for_more_ok(300, Duration::from_secs(20)).await;

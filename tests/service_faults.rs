@@ -93,6 +93,8 @@ async fn service(storage: &TestStorage) -> (Service, Arc<FaultyStore>, Cancellat
             max_batch: 64,
             flush_interval: Duration::from_millis(5),
             max_unflushed: 1_000,
+            checkpoint_interval: Duration::from_millis(50),
+            checkpoint_writes: 1_000,
         },
         cancel.clone(),
         &TaskTracker::new(),

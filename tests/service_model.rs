@@ -4,7 +4,9 @@
 //! give exactly the model's read states — live, and again after a restart on the
 //! same database with an empty cache (so storage's merges, trims and floors are
 //! checked too). On the storage `READSTATE_TEST_STORAGE` picks: a fresh SQLite file
-//! or PostgreSQL database per case.
+//! or PostgreSQL database per case, in both commit modes: `direct` (every batch a
+//! database transaction) and `log` (the commit log, with checkpoints small and often
+//! enough that several happen per case; the restart replays the log).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -19,6 +21,7 @@ use readstate::config::Durability;
 use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
 use readstate::service::{Service, ServiceLimits};
 use readstate::store::Store;
+use readstate::wal::WalOptions;
 use support::TestStorage;
 use support::store::open_store;
 use tokio_util::sync::CancellationToken;
@@ -38,23 +41,49 @@ struct Running {
     tracker: TaskTracker,
 }
 
-async fn start(storage: &TestStorage, durability: Durability, cache_bytes: u64) -> Running {
+async fn start(
+    storage: &TestStorage,
+    durability: Durability,
+    cache_bytes: u64,
+    log: Option<&std::path::Path>,
+) -> Running {
     let store = open_store(storage, CAPS).await;
     let cache = Arc::new(Cache::new(cache_bytes));
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let committer = commit::spawn(
-        store.clone(),
-        cache.clone(),
-        CommitConfig {
-            durability,
-            max_batch: 64,
-            flush_interval: Duration::from_millis(5),
-            max_unflushed: 10_000,
-        },
-        cancel.clone(),
-        &tracker,
-    );
+    let config = CommitConfig {
+        durability,
+        max_batch: 64,
+        flush_interval: Duration::from_millis(5),
+        max_unflushed: 10_000,
+        checkpoint_interval: Duration::from_millis(3),
+        checkpoint_writes: 20,
+    };
+    let committer = match log {
+        None => commit::spawn(
+            store.clone(),
+            cache.clone(),
+            config,
+            cancel.clone(),
+            &tracker,
+        ),
+        Some(dir) => {
+            let options = WalOptions {
+                segment_bytes: 4096,
+            };
+            let wal = commit::recover_log(store.as_ref(), dir, options)
+                .await
+                .unwrap();
+            commit::spawn_with_log(
+                store.clone(),
+                cache.clone(),
+                config,
+                wal,
+                cancel.clone(),
+                &tracker,
+            )
+        }
+    };
     let limits = ServiceLimits {
         max_mentions: 10,
         max_batch_ops: 100,
@@ -145,7 +174,18 @@ async fn check_storage(store: &dyn Store, model: &Model) -> Result<(), TestCaseE
     Ok(())
 }
 
-fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<(), TestCaseError> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Direct,
+    Log,
+}
+
+fn run_case(
+    ops: Vec<Op>,
+    durability: Durability,
+    cache_bytes: u64,
+    mode: Mode,
+) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -153,8 +193,10 @@ fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<()
         .unwrap();
     rt.block_on(async {
         let storage = TestStorage::from_env();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = (mode == Mode::Log).then(|| log_dir.path());
         let mut model = Model::new(CAPS);
-        let running = start(&storage, durability, cache_bytes).await;
+        let running = start(&storage, durability, cache_bytes, log).await;
         for op in &ops {
             running.service.execute(op).await.unwrap();
             // The service stamps mark unread with the clock; only the order of epochs
@@ -163,7 +205,7 @@ fn run_case(ops: Vec<Op>, durability: Durability, cache_bytes: u64) -> Result<()
         }
         check(&running.service, &model).await?;
         running.stop().await;
-        let restarted = start(&storage, durability, cache_bytes).await;
+        let restarted = start(&storage, durability, cache_bytes, log).await;
         check_storage(restarted.service.store().as_ref(), &model).await?;
         check(&restarted.service, &model).await?;
         restarted.stop().await;
@@ -176,12 +218,23 @@ proptest! {
 
     #[test]
     fn the_service_gives_the_model_states_live_and_after_a_restart(ops in proptest::collection::vec(op(), 1..100)) {
-        run_case(ops, Durability::Sync, 64 << 20)?;
+        run_case(ops, Durability::Sync, 64 << 20, Mode::Direct)?;
     }
 
     #[test]
     fn a_tiny_cache_that_evicts_constantly_still_gives_the_model_states(ops in proptest::collection::vec(op(), 1..100)) {
         // 64 shards x 160 bytes: hardly more than one entry per shard fits.
-        run_case(ops, Durability::Async, 64 * 160)?;
+        run_case(ops, Durability::Async, 64 * 160, Mode::Direct)?;
+    }
+
+    #[test]
+    fn with_the_commit_log_the_service_gives_the_model_states_live_and_after_a_restart(ops in proptest::collection::vec(op(), 1..100)) {
+        run_case(ops, Durability::Sync, 64 << 20, Mode::Log)?;
+    }
+
+    #[test]
+    fn with_the_commit_log_a_tiny_cache_still_gives_the_model_states(ops in proptest::collection::vec(op(), 1..100)) {
+        // Evicted entries reload from the database: only checkpointed ones may go.
+        run_case(ops, Durability::Async, 64 * 160, Mode::Log)?;
     }
 }

@@ -243,6 +243,13 @@ impl Shard {
         }
     }
 
+    /// Evicts clean entries until the shard is within budget again: called when
+    /// entries become clean (their writes reached the database), which is when the
+    /// budget slack that dirty entries took can be given back.
+    pub fn trim(&mut self) {
+        self.enforce_budget(None, None);
+    }
+
     /// Evictions so far in this shard.
     pub fn evictions(&self) -> u64 {
         self.evictions

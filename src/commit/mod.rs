@@ -20,9 +20,25 @@
 //! - **Shutdown.** On cancellation the queue is closed, everything in it is committed,
 //!   then the task ends. **kill -9** loses only what was queued and not committed, which
 //!   in `sync` mode no caller was told had succeeded.
+//!
+//! **Two ways to make a batch durable** (`storage.commit`):
+//!
+//! - `direct`: the batch is one database transaction (above).
+//! - `log`: the batch is one record appended to the commit log ([`crate::wal`]) with
+//!   one write and one fdatasync; waiters are answered then. The logged writes go on
+//!   to the [checkpointer](Checkpointer), which merges everything logged since its
+//!   last checkpoint and writes it to the database in one transaction every
+//!   `storage.checkpoint_interval_ms` (or once `storage.checkpoint_writes` wait),
+//!   then records the log position it covers, which deletes older segments. Cache
+//!   entries stay dirty (unevictable) until checkpointed, so a cache miss never reads
+//!   a database that lacks a logged write; `storage.max_unflushed` bounds the
+//!   entries between the queue and the checkpoint (503 beyond it). A failed log sync
+//!   answers its waiters 503 and fails closed until the kept records are rewritten
+//!   into a new segment (see [`crate::wal::Wal::repair`]); a failed checkpoint is
+//!   retried with backoff while the log goes on. Appends never wait for a checkpoint.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +47,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::config::Durability;
 use crate::metrics as m;
-use crate::store::{Store, StoreError, Write};
+use crate::store::{Store, Write};
+use crate::wal::{Position, Wal, WalError, WalOptions};
 
 /// Which cache entry a queued write keeps dirty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +60,24 @@ pub enum Key {
 /// The reply a waiter gets.
 pub type Reply = Result<(), CommitError>;
 
+/// When an entry's waiter is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Until {
+    /// Once everything queued before it is durable (committed, or in the fsynced log).
+    #[default]
+    Durable,
+    /// Once everything queued before it is in the database (with the commit log: once
+    /// checkpointed), for reads that go to the database.
+    Stored,
+}
+
 /// One queued unit: writes for some entities, and maybe a waiter.
 #[derive(Debug, Default)]
 pub struct Entry {
     pub keys: Vec<Key>,
     pub writes: Vec<Write>,
     pub reply: Option<oneshot::Sender<Reply>>,
+    pub until: Until,
 }
 
 /// Why a write was not (known to be) committed.
@@ -72,22 +101,43 @@ pub struct CommitConfig {
     pub max_batch: usize,
     pub flush_interval: Duration,
     pub max_unflushed: usize,
+    /// Commit log only: longest wait of a logged write for its checkpoint.
+    pub checkpoint_interval: Duration,
+    /// Commit log only: a checkpoint starts early once this many writes wait.
+    pub checkpoint_writes: usize,
+}
+
+/// Readiness: the last log sync (or direct commit) and the last checkpoint succeeded.
+#[derive(Debug)]
+struct Health {
+    commit: AtomicBool,
+    checkpoint: AtomicBool,
 }
 
 /// The sending side, cloned into every request handler.
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Entry>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
     durability: Durability,
-    /// Channel deletes queued and not yet committed (incremented by the service
-    /// before it queues one, decremented by the writer after the commit).
+    /// Channel deletes queued and not yet in the database (incremented by the service
+    /// before it queues one, decremented after the commit or checkpoint).
     deletes: Arc<AtomicU64>,
+    /// Entries reserved and not yet in the database (the `storage.max_unflushed`
+    /// bound); with the commit log this spans the queue, the log and the checkpoint.
+    unflushed: Arc<AtomicUsize>,
+    max_unflushed: usize,
+    /// Whether the commit log is the durability point (the database lags it by up to
+    /// a checkpoint).
+    logged: bool,
 }
 
 /// Reserved queue capacity; sending through it cannot fail for lack of room.
 pub struct Reserved<'a> {
     permits: mpsc::PermitIterator<'a, Entry>,
+    unflushed: &'a AtomicUsize,
+    /// Reserved and not sent: given back on drop.
+    unused: usize,
 }
 
 impl Reserved<'_> {
@@ -96,6 +146,7 @@ impl Reserved<'_> {
         match self.permits.next() {
             Some(permit) => {
                 permit.send(entry);
+                self.unused = self.unused.saturating_sub(1);
                 true
             }
             None => false,
@@ -103,14 +154,29 @@ impl Reserved<'_> {
     }
 
     /// Queues a waiter behind everything queued so far; it is answered once all of it
-    /// is durable.
-    pub fn barrier(&mut self) -> Option<oneshot::Receiver<Reply>> {
+    /// is durable (`Until::Durable`) or in the database (`Until::Stored`).
+    pub fn barrier_until(&mut self, until: Until) -> Option<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
         self.send(Entry {
             reply: Some(tx),
+            until,
             ..Entry::default()
         })
         .then_some(rx)
+    }
+
+    /// Queues a waiter behind everything queued so far; it is answered once all of it
+    /// is durable.
+    pub fn barrier(&mut self) -> Option<oneshot::Receiver<Reply>> {
+        self.barrier_until(Until::Durable)
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.unused > 0 {
+            self.unflushed.fetch_sub(self.unused, Ordering::SeqCst);
+        }
     }
 }
 
@@ -121,22 +187,43 @@ impl Committer {
     /// [`CommitError::QueueFull`] when the queue cannot take them now,
     /// [`CommitError::Stopped`] after shutdown.
     pub fn reserve(&self, n: usize) -> Result<Reserved<'_>, CommitError> {
-        match self.tx.try_reserve_many(n.max(1)) {
-            Ok(permits) => Ok(Reserved { permits }),
+        let n = n.max(1);
+        let before = self.unflushed.fetch_add(n, Ordering::SeqCst);
+        if before + n > self.max_unflushed {
+            self.unflushed.fetch_sub(n, Ordering::SeqCst);
+            m::backpressure();
+            return Err(CommitError::QueueFull);
+        }
+        match self.tx.try_reserve_many(n) {
+            Ok(permits) => Ok(Reserved {
+                permits,
+                unflushed: &self.unflushed,
+                unused: n,
+            }),
             Err(mpsc::error::TrySendError::Full(())) => {
+                self.unflushed.fetch_sub(n, Ordering::SeqCst);
                 m::backpressure();
                 Err(CommitError::QueueFull)
             }
-            Err(mpsc::error::TrySendError::Closed(())) => Err(CommitError::Stopped),
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                self.unflushed.fetch_sub(n, Ordering::SeqCst);
+                Err(CommitError::Stopped)
+            }
         }
     }
 
-    /// Waits until everything queued before this call is durable.
+    /// Waits until everything queued before this call is in the database (with the
+    /// commit log: checkpointed), e.g. before a load that must see a delete.
     ///
     /// # Errors
     /// As [`Committer::reserve`], or [`CommitError::Failed`] when the commit failed.
     pub async fn flush(&self) -> Result<(), CommitError> {
-        self.barrier()?.wait().await
+        let mut reserved = self.reserve(1)?;
+        let rx = reserved
+            .barrier_until(Until::Stored)
+            .ok_or(CommitError::Stopped)?;
+        drop(reserved);
+        Barrier(rx).wait().await
     }
 
     /// A barrier behind everything queued so far, to wait on later (pipelining: the
@@ -149,9 +236,20 @@ impl Committer {
         reserved.barrier().map(Barrier).ok_or(CommitError::Stopped)
     }
 
-    /// Whether the last commit succeeded (readiness).
+    /// Whether the last commit (log sync) and the last checkpoint succeeded (readiness).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.health.commit.load(Ordering::Relaxed) && self.health.checkpoint.load(Ordering::Relaxed)
+    }
+
+    /// Entries reserved and not yet in the database.
+    pub fn unflushed(&self) -> usize {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// Whether acknowledged writes may not be in the database yet (the commit log is
+    /// the durability point and checkpoints write the database later).
+    pub fn database_lags(&self) -> bool {
+        self.logged
     }
 
     /// Counts a channel delete about to be queued.
@@ -191,7 +289,71 @@ impl Barrier {
     }
 }
 
-/// Starts the commit task on `tracker`; it ends after `cancel` once the queue is drained.
+/// Writes replayed per database transaction at start.
+const REPLAY_CHUNK: usize = 100_000;
+
+/// Opens the commit log, writes every record after its last checkpoint into the
+/// database (merges are idempotent, so records the database already holds are
+/// harmless), and records that checkpoint; a torn tail is truncated with a warning,
+/// corruption before it stops start-up naming the file and offset.
+///
+/// # Errors
+/// The log cannot be read or is corrupt, or the database refuses the replay.
+pub async fn recover_log(
+    store: &dyn Store,
+    dir: &std::path::Path,
+    options: WalOptions,
+) -> anyhow::Result<Wal> {
+    use anyhow::Context as _;
+    let dir = dir.to_path_buf();
+    let started = Instant::now();
+    let open_dir = dir.clone();
+    let (mut wal, records, report) =
+        tokio::task::spawn_blocking(move || Wal::open_dir(&open_dir, options))
+            .await
+            .context("while opening the commit log")?
+            .with_context(|| format!("while opening the commit log in {}", dir.display()))?;
+    let mut end = None;
+    let mut chunk: Vec<crate::store::Write> = Vec::new();
+    for record in &records {
+        chunk.extend_from_slice(&record.writes);
+        end = Some(record.end);
+        if chunk.len() >= REPLAY_CHUNK {
+            store
+                .commit(&chunk)
+                .await
+                .context("while replaying the commit log into the database")?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        store
+            .commit(&chunk)
+            .await
+            .context("while replaying the commit log into the database")?;
+    }
+    if let Some(end) = end {
+        wal = tokio::task::spawn_blocking(move || wal.checkpointed(end).map(|_| wal))
+            .await
+            .context("while recording the replay in the commit log")?
+            .context("while recording the replay in the commit log")?;
+    }
+    let took = started.elapsed();
+    crate::metrics::log_replayed(records.len(), took);
+    crate::metrics::log_on_disk(wal.bytes_on_disk());
+    tracing::info!(
+        dir = %dir.display(),
+        records = report.records,
+        writes = report.writes,
+        bytes = report.bytes,
+        took_ms = took.as_millis() as u64,
+        "commit log replayed"
+    );
+    Ok(wal)
+}
+
+/// Starts the commit task on `tracker` (`direct` mode: every batch is a database
+/// transaction); it ends after `cancel` once the queue is drained.
 pub fn spawn(
     store: Arc<dyn Store>,
     cache: Arc<Cache>,
@@ -199,31 +361,156 @@ pub fn spawn(
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Committer {
+    start(store, cache, config, None, cancel, tracker)
+}
+
+/// Starts the commit task with the commit log `wal` (already opened and recovered)
+/// as the durability point, and its checkpointer, on `tracker`; both end after
+/// `cancel` once everything queued is logged and checkpointed.
+pub fn spawn_with_log(
+    store: Arc<dyn Store>,
+    cache: Arc<Cache>,
+    config: CommitConfig,
+    wal: Wal,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Committer {
+    start(store, cache, config, Some(wal), cancel, tracker)
+}
+
+fn start(
+    store: Arc<dyn Store>,
+    cache: Arc<Cache>,
+    config: CommitConfig,
+    wal: Option<Wal>,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Committer {
     let (tx, rx) = mpsc::channel(config.max_unflushed.max(1));
-    let healthy = Arc::new(AtomicBool::new(true));
+    let health = Arc::new(Health {
+        commit: AtomicBool::new(true),
+        checkpoint: AtomicBool::new(true),
+    });
     let deletes = Arc::new(AtomicU64::new(0));
+    let unflushed = Arc::new(AtomicUsize::new(0));
+    let release = Release {
+        cache,
+        deletes: deletes.clone(),
+        unflushed: unflushed.clone(),
+    };
+    let logged = wal.is_some();
+    let sink = match wal {
+        None => Sink::Direct,
+        Some(wal) => {
+            let wal = Arc::new(parking_lot::Mutex::new(wal));
+            let (logged_tx, logged_rx) = mpsc::unbounded_channel();
+            let checkpointer = Checkpointer {
+                store: store.clone(),
+                wal: wal.clone(),
+                release: release.clone(),
+                health: health.clone(),
+                interval: config.checkpoint_interval,
+                max_writes: config.checkpoint_writes.max(1),
+            };
+            tracker.spawn(checkpointer.run(logged_rx));
+            Sink::Log {
+                wal,
+                checkpoint: logged_tx,
+            }
+        }
+    };
     let writer = Writer {
         store,
-        cache,
         config,
-        healthy: healthy.clone(),
-        deletes: deletes.clone(),
+        health: health.clone(),
+        release,
+        sink,
     };
-    tracker.spawn(writer.run(rx, cancel));
+    let lanes = writer.store.commit_concurrency();
+    if matches!(writer.sink, Sink::Direct) && lanes > 1 {
+        tracker.spawn(writer.run_concurrent(rx, cancel, lanes));
+    } else {
+        tracker.spawn(writer.run(rx, cancel));
+    }
     Committer {
         tx,
-        healthy,
+        health,
         durability: config.durability,
         deletes,
+        unflushed,
+        max_unflushed: config.max_unflushed.max(1),
+        logged,
     }
+}
+
+/// What makes a batch durable.
+enum Sink {
+    /// One database transaction per batch.
+    Direct,
+    /// One commit log record per batch; the checkpointer writes the database.
+    Log {
+        wal: Arc<parking_lot::Mutex<Wal>>,
+        checkpoint: mpsc::UnboundedSender<Logged>,
+    },
+}
+
+/// Ends what a committed (or checkpointed) batch held: cache entries become clean,
+/// channel deletes stop holding up loads, the unflushed bound gets room back.
+#[derive(Clone)]
+struct Release {
+    cache: Arc<Cache>,
+    deletes: Arc<AtomicU64>,
+    unflushed: Arc<AtomicUsize>,
+}
+
+impl Release {
+    fn keys(&self, keys: &[Key]) {
+        for key in keys {
+            match *key {
+                Key::User(user) => {
+                    let mut shard = self.cache.lock(self.cache.user_shard(user));
+                    shard.users.done_pending(user);
+                    shard.trim();
+                }
+                Key::Channel(channel) => {
+                    let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+                    shard.channels.done_pending(channel);
+                    shard.trim();
+                }
+            }
+        }
+    }
+
+    fn stored(&self, writes: &[Write], entries: usize) {
+        let deletes = writes
+            .iter()
+            .filter(|w| matches!(w, Write::DeleteChannel { .. }))
+            .count() as u64;
+        if deletes > 0 {
+            self.deletes.fetch_sub(deletes, Ordering::SeqCst);
+        }
+        self.unflushed.fetch_sub(entries, Ordering::SeqCst);
+    }
+}
+
+/// A batch in the fsynced log, on its way to the database.
+struct Logged {
+    keys: Vec<Key>,
+    writes: Vec<Write>,
+    /// Entries of the batch (for the unflushed bound).
+    entries: usize,
+    /// Waiters for the database (`Until::Stored`).
+    stored: Vec<oneshot::Sender<Reply>>,
+    /// The log position after the batch's record.
+    end: Position,
 }
 
 struct Writer {
     store: Arc<dyn Store>,
-    cache: Arc<Cache>,
     config: CommitConfig,
-    healthy: Arc<AtomicBool>,
-    deletes: Arc<AtomicU64>,
+    health: Arc<Health>,
+    release: Release,
+    sink: Sink,
 }
 
 impl Writer {
@@ -243,9 +530,89 @@ impl Writer {
             let Some(first) = first else { break };
             batch.push(first);
             self.fill(&mut rx, &mut batch, closing, &cancel).await;
-            self.commit(&mut batch).await;
+            match &self.sink {
+                Sink::Direct => self.commit(&mut batch).await,
+                Sink::Log { wal, checkpoint } => self.log(wal, checkpoint, &mut batch).await,
+            }
         }
         tracing::info!("commit writer drained and stopped");
+    }
+
+    /// `direct` with several commit transactions at once (PostgreSQL): a batch of
+    /// merges is committed on its own task while the next batch forms, up to `lanes`
+    /// at a time; waiters are answered in queue order (a barrier still means
+    /// "everything before me"), and a batch with a removal waits for every earlier one
+    /// and runs alone.
+    async fn run_concurrent(
+        self,
+        mut rx: mpsc::Receiver<Entry>,
+        cancel: CancellationToken,
+        lanes: usize,
+    ) {
+        let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        let mut closing = false;
+        loop {
+            let first = tokio::select! {
+                entry = rx.recv() => entry,
+                done = async { (&mut in_flight[0]).await }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
+                    self.finish(done);
+                    continue;
+                }
+                () = cancel.cancelled(), if !closing => {
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = Vec::with_capacity(self.config.max_batch);
+            batch.push(first);
+            self.fill(&mut rx, &mut batch, closing, &cancel).await;
+            let removal = batch.iter().any(|e| {
+                e.writes
+                    .iter()
+                    .any(|w| matches!(w, Write::Leave { .. } | Write::DeleteChannel { .. }))
+            });
+            if removal {
+                // Orders against everything before and after it.
+                while let Some(earlier) = in_flight.pop_front() {
+                    self.finish(earlier.await);
+                }
+                self.commit(&mut batch).await;
+                continue;
+            }
+            if in_flight.len() >= lanes
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                self.finish(oldest.await);
+            }
+            let store = self.store.clone();
+            let health = self.health.clone();
+            in_flight.push_back(tokio::spawn(commit_batch(store, health, batch)));
+        }
+        while let Some(earlier) = in_flight.pop_front() {
+            self.finish(earlier.await);
+        }
+        tracing::info!("commit writer drained and stopped");
+    }
+
+    /// Ends a batch committed on its own task: cache entries clean, waiters answered.
+    fn finish(&self, done: Result<(Vec<Entry>, Vec<Write>), tokio::task::JoinError>) {
+        match done {
+            Ok((entries, writes)) => {
+                self.release.stored(&writes, entries.len());
+                for entry in entries {
+                    self.release.keys(&entry.keys);
+                    if let Some(reply) = entry.reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            // Only a panic gets here (tests; release builds abort): its waiters see
+            // the writer as stopped.
+            Err(e) => tracing::error!(error = %e, "a commit task failed"),
+        }
     }
 
     async fn fill(
@@ -277,81 +644,303 @@ impl Writer {
         }
     }
 
+    /// `direct`: the batch is one database transaction, retried until it lands.
     async fn commit(&self, batch: &mut Vec<Entry>) {
+        let taken = std::mem::take(batch);
+        let done = commit_batch(self.store.clone(), self.health.clone(), taken).await;
+        self.finish(Ok(done));
+    }
+
+    /// `log`: the batch is one record in the commit log, appended and fsynced (or,
+    /// after a failed sync, rewritten into a new segment) until it is durable; then
+    /// its durable waiters are answered and it goes on to the checkpointer.
+    async fn log(
+        &self,
+        wal: &Arc<parking_lot::Mutex<Wal>>,
+        checkpoint: &mpsc::UnboundedSender<Logged>,
+        batch: &mut Vec<Entry>,
+    ) {
         let writes: Vec<Write> = batch
             .iter()
             .flat_map(|e| e.writes.iter().copied())
             .collect();
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0u32;
-        loop {
+        let mut appended = false;
+        let end = loop {
             let started = Instant::now();
-            let result = if writes.is_empty() {
-                Ok(())
-            } else {
-                self.store.commit(&writes).await
+            let wal = wal.clone();
+            let records = writes.clone();
+            let first = !appended;
+            appended = true;
+            // File I/O and fdatasync block: off the async workers.
+            let result = tokio::task::spawn_blocking(move || {
+                let mut wal = wal.lock();
+                let before = wal.durable_end();
+                if first {
+                    if !records.is_empty() {
+                        wal.append(&records)?;
+                    }
+                    wal.sync()?;
+                } else {
+                    // The record is kept by the log since the failed sync: rewrite it.
+                    wal.repair()?;
+                }
+                Ok::<_, WalError>((before, wal.durable_end(), wal.bytes_on_disk()))
+            })
+            .await;
+            let result = match result {
+                Ok(result) => result,
+                Err(join) => Err(WalError::Io(std::io::Error::other(join.to_string()))),
             };
             match result {
-                Ok(()) => {
+                Ok((before, end, on_disk)) => {
+                    m::log_synced(log_bytes(before, end), started.elapsed(), on_disk);
                     if !writes.is_empty() {
+                        // The group commit figures: in log mode a commit is a record.
                         m::commit_done(batch.len(), writes.len(), started.elapsed());
                     }
                     if failures > 0 {
-                        tracing::info!(failures, "storage commit succeeded again");
+                        tracing::info!(failures, "commit log writes again");
                     }
-                    self.healthy.store(true, Ordering::Relaxed);
+                    self.health.commit.store(true, Ordering::Relaxed);
+                    break end;
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.health.commit.store(false, Ordering::Relaxed);
+                    m::storage_error("log");
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(error = %crate::error_chain(&e), failures, "commit log sync failed; failed closed until its unsynced records are rewritten");
+                    }
+                    answer_failed(batch);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        let mut keys = Vec::new();
+        let mut stored = Vec::new();
+        let entries = batch.len();
+        for entry in batch.drain(..) {
+            keys.extend_from_slice(&entry.keys);
+            if let Some(reply) = entry.reply {
+                match entry.until {
+                    Until::Durable => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Until::Stored => stored.push(reply),
+                }
+            }
+        }
+        let logged = Logged {
+            keys,
+            writes,
+            entries,
+            stored,
+            end,
+        };
+        if let Err(mpsc::error::SendError(logged)) = checkpoint.send(logged) {
+            // The checkpointer ends only after this writer: unreachable in practice.
+            // The writes are in the log and are replayed at the next start.
+            tracing::error!("checkpointer gone; logged writes wait for the next start");
+            for reply in logged.stored {
+                let _ = reply.send(Err(CommitError::Stopped));
+            }
+        }
+    }
+}
+
+/// A batch being committed on its own task.
+type InFlight = tokio::task::JoinHandle<(Vec<Entry>, Vec<Write>)>;
+
+/// Commits `batch` in one database transaction, retrying with backoff until it lands;
+/// a failure answers the batch's waiters at once (in doubt). Returns the batch (its
+/// remaining waiters are answered by the caller, in queue order) and its writes.
+async fn commit_batch(
+    store: Arc<dyn Store>,
+    health: Arc<Health>,
+    mut batch: Vec<Entry>,
+) -> (Vec<Entry>, Vec<Write>) {
+    let writes: Vec<Write> = batch
+        .iter()
+        .flat_map(|e| e.writes.iter().copied())
+        .collect();
+    let mut backoff = Duration::from_millis(10);
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let result = if writes.is_empty() {
+            Ok(())
+        } else {
+            store.commit(&writes).await
+        };
+        match result {
+            Ok(()) => {
+                if !writes.is_empty() {
+                    m::commit_done(batch.len(), writes.len(), started.elapsed());
+                }
+                if failures > 0 {
+                    tracing::info!(failures, "storage commit succeeded again");
+                }
+                health.commit.store(true, Ordering::Relaxed);
+                break;
+            }
+            Err(e) => {
+                failures += 1;
+                health.commit.store(false, Ordering::Relaxed);
+                m::storage_error("commit");
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error = %crate::error_chain(&e), failures, "storage commit failed; retrying the batch");
+                }
+                answer_failed(&mut batch);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    (batch, writes)
+}
+
+/// Bytes between two positions of the log (0 across a segment change, where the
+/// count restarts).
+fn log_bytes(before: Position, after: Position) -> u64 {
+    if before.segment == after.segment {
+        after.offset.saturating_sub(before.offset)
+    } else {
+        after.offset
+    }
+}
+
+/// Answers a batch's waiters with "failed" (the outcome is in doubt; the batch is
+/// retried and they may retry too).
+fn answer_failed(batch: &mut [Entry]) {
+    for entry in batch.iter_mut() {
+        if let Some(reply) = entry.reply.take() {
+            let _ = reply.send(Err(CommitError::Failed));
+        }
+    }
+}
+
+/// Writes what the log holds into the database in large merged batches, then tells
+/// the log which position is covered.
+struct Checkpointer {
+    store: Arc<dyn Store>,
+    wal: Arc<parking_lot::Mutex<Wal>>,
+    release: Release,
+    health: Arc<Health>,
+    interval: Duration,
+    max_writes: usize,
+}
+
+/// Logged batches waiting for the next checkpoint.
+#[derive(Default)]
+struct Pending {
+    keys: Vec<Key>,
+    writes: Vec<Write>,
+    entries: usize,
+    stored: Vec<oneshot::Sender<Reply>>,
+    end: Option<Position>,
+}
+
+impl Pending {
+    fn add(&mut self, logged: Logged) {
+        self.keys.extend(logged.keys);
+        self.writes.extend(logged.writes);
+        self.entries += logged.entries;
+        self.stored.extend(logged.stored);
+        self.end = Some(logged.end);
+    }
+}
+
+impl Checkpointer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Logged>) {
+        let mut pending = Pending::default();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let due = tokio::select! {
+                logged = rx.recv() => match logged {
+                    Some(logged) => {
+                        pending.add(logged);
+                        // Take whatever else is already logged.
+                        while let Ok(more) = rx.try_recv() {
+                            pending.add(more);
+                        }
+                        !pending.stored.is_empty() || pending.writes.len() >= self.max_writes
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => true,
+            };
+            if due && pending.end.is_some() {
+                self.checkpoint(std::mem::take(&mut pending)).await;
+            }
+        }
+        // The writer has stopped: everything logged goes to the database now, so a
+        // clean shutdown leaves nothing to replay.
+        if pending.end.is_some() {
+            self.checkpoint(pending).await;
+        }
+        tracing::info!("checkpointer drained and stopped");
+    }
+
+    /// Writes `pending` in one transaction (the store merges it: each row once),
+    /// retrying with backoff until it lands, then records the position.
+    async fn checkpoint(&self, pending: Pending) {
+        let Some(end) = pending.end else { return };
+        let mut backoff = Duration::from_millis(10);
+        let mut failures = 0u32;
+        loop {
+            let started = Instant::now();
+            let result = if pending.writes.is_empty() {
+                Ok(())
+            } else {
+                self.store.commit(&pending.writes).await
+            };
+            match result {
+                Ok(()) => {
+                    m::checkpoint_done(pending.writes.len(), started.elapsed());
+                    if failures > 0 {
+                        tracing::info!(failures, "checkpoint succeeded again");
+                    }
+                    self.health.checkpoint.store(true, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
                     failures += 1;
-                    self.failed(&e, failures, batch);
+                    self.health.checkpoint.store(false, Ordering::Relaxed);
+                    m::storage_error("checkpoint");
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(error = %crate::error_chain(&e), failures, writes = pending.writes.len(), "checkpoint failed; retrying (the writes are safe in the commit log)");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
-        let deletes = writes
-            .iter()
-            .filter(|w| matches!(w, Write::DeleteChannel { .. }))
-            .count() as u64;
-        self.deletes.fetch_sub(deletes, Ordering::SeqCst);
-        for entry in batch.drain(..) {
-            self.release(&entry.keys);
-            if let Some(reply) = entry.reply {
-                // The waiter may have timed out and gone; nothing to do then.
-                let _ = reply.send(Ok(()));
+        self.release.keys(&pending.keys);
+        self.release.stored(&pending.writes, pending.entries);
+        for reply in pending.stored {
+            let _ = reply.send(Ok(()));
+        }
+        let wal = self.wal.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            let mut wal = wal.lock();
+            let removed = wal.checkpointed(end)?;
+            Ok::<_, WalError>((removed, wal.bytes_on_disk()))
+        })
+        .await;
+        match recorded {
+            Ok(Ok((_, on_disk))) => m::log_on_disk(on_disk),
+            // The database has the writes; the log keeps them a while longer and
+            // replays them (harmlessly, merges are idempotent) if the process restarts
+            // before the next checkpoint records its position.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not record the checkpoint in the commit log");
             }
-        }
-    }
-
-    /// Logs and counts a failed commit and answers the batch's waiters (in doubt).
-    fn failed(&self, e: &StoreError, failures: u32, batch: &mut [Entry]) {
-        self.healthy.store(false, Ordering::Relaxed);
-        m::storage_error("commit");
-        if failures == 1 || failures.is_power_of_two() {
-            tracing::warn!(error = %crate::error_chain(e), failures, "storage commit failed; retrying the batch");
-        }
-        for entry in batch.iter_mut() {
-            if let Some(reply) = entry.reply.take() {
-                let _ = reply.send(Err(CommitError::Failed));
-            }
-        }
-    }
-
-    fn release(&self, keys: &[Key]) {
-        for key in keys {
-            match *key {
-                Key::User(user) => self
-                    .cache
-                    .lock(self.cache.user_shard(user))
-                    .users
-                    .done_pending(user),
-                Key::Channel(channel) => {
-                    self.cache
-                        .lock(self.cache.channel_shard(channel))
-                        .channels
-                        .done_pending(channel);
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the checkpoint in the commit log")
             }
         }
     }

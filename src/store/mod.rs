@@ -132,6 +132,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// How many commit transactions may run at once (`direct` mode). Merges commute
+    /// and each transaction writes its rows in key order, so concurrent batches
+    /// neither conflict in outcome nor deadlock; batches with removals still run
+    /// alone. 1 for a single-writer database (SQLite).
+    fn commit_concurrency(&self) -> usize {
+        1
+    }
+
     /// Closes connections (after the commit writer has drained).
     async fn close(&self);
 }

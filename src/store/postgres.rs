@@ -101,6 +101,9 @@ pub struct PgStore {
     channel_window: i64,
     mention_window: i64,
     node_id: u64,
+    /// Commit transactions run at once: half the pool (the rest serves loads), at
+    /// most 8.
+    commit_lanes: usize,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -172,6 +175,7 @@ impl PgStore {
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
             mention_window: i64::try_from(opts.mention_window.max(1)).unwrap_or(i64::MAX),
             node_id: opts.node_id,
+            commit_lanes: (opts.pool_size as usize / 2).clamp(1, 8),
         };
         if opts.synchronous_commit {
             store.warn_if_commits_are_not_durable().await;
@@ -738,6 +742,10 @@ impl Store for PgStore {
             listener: Some(listener),
             node_id: self.node_id,
         })))
+    }
+
+    fn commit_concurrency(&self) -> usize {
+        self.commit_lanes
     }
 
     async fn close(&self) {

@@ -471,6 +471,14 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "readstate_nats_consumer_pending",
     "readstate_nats_consumer_ack_pending",
     "readstate_nats_changes_published_total",
+    "readstate_log_appends_total",
+    "readstate_log_appended_bytes_total",
+    "readstate_log_fsync_duration_seconds",
+    "readstate_log_bytes",
+    "readstate_log_replay_seconds",
+    "readstate_log_replayed_records",
+    "readstate_checkpoint_duration_seconds",
+    "readstate_checkpoint_writes",
 ];
 
 /// The metric names in README.md's backticked spans (outside code blocks), with
