@@ -856,7 +856,9 @@ impl Pending {
 impl Checkpointer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Logged>) {
         let mut pending = Pending::default();
-        let mut tick = tokio::time::interval(self.interval);
+        // The first checkpoint is one interval after start, not at once.
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = tokio::select! {
@@ -926,8 +928,13 @@ impl Checkpointer {
         }
         let wal = self.wal.clone();
         let recorded = tokio::task::spawn_blocking(move || {
+            // The checkpoint file is fsynced without the log's lock: appends go on.
+            let job = wal.lock().checkpoint_job(end)?;
+            if let Some(job) = job {
+                job.write()?;
+            }
             let mut wal = wal.lock();
-            let removed = wal.checkpointed(end)?;
+            let removed = wal.checkpoint_written(end)?;
             Ok::<_, WalError>((removed, wal.bytes_on_disk()))
         })
         .await;

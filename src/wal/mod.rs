@@ -96,6 +96,30 @@ pub use fs::{DirFs, LogFile, LogFs};
 
 use codec::{CHECKPOINT_FILE, CHECKPOINT_TMP, HEADER_LEN, PrevSegment, SegmentHeader};
 
+/// Writes the `checkpoint` file durably (temp file, fdatasync, rename, directory
+/// fsync). It touches only that file, so it runs without the [`Wal`]: appends go on.
+#[derive(Debug)]
+pub struct CheckpointJob {
+    fs: Arc<dyn LogFs>,
+    upto: Position,
+}
+
+impl CheckpointJob {
+    /// Writes and syncs the checkpoint file.
+    ///
+    /// # Errors
+    /// Any I/O failure; the old checkpoint then stays in force.
+    pub fn write(&self) -> Result<(), WalError> {
+        let mut tmp = self.fs.create(CHECKPOINT_TMP)?;
+        tmp.write_all(&codec::encode_checkpoint(self.upto))?;
+        tmp.sync_data()?;
+        drop(tmp);
+        self.fs.rename(CHECKPOINT_TMP, CHECKPOINT_FILE)?;
+        self.fs.sync_dir()?;
+        Ok(())
+    }
+}
+
 /// Position in the log: segment sequence number and byte offset after a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 pub struct Position {
@@ -297,6 +321,17 @@ impl Wal {
     /// checkpoint never moves back). `upto` after [`Wal::durable_end`] is refused with an
     /// `InvalidInput` I/O error.
     pub fn checkpointed(&mut self, upto: Position) -> Result<u64, WalError> {
+        if let Some(job) = self.checkpoint_job(upto)? {
+            job.write()?;
+        }
+        self.checkpoint_written(upto)
+    }
+
+    /// The first half of [`Wal::checkpointed`], for a caller that must not hold the
+    /// log while the checkpoint file is fsynced (appends would wait): checks `upto`
+    /// and returns the file write to run without the log (`None` when the checkpoint
+    /// is already there). Then call [`Wal::checkpoint_written`].
+    pub fn checkpoint_job(&mut self, upto: Position) -> Result<Option<CheckpointJob>, WalError> {
         if upto > self.durable_end {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -307,16 +342,25 @@ impl Wal {
             )
             .into());
         }
-        if self.checkpoint.is_none_or(|c| upto > c) {
-            self.remove_abandoned();
-            let mut tmp = self.fs.create(CHECKPOINT_TMP)?;
-            tmp.write_all(&codec::encode_checkpoint(upto))?;
-            tmp.sync_data()?;
-            drop(tmp);
-            self.fs.rename(CHECKPOINT_TMP, CHECKPOINT_FILE)?;
-            self.fs.sync_dir()?;
+        // Before the job's directory fsync could make their entries durable.
+        self.remove_abandoned();
+        Ok(self
+            .checkpoint
+            .is_none_or(|c| upto > c)
+            .then(|| CheckpointJob {
+                fs: self.fs.clone(),
+                upto,
+            }))
+    }
+
+    /// The second half of [`Wal::checkpointed`]: once the job's file is durable, the
+    /// checkpoint moves to `upto` (never back) and every segment wholly before it is
+    /// deleted. Returns bytes removed.
+    pub fn checkpoint_written(&mut self, upto: Position) -> Result<u64, WalError> {
+        if upto <= self.durable_end && self.checkpoint.is_none_or(|c| upto > c) {
             self.checkpoint = Some(upto);
         }
+        self.remove_abandoned();
         let floor = self.checkpoint.map_or(0, |c| c.segment);
         let doomed: Vec<u64> = self.files.range(..floor).map(|(s, _)| *s).collect();
         let mut removed = 0;
