@@ -326,20 +326,6 @@ impl Ledger {
 
 /// What `commit::recover_log` does, on a log that is not in a directory: writes every
 /// recovered record into the database and records the checkpoint.
-async fn replay(store: &dyn Store, wal: &mut Wal, recovered: &[Recovered]) {
-    let writes: Vec<Write> = recovered
-        .iter()
-        .flat_map(|r| r.writes.iter().copied())
-        .collect();
-    if !writes.is_empty() {
-        store.commit(&writes).await.expect("the replay commits");
-    }
-    if let Some(last) = recovered.last() {
-        wal.checkpointed(last.end)
-            .expect("the replay is recorded in the log");
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -479,9 +465,12 @@ fn failed_fdatasync_then_crash(fault: Fault) {
         drop(running);
         let store = open_store(&storage, CAPS).await;
         let lacking = ledger.missing_from(store.as_ref()).await.len();
-        let (mut wal, recovered) = open_log(&fs);
-        let writes: usize = recovered.iter().map(|r| r.writes.len()).sum();
-        replay(store.as_ref(), &mut wal, &recovered).await;
+        // The start-up replay itself, on the crashed file system.
+        let (wal, report) =
+            commit::recover_log_on(store.as_ref(), Arc::new(fs.clone()), WalOptions::default())
+                .await
+                .expect("the log replays");
+        let writes = report.writes;
         ledger
             .assert_stored(store.as_ref(), "after the crash and the replay")
             .await;
@@ -496,7 +485,7 @@ fn failed_fdatasync_then_crash(fault: Fault) {
              the replay; {} records ({writes} writes) replayed; in doubt (user, message, \
              landed): {landed:?}",
             ledger.acked.len(),
-            recovered.len(),
+            report.records,
         );
 
         // The recovered log goes on taking writes.

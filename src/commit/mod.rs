@@ -48,7 +48,7 @@ use crate::cache::Cache;
 use crate::config::Durability;
 use crate::metrics as m;
 use crate::store::{Store, Write};
-use crate::wal::{Position, Wal, WalError, WalOptions};
+use crate::wal::{LogFs, Position, RecoveryReport, Wal, WalError, WalOptions};
 
 /// Which cache entry a queued write keeps dirty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,14 +305,30 @@ pub async fn recover_log(
     options: WalOptions,
 ) -> anyhow::Result<Wal> {
     use anyhow::Context as _;
-    let dir = dir.to_path_buf();
+    let fs = crate::wal::DirFs::open(dir)
+        .with_context(|| format!("while opening the commit log in {}", dir.display()))?;
+    let (wal, _) = recover_log_on(store, Arc::new(fs), options)
+        .await
+        .with_context(|| format!("in {}", dir.display()))?;
+    Ok(wal)
+}
+
+/// [`recover_log`] on any [`LogFs`] (tests run it on an in-memory file system that
+/// injects faults); also returns what was recovered.
+///
+/// # Errors
+/// As [`recover_log`].
+pub async fn recover_log_on(
+    store: &dyn Store,
+    fs: Arc<dyn LogFs>,
+    options: WalOptions,
+) -> anyhow::Result<(Wal, RecoveryReport)> {
+    use anyhow::Context as _;
     let started = Instant::now();
-    let open_dir = dir.clone();
-    let (mut wal, records, report) =
-        tokio::task::spawn_blocking(move || Wal::open_dir(&open_dir, options))
-            .await
-            .context("while opening the commit log")?
-            .with_context(|| format!("while opening the commit log in {}", dir.display()))?;
+    let (mut wal, records, report) = tokio::task::spawn_blocking(move || Wal::open(fs, options))
+        .await
+        .context("while opening the commit log")?
+        .context("while opening the commit log")?;
     let mut end = None;
     let mut chunk: Vec<crate::store::Write> = Vec::new();
     for record in &records {
@@ -342,14 +358,13 @@ pub async fn recover_log(
     crate::metrics::log_replayed(records.len(), took);
     crate::metrics::log_on_disk(wal.bytes_on_disk());
     tracing::info!(
-        dir = %dir.display(),
         records = report.records,
         writes = report.writes,
         bytes = report.bytes,
         took_ms = took.as_millis() as u64,
         "commit log replayed"
     );
-    Ok(wal)
+    Ok((wal, report))
 }
 
 /// Starts the commit task on `tracker` (`direct` mode: every batch is a database
