@@ -679,35 +679,38 @@ impl Writer {
             .iter()
             .flat_map(|e| e.writes.iter().copied())
             .collect();
-        let mut backoff = Duration::from_millis(10);
-        let mut failures = 0u32;
-        let mut appended = false;
+        let mut retry = Retry::new(&self.health.commit, "log");
+        let mut writes = writes;
         let end = loop {
             let started = Instant::now();
             let wal = wal.clone();
-            let records = writes.clone();
-            let first = !appended;
-            appended = true;
-            // File I/O and fdatasync block: off the async workers.
-            let result = tokio::task::spawn_blocking(move || {
-                let mut wal = wal.lock();
-                let before = wal.durable_end();
-                if first {
-                    if !records.is_empty() {
-                        wal.append(&records)?;
+            let repair = retry.failures > 0;
+            // File I/O and fdatasync block: off the async workers. The writes go to the
+            // blocking thread and come back with the result (no copy per group).
+            let (back, result) = match tokio::task::spawn_blocking(move || {
+                let result = (|| {
+                    let mut wal = wal.lock();
+                    let before = wal.durable_end();
+                    if repair {
+                        // The record is kept by the log since the failed sync: rewrite it.
+                        wal.repair()?;
+                    } else {
+                        if !writes.is_empty() {
+                            wal.append(&writes)?;
+                        }
+                        wal.sync()?;
                     }
-                    wal.sync()?;
-                } else {
-                    // The record is kept by the log since the failed sync: rewrite it.
-                    wal.repair()?;
-                }
-                Ok::<_, WalError>((before, wal.durable_end(), wal.bytes_on_disk()))
+                    Ok::<_, WalError>((before, wal.durable_end(), wal.bytes_on_disk()))
+                })();
+                (writes, result)
             })
-            .await;
-            let result = match result {
-                Ok(result) => result,
-                Err(join) => Err(WalError::Io(std::io::Error::other(join.to_string()))),
+            .await
+            {
+                Ok(done) => done,
+                // Only a panic gets here (tests; release builds abort).
+                Err(join) => panic!("the commit log thread failed: {join}"),
             };
+            writes = back;
             match result {
                 Ok((before, end, on_disk)) => {
                     m::log_synced(log_bytes(before, end), started.elapsed(), on_disk);
@@ -715,22 +718,16 @@ impl Writer {
                         // The group commit figures: in log mode a commit is a record.
                         m::commit_done(batch.len(), writes.len(), started.elapsed());
                     }
-                    if failures > 0 {
-                        tracing::info!(failures, "commit log writes again");
-                    }
-                    self.health.commit.store(true, Ordering::Relaxed);
+                    retry.succeeded("commit log writes again");
                     break end;
                 }
                 Err(e) => {
-                    failures += 1;
-                    self.health.commit.store(false, Ordering::Relaxed);
-                    m::storage_error("log");
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(error = %crate::error_chain(&e), failures, "commit log sync failed; failed closed until its unsynced records are rewritten");
-                    }
+                    retry.failed(
+                        &e,
+                        "commit log sync failed; failed closed until its unsynced records are rewritten",
+                    );
                     answer_failed(batch);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    retry.wait().await;
                 }
             }
         };
@@ -766,6 +763,52 @@ impl Writer {
     }
 }
 
+/// The retries of one batch (a commit, a log sync or a checkpoint): each failure
+/// marks its health flag down, is counted under `operation`, logged the first time
+/// and at every power of two, and waits a doubling backoff (10 ms up to 2 s); the
+/// success after failures marks it up again and says so.
+struct Retry<'a> {
+    healthy: &'a AtomicBool,
+    operation: &'static str,
+    failures: u32,
+    backoff: Duration,
+}
+
+impl<'a> Retry<'a> {
+    fn new(healthy: &'a AtomicBool, operation: &'static str) -> Self {
+        Self {
+            healthy,
+            operation,
+            failures: 0,
+            backoff: Duration::from_millis(10),
+        }
+    }
+
+    /// Counts and logs a failure (`what` says what happens now).
+    fn failed(&mut self, e: &(dyn std::error::Error + 'static), what: &str) {
+        self.failures += 1;
+        self.healthy.store(false, Ordering::Relaxed);
+        m::storage_error(self.operation);
+        if self.failures == 1 || self.failures.is_power_of_two() {
+            tracing::warn!(error = %crate::error_chain(e), failures = self.failures, "{what}");
+        }
+    }
+
+    /// Waits before the next attempt.
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+    }
+
+    /// The attempt succeeded (`what` is logged when failures came before).
+    fn succeeded(&self, what: &str) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "{what}");
+        }
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A batch being committed on its own task.
 type InFlight = tokio::task::JoinHandle<(Vec<Entry>, Vec<Write>)>;
 
@@ -781,8 +824,7 @@ async fn commit_batch(
         .iter()
         .flat_map(|e| e.writes.iter().copied())
         .collect();
-    let mut backoff = Duration::from_millis(10);
-    let mut failures = 0u32;
+    let mut retry = Retry::new(&health.commit, "commit");
     loop {
         let started = Instant::now();
         let result = if writes.is_empty() {
@@ -795,22 +837,13 @@ async fn commit_batch(
                 if !writes.is_empty() {
                     m::commit_done(batch.len(), writes.len(), started.elapsed());
                 }
-                if failures > 0 {
-                    tracing::info!(failures, "storage commit succeeded again");
-                }
-                health.commit.store(true, Ordering::Relaxed);
+                retry.succeeded("storage commit succeeded again");
                 break;
             }
             Err(e) => {
-                failures += 1;
-                health.commit.store(false, Ordering::Relaxed);
-                m::storage_error("commit");
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(error = %crate::error_chain(&e), failures, "storage commit failed; retrying the batch");
-                }
+                retry.failed(&e, "storage commit failed; retrying the batch");
                 answer_failed(&mut batch);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                retry.wait().await;
             }
         }
     }
@@ -906,8 +939,7 @@ impl Checkpointer {
     /// retrying with backoff until it lands, then records the position.
     async fn checkpoint(&self, pending: Pending) {
         let Some(end) = pending.end else { return };
-        let mut backoff = Duration::from_millis(10);
-        let mut failures = 0u32;
+        let mut retry = Retry::new(&self.health.checkpoint, "checkpoint");
         loop {
             let started = Instant::now();
             let result = if pending.writes.is_empty() {
@@ -918,21 +950,18 @@ impl Checkpointer {
             match result {
                 Ok(()) => {
                     m::checkpoint_done(pending.writes.len(), started.elapsed());
-                    if failures > 0 {
-                        tracing::info!(failures, "checkpoint succeeded again");
-                    }
-                    self.health.checkpoint.store(true, Ordering::Relaxed);
+                    retry.succeeded("checkpoint succeeded again");
                     break;
                 }
                 Err(e) => {
-                    failures += 1;
-                    self.health.checkpoint.store(false, Ordering::Relaxed);
-                    m::storage_error("checkpoint");
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(error = %crate::error_chain(&e), failures, writes = pending.writes.len(), "checkpoint failed; retrying (the writes are safe in the commit log)");
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    retry.failed(
+                        &e,
+                        &format!(
+                            "checkpoint of {} writes failed; retrying (the writes are safe in the commit log)",
+                            pending.writes.len()
+                        ),
+                    );
+                    retry.wait().await;
                 }
             }
         }
