@@ -242,6 +242,20 @@ fn ack(user: u64, channel: u64, message: u64) -> Op {
     }
 }
 
+/// Stops gracefully, then checks that every acknowledged write is in the database
+/// and that the log has nothing left to replay.
+async fn stop_and_check(running: Running, ledger: &Ledger, fs: &MemFs, when: &str) {
+    let store = running.stop().await;
+    ledger.assert_stored(store.inner.as_ref(), when).await;
+    let (_, left) = open_log(fs);
+    assert!(
+        left.is_empty(),
+        "a graceful stop checkpoints everything: {} records left to replay",
+        left.len()
+    );
+    store.close().await;
+}
+
 /// What the service answered: the highest acknowledged ack per (user, channel), and
 /// the writes whose outcome is in doubt (answered with an error).
 #[derive(Debug, Default)]
@@ -493,17 +507,7 @@ fn failed_fdatasync_then_crash(fault: Fault) {
         let running = start(&storage, wal, Setup::no_checkpoints()).await;
         ledger.ok(&running.service, ack(16, 1, 26)).await;
         ledger.ok(&running.service, ack(2, 1, 60)).await;
-        let store = running.stop().await;
-        ledger
-            .assert_stored(store.inner.as_ref(), "after a restart and a graceful stop")
-            .await;
-        let (_, left) = open_log(&fs);
-        assert!(
-            left.is_empty(),
-            "a graceful stop checkpoints everything: {} records left to replay",
-            left.len()
-        );
-        store.close().await;
+        stop_and_check(running, &ledger, &fs, "after a restart and a graceful stop").await;
     });
 }
 
@@ -577,17 +581,7 @@ async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
     .await;
     ledger.ok(service, ack(1, 1, 40)).await;
 
-    let store = running.stop().await;
-    ledger
-        .assert_stored(store.inner.as_ref(), "after a graceful stop")
-        .await;
-    let (_, left) = open_log(&fs);
-    assert!(
-        left.is_empty(),
-        "a graceful stop checkpoints everything: {} records left to replay",
-        left.len()
-    );
-    store.close().await;
+    stop_and_check(running, &ledger, &fs, "after a graceful stop").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
