@@ -73,6 +73,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 timeout: storage.timeout(),
                 channel_window: caps.channel_window(),
                 mention_window: caps.mention_window(),
+                // With the commit log only checkpoints write the database.
+                background_writer: storage.uses_log(),
             })
             .await
             .with_context(|| format!("while opening storage {}", storage.url))?,

@@ -5,6 +5,8 @@
 //! - [`store`]: durable storage (SQLite) behind the `Store` trait.
 //! - [`bench`]: `readstate bench`, the load tool comparing readstate with its alternatives.
 
+pub mod api;
+pub mod background;
 pub mod cache;
 pub mod commit;
 pub mod domain;

@@ -24,7 +24,11 @@ use crate::domain::{
 use crate::live::{Hub, Kind};
 use crate::store::{Changes, Store, StoreError, Write};
 
-/// Limits the service enforces on its inputs.
+/// Page size of `readers` when no limit is given (lowered to `max_page` if that is
+/// smaller).
+pub const DEFAULT_READERS_LIMIT: u32 = 100;
+
+/// Limits the service enforces on its inputs (each checked once, here).
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceLimits {
     pub max_mentions: usize,
@@ -239,19 +243,33 @@ impl Service {
     /// Invalid input, back pressure, or storage failure (the outcome is then unknown).
     pub async fn execute(&self, op: &Op) -> Result<(), ServiceError> {
         self.validate(op)?;
+        // A full queue is found out before anything is applied.
+        let barrier = self.reserve_barrier()?;
         self.apply(op).await?;
-        self.wait_durable().await
+        self.wait_durable(barrier).await
     }
 
-    /// Applies many write operations in order, each with its own outcome, then waits
-    /// once for all of them to be durable (`sync` mode).
+    /// Applies the ops of a batch in order, each with its own outcome, then waits
+    /// once for all of them to be durable (`sync` mode). An op's invalid-input error
+    /// names `ops[i].field`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] on `ops` when the batch has more than
+    /// `max_batch_ops` ops (nothing is applied).
     pub async fn execute_batch(
         &self,
         ops: Vec<Result<Op, ServiceError>>,
-    ) -> Vec<Result<(), ServiceError>> {
-        let mut results = self.apply_each(ops).await;
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        if ops.len() > self.limits.max_batch_ops {
+            return Err(ServiceError::invalid(
+                "ops",
+                format!("at most {} ops", self.limits.max_batch_ops),
+            ));
+        }
+        let barrier = self.reserve_barrier()?;
+        let mut results = self.apply_each(ops, |i| format!("ops[{i}].")).await;
         if results.iter().any(Result::is_ok)
-            && let Err(e) = self.wait_durable().await
+            && let Err(e) = self.wait_durable(barrier).await
         {
             let reason = e.to_string();
             for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -265,7 +283,7 @@ impl Service {
             }
             tracing::debug!(%reason, "batch commit failed");
         }
-        results
+        Ok(results)
     }
 
     /// Applies many write operations in order without waiting for storage, and returns
@@ -281,20 +299,38 @@ impl Service {
         &self,
         ops: Vec<Result<Op, ServiceError>>,
     ) -> (Vec<Result<(), ServiceError>>, Result<Durable, ServiceError>) {
-        let results = self.apply_each(ops).await;
-        (results, self.barrier())
+        // Room for the barrier first: with a full queue nothing is applied, and the
+        // valid ops get the same error as the barrier (the ingest redelivers them).
+        let reserved = match self.committer.reserve(1) {
+            Ok(reserved) => reserved,
+            Err(e) => {
+                let results = ops
+                    .into_iter()
+                    .map(|op| op.and_then(|_| Err(ServiceError::from(e.clone()))))
+                    .collect();
+                return (results, Err(e.into()));
+            }
+        };
+        let results = self.apply_each(ops, |_| String::new()).await;
+        (results, self.durable(reserved))
     }
 
     /// Validates and applies each op in order (no wait for storage); one result each.
+    /// A validation error's field is prefixed with `prefix(i)` for op `i`.
     async fn apply_each(
         &self,
         ops: Vec<Result<Op, ServiceError>>,
+        prefix: impl Fn(usize) -> String,
     ) -> Vec<Result<(), ServiceError>> {
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (i, op) in ops.into_iter().enumerate() {
             results.push(match op {
                 Ok(op) => match self.validate(&op) {
                     Ok(()) => self.apply(&op).await,
+                    Err(ServiceError::Invalid { field, reason }) => Err(ServiceError::Invalid {
+                        field: format!("{}{field}", prefix(i)),
+                        reason,
+                    }),
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -303,17 +339,28 @@ impl Service {
         results
     }
 
-    async fn wait_durable(&self) -> Result<(), ServiceError> {
+    /// In `sync` mode, room in the queue for the barrier a write waits on, reserved
+    /// before the write applies anything (so a full queue answers 503 for a write
+    /// that was not applied); nothing in `async` mode.
+    fn reserve_barrier(&self) -> Result<Option<Reserved<'_>>, ServiceError> {
         if self.committer.durability() == Durability::Async {
-            return Ok(());
+            return Ok(None);
         }
-        self.barrier()?.wait().await
+        Ok(Some(self.committer.reserve(1)?))
     }
 
-    /// A barrier behind every write queued so far.
-    fn barrier(&self) -> Result<Durable, ServiceError> {
+    /// Waits, in `sync` mode, until everything queued so far is durable.
+    async fn wait_durable(&self, barrier: Option<Reserved<'_>>) -> Result<(), ServiceError> {
+        match barrier {
+            Some(reserved) => self.durable(reserved)?.wait().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Spends `reserved` on a barrier behind every write queued so far.
+    fn durable(&self, reserved: Reserved<'_>) -> Result<Durable, ServiceError> {
         Ok(Durable {
-            barrier: self.committer.barrier()?,
+            barrier: reserved.into_barrier()?,
             timeout: self.commit_timeout,
         })
     }
@@ -678,6 +725,14 @@ impl Service {
         user: UserId,
         channels: Option<&[ChannelId]>,
     ) -> Result<Vec<ReadStateView>, ServiceError> {
+        if let Some(channels) = channels
+            && channels.len() > self.limits.max_channels_filter
+        {
+            return Err(ServiceError::invalid(
+                "channels",
+                format!("at most {} channels", self.limits.max_channels_filter),
+            ));
+        }
         let filter: Option<Vec<u64>> = channels.map(|cs| {
             let mut v: Vec<u64> = cs.iter().map(|c| c.get()).collect();
             v.sort_unstable();
@@ -740,10 +795,10 @@ impl Service {
         Ok(summary)
     }
 
-    /// Summaries of many users.
+    /// Summaries of many users: one per distinct user, in the order asked.
     ///
     /// # Errors
-    /// Too many users, or storage failures.
+    /// Too many users (counting repeats), or storage failures.
     pub async fn summaries(
         &self,
         users: &[UserId],
@@ -754,9 +809,12 @@ impl Service {
                 format!("at most {} users", self.limits.max_summary_users),
             ));
         }
+        let mut seen = std::collections::HashSet::with_capacity(users.len());
         let mut out = Vec::with_capacity(users.len());
-        for user in users {
-            out.push((*user, self.summary(*user).await?));
+        for &user in users {
+            if seen.insert(user) {
+                out.push((user, self.summary(user).await?));
+            }
         }
         Ok(out)
     }
@@ -771,14 +829,19 @@ impl Service {
         channel: ChannelId,
         message: MessageId,
         after: Option<UserId>,
-        limit: u32,
+        limit: Option<u32>,
     ) -> Result<(Vec<UserId>, Option<UserId>), ServiceError> {
-        if limit == 0 || limit > self.limits.max_page {
-            return Err(ServiceError::invalid(
-                "limit",
-                format!("must be between 1 and {}", self.limits.max_page),
-            ));
-        }
+        let max_page = self.limits.max_page;
+        let limit = match limit {
+            None => DEFAULT_READERS_LIMIT.min(max_page),
+            Some(limit) if (1..=max_page).contains(&limit) => limit,
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    "limit",
+                    format!("must be an integer between 1 and {max_page}"),
+                ));
+            }
+        };
         // Receipts come from the database: in sync mode they show every acknowledged
         // write, so with the commit log the logged ones are checkpointed first.
         if self.committer.durability() == Durability::Sync
@@ -849,20 +912,6 @@ impl Service {
             changes.users.len() + changes.channels.len() + changes.deleted_channels.len(),
             false,
         );
-    }
-
-    /// Checks the number of channels in a read-states filter.
-    ///
-    /// # Errors
-    /// [`ServiceError::Invalid`] on `channels` when there are too many.
-    pub fn check_channel_filter(&self, n: usize) -> Result<(), ServiceError> {
-        if n > self.limits.max_channels_filter {
-            return Err(ServiceError::invalid(
-                "channels",
-                format!("at most {} channels", self.limits.max_channels_filter),
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -117,6 +117,7 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
         timeout: Duration::from_secs(5),
         channel_window: CHANNEL_WINDOW,
         mention_window: MENTION_WINDOW,
+        background_writer: false,
     })
     .await
     .unwrap();

@@ -346,9 +346,22 @@ async fn send_batch(
     let mut attempt = 0;
     loop {
         batch_body(data, stage, &ops, body);
-        let answer = client
+        let answer = match client
             .send_full(Method::POST, "/v1/batch", Some(Bytes::from(body.clone())))
-            .await?;
+            .await
+        {
+            Ok(answer) => answer,
+            // A keep-alive connection the server closed while this worker waited (or
+            // any other connection error): the ops are idempotent, so reconnect and
+            // send them again, within the same patience as for 503s.
+            Err(e) => {
+                attempt += 1;
+                pushback
+                    .back_off(attempt, None, &format!("connection error: {e:#}"))
+                    .await?;
+                continue;
+            }
+        };
         match judge(answer.status, &answer.body, ops.len()) {
             Verdict::Done => {
                 pushback.progressed();

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::background::Lane;
 use crate::cache::Cache;
 use crate::config::Durability;
 use crate::metrics as m;
@@ -170,6 +171,15 @@ impl Reserved<'_> {
     pub fn barrier(&mut self) -> Option<oneshot::Receiver<Reply>> {
         self.barrier_until(Until::Durable)
     }
+
+    /// Spends this reservation (reserved earlier, before the writes it is to wait for
+    /// were queued) on a barrier behind everything queued so far.
+    ///
+    /// # Errors
+    /// [`CommitError::Stopped`] when nothing was left of the reservation.
+    pub fn into_barrier(mut self) -> Result<Barrier, CommitError> {
+        self.barrier().map(Barrier).ok_or(CommitError::Stopped)
+    }
 }
 
 impl Drop for Reserved<'_> {
@@ -232,8 +242,7 @@ impl Committer {
     /// # Errors
     /// As [`Committer::reserve`].
     pub fn barrier(&self) -> Result<Barrier, CommitError> {
-        let mut reserved = self.reserve(1)?;
-        reserved.barrier().map(Barrier).ok_or(CommitError::Stopped)
+        self.reserve(1)?.into_barrier()
     }
 
     /// Whether the last commit (log sync) and the last checkpoint succeeded (readiness).
@@ -479,20 +488,26 @@ struct Release {
 }
 
 impl Release {
+    /// Each shard is locked once for all of its keys (a checkpoint releases tens of
+    /// thousands), in short holds that requests interleave with.
     fn keys(&self, keys: &[Key]) {
-        for key in keys {
-            match *key {
-                Key::User(user) => {
-                    let mut shard = self.cache.lock(self.cache.user_shard(user));
-                    shard.users.done_pending(user);
-                    shard.trim();
-                }
-                Key::Channel(channel) => {
-                    let mut shard = self.cache.lock(self.cache.channel_shard(channel));
-                    shard.channels.done_pending(channel);
-                    shard.trim();
+        let mut keyed: Vec<(usize, Key)> = keys
+            .iter()
+            .map(|&key| match key {
+                Key::User(user) => (self.cache.user_shard(user), key),
+                Key::Channel(channel) => (self.cache.channel_shard(channel), key),
+            })
+            .collect();
+        keyed.sort_unstable_by_key(|&(index, _)| index);
+        for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.cache.lock(group[0].0);
+            for &(_, key) in group {
+                match key {
+                    Key::User(user) => shard.users.done_pending(user),
+                    Key::Channel(channel) => shard.channels.done_pending(channel),
                 }
             }
+            shard.trim();
         }
     }
 
@@ -903,6 +918,16 @@ impl Pending {
 
 impl Checkpointer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Logged>) {
+        // Checkpoints are background work: their CPU time (merging, SQL, B-tree
+        // pages on the SQLite writer's own lowered thread) goes to a thread at lower
+        // priority, never to the request workers (see `background`).
+        let lane = match Lane::start("readstate-checkpoint") {
+            Ok(lane) => Some(lane),
+            Err(e) => {
+                tracing::warn!(error = %e, "no background thread for checkpoints; they run with the requests");
+                None
+            }
+        };
         let mut pending = Pending::default();
         // The first checkpoint is one interval after start, not at once.
         let mut tick =
@@ -924,32 +949,51 @@ impl Checkpointer {
                 _ = tick.tick() => true,
             };
             if due && pending.end.is_some() {
-                self.checkpoint(std::mem::take(&mut pending)).await;
+                self.checkpoint(lane.as_ref(), std::mem::take(&mut pending))
+                    .await;
             }
         }
         // The writer has stopped: everything logged goes to the database now, so a
         // clean shutdown leaves nothing to replay.
         if pending.end.is_some() {
-            self.checkpoint(pending).await;
+            self.checkpoint(lane.as_ref(), pending).await;
         }
         tracing::info!("checkpointer drained and stopped");
     }
 
     /// Writes `pending` in one transaction (the store merges it: each row once),
     /// retrying with backoff until it lands, then records the position.
-    async fn checkpoint(&self, pending: Pending) {
+    async fn checkpoint(&self, lane: Option<&Lane>, pending: Pending) {
         let Some(end) = pending.end else { return };
+        let Pending {
+            keys,
+            mut writes,
+            entries,
+            stored,
+            ..
+        } = pending;
         let mut retry = Retry::new(&self.health.checkpoint, "checkpoint");
         loop {
             let started = Instant::now();
-            let result = if pending.writes.is_empty() {
+            let result = if writes.is_empty() {
                 Ok(())
+            } else if let Some(lane) = lane {
+                // The writes go to the lane and come back with the result.
+                let store = self.store.clone();
+                let (back, result) = lane
+                    .block_on(move || async move {
+                        let result = store.commit(&writes).await;
+                        (writes, result)
+                    })
+                    .await;
+                writes = back;
+                result
             } else {
-                self.store.commit(&pending.writes).await
+                self.store.commit(&writes).await
             };
             match result {
                 Ok(()) => {
-                    m::checkpoint_done(pending.writes.len(), started.elapsed());
+                    m::checkpoint_done(writes.len(), started.elapsed());
                     retry.succeeded("checkpoint succeeded again");
                     break;
                 }
@@ -958,16 +1002,23 @@ impl Checkpointer {
                         &e,
                         &format!(
                             "checkpoint of {} writes failed; retrying (the writes are safe in the commit log)",
-                            pending.writes.len()
+                            writes.len()
                         ),
                     );
                     retry.wait().await;
                 }
             }
         }
-        self.release.keys(&pending.keys);
-        self.release.stored(&pending.writes, pending.entries);
-        for reply in pending.stored {
+        // Off the request workers, but at normal priority: a lowered thread holding
+        // a shard lock would make requests wait for it.
+        let release = self.release.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || release.keys(&keys)).await {
+            // Only a panic or a runtime already shutting down gets here; the entries
+            // then stay unevictable until the process ends.
+            tracing::error!(error = %e, "could not mark checkpointed cache entries clean");
+        }
+        self.release.stored(&writes, entries);
+        for reply in stored {
             let _ = reply.send(Ok(()));
         }
         let wal = self.wal.clone();

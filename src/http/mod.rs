@@ -3,7 +3,6 @@
 //! body limit, request timeout and the in-flight limits. Handlers only parse, call the
 //! service and render; errors render through [`problem`].
 
-pub mod dto;
 pub mod extract;
 pub mod json;
 pub mod limits;

@@ -1,84 +1,19 @@
 //! The OpenAPI 3.1 document, generated from the handlers (`#[utoipa::path]`) and the
 //! DTOs (`ToSchema`), plus the schemas and error responses shared by many routes.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use utoipa::openapi::example::ExampleBuilder;
-use utoipa::openapi::schema::{
-    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::dto;
-use super::extract::{MAX_ID, id_reason};
 use super::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemBody, ProblemKind};
 use super::routes;
+use crate::api::dto;
+use crate::api::ids::{IdInput, PositionInput, id_reason};
 use crate::config::HttpSettings;
 use crate::service::ServiceError;
-
-/// An id in a request: a JSON number or a decimal string, 1..=2^63-1.
-#[derive(Debug)]
-pub struct IdInput;
-
-impl PartialSchema for IdInput {
-    fn schema() -> RefOr<Schema> {
-        integer_or_string(
-            1,
-            "An id: an integer between 1 and 9223372036854775807, as a JSON number or a decimal string",
-        )
-    }
-}
-
-impl ToSchema for IdInput {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("IdInput")
-    }
-}
-
-/// A read position in a request: like [`IdInput`] but 0 (nothing read) is allowed.
-#[derive(Debug)]
-pub struct PositionInput;
-
-impl PartialSchema for PositionInput {
-    fn schema() -> RefOr<Schema> {
-        integer_or_string(
-            0,
-            "A read position: an integer between 0 and 9223372036854775807, as a JSON number or a decimal string",
-        )
-    }
-}
-
-impl ToSchema for PositionInput {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("PositionInput")
-    }
-}
-
-fn integer_or_string(minimum: u64, description: &str) -> RefOr<Schema> {
-    let pattern = if minimum == 0 {
-        "^[0-9]+$"
-    } else {
-        "^[0-9]*[1-9][0-9]*$"
-    };
-    OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                .minimum(Some(minimum))
-                .maximum(Some(MAX_ID)),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(pattern)),
-        )
-        .description(Some(description))
-        .examples([serde_json::json!("1234567890123456789")])
-        .into()
-}
 
 /// A typical occurrence of each kind, with the detail the service really writes
 /// (the API tests compare these with real answers).

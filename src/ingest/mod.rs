@@ -21,9 +21,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ops::parse_event;
 use crate::config::NatsSettings;
 use crate::domain::Op;
-use crate::http::routes::batch::parse_event;
 use crate::live::Item;
 use crate::service::{Durable, Service, ServiceError};
 
@@ -207,8 +207,7 @@ async fn ingest_loop(
                     _ => break,
                 }
             }
-            let max_mentions = service.limits().max_mentions;
-            let ops = taken.iter().map(|m| parse(m, max_mentions)).collect();
+            let ops = taken.iter().map(parse).collect();
             let (results, durable) = service.apply_then_barrier(ops).await;
             settling.spawn(settle_batch(taken, results, durable));
         }
@@ -217,9 +216,9 @@ async fn ingest_loop(
     while settling.join_next().await.is_some() {}
 }
 
-fn parse(message: &jetstream::Message, max_mentions: usize) -> Result<Op, ServiceError> {
+fn parse(message: &jetstream::Message) -> Result<Op, ServiceError> {
     match serde_json::from_slice::<Value>(&message.payload) {
-        Ok(value) => parse_event(&value, max_mentions),
+        Ok(value) => parse_event(&value),
         Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
     }
 }

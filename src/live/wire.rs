@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
+use crate::api::dto::ReadStateBody;
 use crate::domain::{ChannelId, UserId};
-use crate::http::dto::ReadStateBody;
 use crate::live::Kind;
 use crate::service::{Service, ServiceError};
 

@@ -29,6 +29,9 @@ use crate::domain::{ChannelWindow, ReadPos, UserStates};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// The writer connection's page cache, KiB: grown to as it is used, never beyond.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
 /// How the SQLite store is opened.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -45,6 +48,9 @@ pub struct SqliteOptions {
     pub channel_window: usize,
     /// Mention ids each read state keeps.
     pub mention_window: usize,
+    /// The writer's thread runs at lowered priority (see `background`): set when
+    /// only checkpoints write, so their B-tree work yields to requests.
+    pub background_writer: bool,
 }
 
 /// SQLite-backed [`Store`].
@@ -55,6 +61,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Option<SqliteConnection>>>,
     /// How the writer connection is opened (and reopened).
     writer_options: SqliteConnectOptions,
+    /// Whether the writer's thread runs at lowered priority.
+    background_writer: bool,
     readers: SqlitePool,
     timeout: Duration,
     channel_window: i64,
@@ -100,7 +108,15 @@ impl SqliteStore {
             .busy_timeout(opts.timeout)
             .foreign_keys(false);
         // Opened now, so that an unusable file fails here rather than at first write.
-        let writer = open_writer(&base, opts.timeout).await?;
+        // The writer's worker thread is named, so that it can be told apart. Its page
+        // cache holds a large database's interior B-tree pages (about 1 % of the
+        // file), so that a commit reads only the leaf pages it changes instead of
+        // re-reading the path to each from the OS (SQLite's default is 2 MiB).
+        let writer_options = base
+            .clone()
+            .thread_name(|n| format!("sqlite-writer-{n}"))
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        let writer = open_writer(&writer_options, opts.timeout, opts.background_writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
             .acquire_timeout(opts.timeout)
@@ -108,7 +124,8 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             writer: Arc::new(Mutex::new(Some(writer))),
-            writer_options: base,
+            writer_options,
+            background_writer: opts.background_writer,
             readers,
             timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
@@ -123,7 +140,9 @@ impl SqliteStore {
     ) -> Result<&'a mut SqliteConnection, StoreError> {
         Ok(match slot {
             Some(conn) => conn,
-            empty => empty.insert(open_writer(&self.writer_options, self.timeout).await?),
+            empty => empty.insert(
+                open_writer(&self.writer_options, self.timeout, self.background_writer).await?,
+            ),
         })
     }
 
@@ -295,12 +314,23 @@ impl SqliteStore {
 }
 
 /// Opens the writer connection with the store's pragmas (WAL, synchronous, busy
-/// timeout), within `timeout` plus the busy timeout a pragma may wait for.
+/// timeout), within `timeout` plus the busy timeout a pragma may wait for. With
+/// `background`, from a thread at lowered priority, so that the connection's worker
+/// thread (where SQLite does all its work) inherits that priority.
 async fn open_writer(
     options: &SqliteConnectOptions,
     timeout: Duration,
+    background: bool,
 ) -> Result<SqliteConnection, StoreError> {
-    match tokio::time::timeout(timeout * 2, options.connect()).await {
+    let connect = async {
+        if background {
+            let options = options.clone();
+            crate::background::open_lowered(move || async move { options.connect().await }).await
+        } else {
+            options.connect().await
+        }
+    };
+    match tokio::time::timeout(timeout * 2, connect).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
             std::io::Error::new(
@@ -473,5 +503,73 @@ impl Store for SqliteStore {
             tracing::warn!(error = %crate::error_chain(&e), "closing the SQLite writer connection");
         }
         self.readers.close().await;
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The nice values of this process's threads whose name starts with `prefix`.
+    fn nice_of_threads(prefix: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("procfs is mounted") {
+            let path = task.expect("a task entry").path();
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+                continue; // the thread ended meanwhile
+            };
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).expect("a stat file");
+            // After the parenthesised name: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
+            let nice = rest.split(' ').nth(16).expect("stat has a nice field");
+            found.push(nice.parse().expect("nice is a number"));
+        }
+        found
+    }
+
+    async fn open(dir: &tempfile::TempDir, background_writer: bool) -> SqliteStore {
+        SqliteStore::open(&SqliteOptions {
+            url: format!("sqlite://{}", dir.path().join("rs.db").display()),
+            full_sync: false,
+            readers: 1,
+            timeout: Duration::from_secs(5),
+            channel_window: 16,
+            mention_window: 4,
+            background_writer,
+        })
+        .await
+        .expect("the store opens")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_writer_thread_runs_lowered_and_a_direct_one_does_not() {
+        let base = crate::background::current_nice();
+        let lowered = (base + crate::background::NICE_INCREMENT).min(19);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir, true).await;
+        // (Before `migrate`, whose own short-lived connection runs at normal priority.)
+        assert_eq!(nice_of_threads("sqlite-writer"), vec![lowered]);
+        // Readers serve requests: normal priority.
+        assert!(nice_of_threads("sqlx-sqlite").iter().all(|&n| n == base));
+        // A reopened writer (after a failure discarded it) is lowered again.
+        let mut slot = store.writer.lock().await;
+        store.discard_writer(&mut slot).await;
+        store.writer(&mut slot).await.expect("reopens");
+        let writers = nice_of_threads("sqlite-writer");
+        assert!(
+            !writers.is_empty() && writers.iter().all(|&n| n == lowered),
+            "{writers:?}"
+        );
+        drop(slot);
+        store.close().await;
+
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir, false).await;
+        // (The closed writer's thread may still be on its way out.)
+        assert!(nice_of_threads("sqlite-writer").contains(&base));
+        store.close().await;
     }
 }

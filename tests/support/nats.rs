@@ -235,5 +235,5 @@ pub fn model_states(caps: Caps, ops: &[Op], users: u64) -> Vec<(u64, Vec<ReadSta
 
 /// A view as the HTTP API renders it.
 pub fn view_json(view: ReadStateView) -> Value {
-    serde_json::to_value(readstate::http::dto::ReadStateBody::from(view)).expect("JSON")
+    serde_json::to_value(readstate::api::dto::ReadStateBody::from(view)).expect("JSON")
 }

@@ -22,6 +22,8 @@ pub async fn open_store(storage: &TestStorage, caps: Caps) -> Arc<dyn Store> {
                 timeout: Duration::from_secs(5),
                 channel_window: caps.channel_window(),
                 mention_window: caps.mention_window(),
+                // As with the commit log (the default): the writer thread lowered.
+                background_writer: true,
             })
             .await
             .expect("the SQLite store opens"),

@@ -5,15 +5,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use crate::api::dto::{CreateMessageRequest, ReadersBody};
 use crate::domain::{Op, UserId};
 use crate::http::HttpState;
-use crate::http::dto::{CreateMessageRequest, ReadersBody};
 use crate::http::extract::{ApiId, ApiJson, ApiPath, ApiQuery, ChannelPath, MessagePath};
 use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
 use crate::http::problem::Problem;
-
-/// Page size of `readers` when `limit` is absent (lowered to `max_page` if that is smaller).
-pub const DEFAULT_READERS_LIMIT: u32 = 100;
 
 /// Message created.
 ///
@@ -152,20 +149,12 @@ pub async fn get_readers(
     ApiPath(path): ApiPath<MessagePath>,
     ApiQuery(query): ApiQuery<ReadersQuery>,
 ) -> Result<Json<ReadersBody>, Problem> {
-    let max_page = state.service.limits().max_page;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_READERS_LIMIT.min(max_page),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=max_page).contains(l))
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "limit",
-                    format!("must be an integer between 1 and {max_page}"),
-                )
-            })?,
-    };
+    // Anything but an integer in range gets the service's range error (0 is out of
+    // range), so the limit is checked in one place.
+    let limit = query
+        .limit
+        .as_deref()
+        .map(|text| text.parse::<u32>().unwrap_or(0));
     let after = match query.after.as_deref() {
         None => None,
         Some(text) => Some(

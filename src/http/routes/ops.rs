@@ -15,8 +15,8 @@ use metrics::gauge;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use crate::api::dto::Status;
 use crate::http::HttpState;
-use crate::http::dto::Status;
 use crate::http::extract::ApiQuery;
 use crate::http::json::Json;
 use crate::http::limits::RateLimit;

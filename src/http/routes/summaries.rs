@@ -1,13 +1,11 @@
 //! Summaries of many users in one call (push and e-mail digests).
 
-use std::collections::HashSet;
-
 use crate::http::json::Json;
 use axum::extract::State;
 
+use crate::api::dto::{SummariesBody, SummariesRequest, SummaryBody};
 use crate::domain::UserId;
 use crate::http::HttpState;
-use crate::http::dto::{SummariesBody, SummariesRequest, SummaryBody};
 use crate::http::extract::ApiJson;
 use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
 use crate::http::problem::Problem;
@@ -34,18 +32,9 @@ pub async fn post_summaries(
     State(state): State<HttpState>,
     ApiJson(body): ApiJson<SummariesRequest>,
 ) -> Result<Json<SummariesBody>, Problem> {
-    let max = state.service.limits().max_summary_users;
-    if body.user_ids.len() > max {
-        return Err(Problem::invalid("user_ids", format!("at most {max} users")));
-    }
-    // A JSON object cannot repeat a key: answer each user once, in request order.
-    let mut seen: HashSet<UserId> = HashSet::with_capacity(body.user_ids.len());
-    let users: Vec<UserId> = body
-        .user_ids
-        .into_iter()
-        .map(|u| u.get())
-        .filter(|u| seen.insert(*u))
-        .collect();
+    // The service checks the count and answers each user once, in request order (a
+    // JSON object cannot repeat a key).
+    let users: Vec<UserId> = body.user_ids.into_iter().map(|u| u.get()).collect();
     let summaries = state.service.summaries(&users).await?;
     Ok(Json(SummariesBody {
         summaries: summaries

@@ -1,12 +1,11 @@
-//! The JSON shapes of the HTTP API: request bodies (strict: unknown fields are
+//! The JSON shapes of the API (HTTP bodies, batch results, live event payloads): request bodies (strict: unknown fields are
 //! rejected; ids accepted as strings or numbers) and response bodies (ids written as
 //! decimal strings, because 64-bit integers do not survive JavaScript).
 
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use super::extract::{BodyId, BodyPosition};
-use super::openapi::{IdInput, PositionInput};
+use super::ids::{BodyId, BodyPosition, IdInput, PositionInput};
 use super::problem::ProblemBody;
 use crate::domain::{MessageId, ReadStateView, Summary, UserId};
 

@@ -1,0 +1,428 @@
+//! Writes as JSON values: the ops of a batch and the events of the NATS ingest
+//! share one parser, so a bad op fails alone with an error naming its field
+//! (`ops[i].field` in a batch, the bare field in an event).
+
+use serde_json::{Map, Value};
+
+use super::ids::{ApiId, id_from_value, position_from_value};
+use crate::domain::{ChannelId, MessageId, Op, UserId};
+use crate::service::ServiceError;
+
+/// Every field a batch op may carry.
+pub const OP_FIELDS: [&str; 8] = [
+    "op",
+    "user_id",
+    "channel_id",
+    "message_id",
+    "author_id",
+    "mentions",
+    "last_read_message_id",
+    "at",
+];
+
+/// Every op name.
+pub const OP_NAMES: [&str; 8] = [
+    "message_created",
+    "message_deleted",
+    "join",
+    "ack",
+    "ack_all",
+    "unread",
+    "leave",
+    "delete_channel",
+];
+
+/// The fields (besides `op`) an op of `kind` takes.
+fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "message_created" => &["channel_id", "message_id", "author_id", "mentions"],
+        "message_deleted" => &["channel_id", "message_id"],
+        "join" => &["user_id", "channel_id", "last_read_message_id"],
+        "ack" => &["user_id", "channel_id", "message_id", "at"],
+        "ack_all" => &["user_id"],
+        "unread" => &["user_id", "channel_id", "message_id"],
+        "leave" => &["user_id", "channel_id"],
+        "delete_channel" => &["channel_id"],
+        _ => return None,
+    })
+}
+
+/// Reads the fields of one op, naming errors `ops[i].field`.
+struct OpFields<'a> {
+    prefix: String,
+    map: &'a Map<String, Value>,
+}
+
+impl OpFields<'_> {
+    fn name(&self, field: &str) -> String {
+        if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
+    }
+
+    /// The value of `field`, `None` when absent or null.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    fn optional_id<T: ApiId>(&self, field: &str) -> Result<Option<T>, ServiceError> {
+        self.get(field)
+            .map(|v| {
+                id_from_value(v).map_err(|reason| ServiceError::invalid(self.name(field), reason))
+            })
+            .transpose()
+    }
+
+    fn id<T: ApiId>(&self, field: &str) -> Result<T, ServiceError> {
+        self.optional_id(field)?
+            .ok_or_else(|| ServiceError::invalid(self.name(field), "required"))
+    }
+
+    fn user(&self) -> Result<UserId, ServiceError> {
+        self.id("user_id")
+    }
+
+    fn channel(&self) -> Result<ChannelId, ServiceError> {
+        self.id("channel_id")
+    }
+
+    fn message(&self) -> Result<MessageId, ServiceError> {
+        self.id("message_id")
+    }
+
+    /// The mentioned users (how many is the service's limit to check).
+    fn mentions(&self) -> Result<Vec<UserId>, ServiceError> {
+        let Some(value) = self.get("mentions") else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = value else {
+            return Err(ServiceError::invalid(
+                self.name("mentions"),
+                "must be an array of user ids",
+            ));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                id_from_value(v).map_err(|reason| {
+                    ServiceError::invalid(self.name(&format!("mentions[{i}]")), reason)
+                })
+            })
+            .collect()
+    }
+
+    fn position(&self) -> Result<Option<u64>, ServiceError> {
+        self.get("last_read_message_id")
+            .map(|v| {
+                position_from_value(v).map_err(|reason| {
+                    ServiceError::invalid(self.name("last_read_message_id"), reason)
+                })
+            })
+            .transpose()
+    }
+
+    fn at(&self) -> Result<Option<u64>, ServiceError> {
+        self.get("at")
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    ServiceError::invalid(
+                        self.name("at"),
+                        "must be a non-negative integer (ms since the Unix epoch)",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses op number `index` of a batch.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming `ops[index]` or `ops[index].field`: not an object,
+/// missing or unknown `op`, an unknown field, a field that does not apply to the op,
+/// a missing or invalid id.
+pub fn parse_op(index: usize, value: &Value) -> Result<Op, ServiceError> {
+    parse_with(value, "op", format!("ops[{index}]"))
+}
+
+/// Parses an event of the NATS ingest: the fields of a batch op, with `type` in place
+/// of `op`; errors name the bare field (`channel_id`, `type`).
+///
+/// # Errors
+/// As [`parse_op`].
+pub fn parse_event(value: &Value) -> Result<Op, ServiceError> {
+    parse_with(value, "type", String::new())
+}
+
+fn parse_with(value: &Value, kind_key: &str, prefix: String) -> Result<Op, ServiceError> {
+    let Value::Object(map) = value else {
+        let what = if prefix.is_empty() { "event" } else { &prefix };
+        return Err(ServiceError::invalid(what, "must be an object"));
+    };
+    let fields = OpFields { prefix, map };
+    let known = || std::iter::once(kind_key).chain(OP_FIELDS[1..].iter().copied());
+    if let Some(unknown) = map.keys().find(|k| !known().any(|f| f == k.as_str())) {
+        return Err(ServiceError::invalid(
+            fields.name(unknown),
+            format!(
+                "unknown field; expected one of {}",
+                known().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let kind = match fields.get(kind_key) {
+        None => return Err(ServiceError::invalid(fields.name(kind_key), "required")),
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => {
+            return Err(ServiceError::invalid(
+                fields.name(kind_key),
+                format!("must be one of {}", OP_NAMES.join(", ")),
+            ));
+        }
+    };
+    let Some(allowed) = fields_of(kind) else {
+        return Err(ServiceError::invalid(
+            fields.name(kind_key),
+            format!("must be one of {}", OP_NAMES.join(", ")),
+        ));
+    };
+    if let Some((extra, _)) = map
+        .iter()
+        .find(|(k, v)| k.as_str() != kind_key && !v.is_null() && !allowed.contains(&k.as_str()))
+    {
+        return Err(ServiceError::invalid(
+            fields.name(extra),
+            format!("not allowed for {kind_key} {kind}"),
+        ));
+    }
+    Ok(match kind {
+        "message_created" => Op::MessageCreated {
+            channel: fields.channel()?,
+            message: fields.message()?,
+            author: fields.optional_id("author_id")?,
+            mentions: fields.mentions()?,
+        },
+        "message_deleted" => Op::MessageDeleted {
+            channel: fields.channel()?,
+            message: fields.message()?,
+        },
+        "join" => Op::Join {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            read: fields.position()?,
+        },
+        "ack" => Op::Ack {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            message: fields.message()?,
+            at: fields.at()?,
+        },
+        "ack_all" => Op::AckAll {
+            user: fields.user()?,
+        },
+        "unread" => Op::Unread {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            message: fields.message()?,
+        },
+        "leave" => Op::Leave {
+            user: fields.user()?,
+            channel: fields.channel()?,
+        },
+        // `fields_of` accepted the name, so it is `delete_channel`.
+        _ => Op::DeleteChannel {
+            channel: fields.channel()?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id<T: ApiId>(raw: u64) -> T {
+        T::from_u64(raw).expect("a valid id")
+    }
+
+    fn parse(value: Value) -> Result<Op, ServiceError> {
+        parse_op(3, &value)
+    }
+
+    fn field_of(result: Result<Op, ServiceError>) -> (String, String) {
+        match result {
+            Err(ServiceError::Invalid { field, reason }) => (field, reason),
+            other => panic!("expected an invalid-input error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_op_kind_parses_with_ids_as_strings_or_numbers() {
+        let cases = [
+            (
+                json!({"op": "message_created", "channel_id": "10", "message_id": 500, "author_id": 1, "mentions": ["2", 3]}),
+                Op::MessageCreated {
+                    channel: id(10),
+                    message: id(500),
+                    author: Some(id(1)),
+                    mentions: vec![id(2), id(3)],
+                },
+            ),
+            (
+                json!({"op": "message_created", "channel_id": 10, "message_id": 500}),
+                Op::MessageCreated {
+                    channel: id(10),
+                    message: id(500),
+                    author: None,
+                    mentions: vec![],
+                },
+            ),
+            (
+                json!({"op": "message_deleted", "channel_id": 10, "message_id": "7"}),
+                Op::MessageDeleted {
+                    channel: id(10),
+                    message: id(7),
+                },
+            ),
+            (
+                json!({"op": "join", "user_id": 1, "channel_id": 2}),
+                Op::Join {
+                    user: id(1),
+                    channel: id(2),
+                    read: None,
+                },
+            ),
+            (
+                json!({"op": "join", "user_id": 1, "channel_id": 2, "last_read_message_id": "0"}),
+                Op::Join {
+                    user: id(1),
+                    channel: id(2),
+                    read: Some(0),
+                },
+            ),
+            (
+                json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "at": 1700000000000_u64}),
+                Op::Ack {
+                    user: id(1),
+                    channel: id(2),
+                    message: id(3),
+                    at: Some(1_700_000_000_000),
+                },
+            ),
+            (
+                json!({"op": "ack_all", "user_id": "1"}),
+                Op::AckAll { user: id(1) },
+            ),
+            (
+                json!({"op": "unread", "user_id": 1, "channel_id": 2, "message_id": 3}),
+                Op::Unread {
+                    user: id(1),
+                    channel: id(2),
+                    message: id(3),
+                },
+            ),
+            (
+                json!({"op": "leave", "user_id": 1, "channel_id": 2}),
+                Op::Leave {
+                    user: id(1),
+                    channel: id(2),
+                },
+            ),
+            (
+                json!({"op": "delete_channel", "channel_id": 2, "user_id": null}),
+                Op::DeleteChannel { channel: id(2) },
+            ),
+        ];
+
+        for (value, expected) in cases {
+            assert_eq!(parse(value.clone()).expect("valid op"), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_missing_id_names_the_field_with_the_op_index() {
+        let (field, reason) = field_of(parse(json!({"op": "ack", "user_id": 1, "message_id": 3})));
+
+        assert_eq!(field, "ops[3].channel_id");
+        assert_eq!(reason, "required");
+    }
+
+    #[test]
+    fn an_invalid_id_names_the_field_and_the_range() {
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": "0", "channel_id": 2}),
+        ));
+
+        assert_eq!(field, "ops[3].user_id");
+        assert_eq!(
+            reason,
+            "must be an integer between 1 and 9223372036854775807"
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_op_names_are_rejected() {
+        assert_eq!(
+            field_of(parse(json!({"op": "explode", "channel_id": 1}))).0,
+            "ops[3].op"
+        );
+        assert_eq!(
+            field_of(parse(json!({"channel_id": 1}))),
+            ("ops[3].op".to_owned(), "required".to_owned())
+        );
+        assert_eq!(field_of(parse(json!({"op": 5}))).0, "ops[3].op");
+    }
+
+    #[test]
+    fn unknown_fields_and_fields_of_other_ops_are_rejected() {
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": 1, "channel_id": 2, "colour": "red"}),
+        ));
+        assert_eq!(field, "ops[3].colour");
+        assert!(reason.starts_with("unknown field"), "{reason}");
+
+        let (field, reason) = field_of(parse(
+            json!({"op": "leave", "user_id": 1, "channel_id": 2, "message_id": 3}),
+        ));
+        assert_eq!(field, "ops[3].message_id");
+        assert_eq!(reason, "not allowed for op leave");
+    }
+
+    #[test]
+    fn non_objects_bad_mentions_and_bad_timestamps_are_rejected() {
+        assert_eq!(field_of(parse(json!([1, 2]))).0, "ops[3]");
+        // How many mentions is the service's limit, not the parser's.
+        assert!(
+            parse(json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": [1, 2, 3]}))
+                .is_ok()
+        );
+        assert_eq!(
+            field_of(parse(json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": [1, "x"]}))).0,
+            "ops[3].mentions[1]"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "message_created", "channel_id": 1, "message_id": 2, "mentions": "1"})
+            ))
+            .0,
+            "ops[3].mentions"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "at": -1})
+            ))
+            .0,
+            "ops[3].at"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "join", "user_id": 1, "channel_id": 2, "last_read_message_id": -1})
+            ))
+            .0,
+            "ops[3].last_read_message_id"
+        );
+    }
+}
