@@ -118,17 +118,11 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let handle = Handle::current();
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("readstate-open".to_owned())
-        .spawn(move || {
-            lower_current_thread();
-            let _ = tx.send(handle.block_on(connect()));
-        })
-        .map_err(E::from)?;
-    rx.await
-        .expect("the opening thread answers unless `connect` panicked")
+    // A lane of its own, ended (its thread too) once the connection is open.
+    Lane::start("readstate-open")
+        .map_err(E::from)?
+        .block_on(connect)
+        .await
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -22,18 +22,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use readstate::cache::Cache;
 use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
-use readstate::domain::{Caps, ChannelId, ChannelWindow, MessageId, Op, UserId, UserStates};
-use readstate::service::{Service, ServiceError, ServiceLimits};
-use readstate::store::{Store, StoreError, Write};
+use readstate::domain::{Caps, ChannelId, MessageId, Op, UserId};
+use readstate::service::{Service, ServiceError};
+use readstate::store::Store;
 use readstate::wal::memfs::{Fault, FaultOp, MemFs};
 use readstate::wal::{Recovered, Wal, WalOptions};
+use support::faulty::FaultyStore;
 use support::store::open_store;
 use support::{TestStorage, wait_for};
 use tokio_util::sync::CancellationToken;
@@ -46,81 +46,6 @@ const CAPS: Caps = Caps {
 
 /// Bound of every poll.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A store whose database can be taken down: commits fail (and, with `loads_down`,
-/// loads and the readiness check too), as when the database server is unreachable.
-#[derive(Debug)]
-struct FaultyStore {
-    inner: Arc<dyn Store>,
-    commits_down: AtomicBool,
-    loads_down: AtomicBool,
-    /// Commits refused so far.
-    refused: AtomicU64,
-}
-
-fn down() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::PoolTimedOut)
-}
-
-impl FaultyStore {
-    fn set_down(&self, commits: bool, loads: bool) {
-        self.commits_down.store(commits, Ordering::SeqCst);
-        self.loads_down.store(loads, Ordering::SeqCst);
-    }
-
-    fn check_loads(&self) -> Result<(), StoreError> {
-        if self.loads_down.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Store for FaultyStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
-    }
-    async fn ready(&self) -> Result<(), StoreError> {
-        self.check_loads()?;
-        self.inner.ready().await
-    }
-    async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
-        self.check_loads()?;
-        self.inner.load_user(user, mention_window).await
-    }
-    async fn load_channels(
-        &self,
-        channels: &[u64],
-        window: usize,
-    ) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
-        self.check_loads()?;
-        self.inner.load_channels(channels, window).await
-    }
-    async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if self.commits_down.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(down());
-        }
-        self.inner.commit(writes).await
-    }
-    async fn readers(
-        &self,
-        channel: u64,
-        message: u64,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.check_loads()?;
-        self.inner.readers(channel, message, after, limit).await
-    }
-    fn commit_concurrency(&self) -> usize {
-        self.inner.commit_concurrency()
-    }
-    async fn close(&self) {
-        self.inner.close().await;
-    }
-}
 
 /// The commit settings a test varies.
 #[derive(Debug, Clone, Copy)]
@@ -169,12 +94,7 @@ fn open_log(fs: &MemFs) -> (Wal, Vec<Recovered>) {
 
 async fn start(storage: &TestStorage, wal: Wal, setup: Setup) -> Running {
     let inner = open_store(storage, CAPS).await;
-    let store = Arc::new(FaultyStore {
-        inner,
-        commits_down: AtomicBool::new(false),
-        loads_down: AtomicBool::new(false),
-        refused: AtomicU64::new(0),
-    });
+    let store = Arc::new(FaultyStore::new(inner));
     let cache = Arc::new(Cache::new(1 << 20));
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -193,21 +113,7 @@ async fn start(storage: &TestStorage, wal: Wal, setup: Setup) -> Running {
         cancel.clone(),
         &tracker,
     );
-    let limits = ServiceLimits {
-        max_mentions: 10,
-        max_batch_ops: 100,
-        max_page: 100,
-        max_summary_users: 100,
-        max_channels_filter: 100,
-    };
-    let service = Service::new(
-        cache,
-        store.clone(),
-        committer,
-        CAPS,
-        limits,
-        Duration::from_secs(10),
-    );
+    let service = support::store::service(cache, store.clone(), committer, CAPS);
     Running {
         service,
         store,

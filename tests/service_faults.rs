@@ -7,82 +7,24 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use readstate::cache::Cache;
 use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
-use readstate::domain::{Caps, ChannelId, ChannelWindow, MessageId, Op, UserId, UserStates};
-use readstate::service::{Service, ServiceError, ServiceLimits};
-use readstate::store::{Store, StoreError, Write};
+use readstate::domain::{Caps, ChannelId, MessageId, Op, UserId};
+use readstate::service::{Service, ServiceError};
 use support::TestStorage;
+use support::faulty::{FaultyStore, LOAD_PERMITS};
 use support::store::open_store;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-#[derive(Debug)]
-struct FaultyStore {
-    inner: Arc<dyn Store>,
-    /// Loads wait for a permit (closed = blocked).
-    load_gate: Semaphore,
-    /// The next this-many commits fail.
-    failing_commits: AtomicU32,
-}
-
-#[async_trait]
-impl Store for FaultyStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
-    }
-    async fn ready(&self) -> Result<(), StoreError> {
-        self.inner.ready().await
-    }
-    async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
-        let _permit = self.load_gate.acquire().await.expect("never closed");
-        self.inner.load_user(user, mention_window).await
-    }
-    async fn load_channels(
-        &self,
-        channels: &[u64],
-        window: usize,
-    ) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
-        self.inner.load_channels(channels, window).await
-    }
-    async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if self
-            .failing_commits
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::Corrupt("injected commit failure".into()));
-        }
-        self.inner.commit(writes).await
-    }
-    async fn readers(
-        &self,
-        channel: u64,
-        message: u64,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.inner.readers(channel, message, after, limit).await
-    }
-    async fn close(&self) {
-        self.inner.close().await;
-    }
-}
 
 async fn service(storage: &TestStorage) -> (Service, Arc<FaultyStore>, CancellationToken) {
     let caps = Caps::default();
     let inner = open_store(storage, caps).await;
-    let store = Arc::new(FaultyStore {
-        inner,
-        load_gate: Semaphore::new(1_000),
-        failing_commits: AtomicU32::new(0),
-    });
+    let store = Arc::new(FaultyStore::new(inner));
     let cache = Arc::new(Cache::new(1 << 20));
     let cancel = CancellationToken::new();
     let committer = commit::spawn(
@@ -99,21 +41,7 @@ async fn service(storage: &TestStorage) -> (Service, Arc<FaultyStore>, Cancellat
         cancel.clone(),
         &TaskTracker::new(),
     );
-    let limits = ServiceLimits {
-        max_mentions: 10,
-        max_batch_ops: 100,
-        max_page: 100,
-        max_summary_users: 100,
-        max_channels_filter: 100,
-    };
-    let service = Service::new(
-        cache,
-        store.clone(),
-        committer,
-        caps,
-        limits,
-        Duration::from_secs(10),
-    );
+    let service = support::store::service(cache, store.clone(), committer, caps);
     (service, store, cancel)
 }
 
@@ -131,7 +59,7 @@ async fn a_request_dropped_while_loading_does_not_wedge_the_next_one() {
     let storage = TestStorage::from_env();
     let (service, store, cancel) = service(&storage).await;
     let user = UserId::new(7).unwrap();
-    let held = store.load_gate.acquire_many(1_000).await.unwrap();
+    let held = store.load_gate.acquire_many(LOAD_PERMITS).await.unwrap();
 
     // The first caller owns the load and is dropped while storage holds it.
     let dropped =

@@ -19,7 +19,7 @@ use readstate::cache::Cache;
 use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
 use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
-use readstate::service::{Service, ServiceLimits};
+use readstate::service::Service;
 use readstate::store::Store;
 use readstate::wal::WalOptions;
 use support::TestStorage;
@@ -84,21 +84,7 @@ async fn start(
             )
         }
     };
-    let limits = ServiceLimits {
-        max_mentions: 10,
-        max_batch_ops: 100,
-        max_page: 100,
-        max_summary_users: 100,
-        max_channels_filter: 100,
-    };
-    let service = Service::new(
-        cache,
-        store,
-        committer,
-        CAPS,
-        limits,
-        Duration::from_secs(10),
-    );
+    let service = support::store::service(cache, store, committer, CAPS);
     Running {
         service,
         cancel,

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use readstate::cache::Cache;
+use readstate::commit::Committer;
 use readstate::domain::Caps;
+use readstate::service::{Service, ServiceLimits};
 use readstate::store::postgres::PgOptions;
 use readstate::store::sqlite::SqliteOptions;
 use readstate::store::{PgStore, SqliteStore, Store};
@@ -45,4 +48,29 @@ pub async fn open_store(storage: &TestStorage, caps: Caps) -> Arc<dyn Store> {
     };
     store.migrate().await.expect("migrations apply");
     store
+}
+
+/// The service of the in-process suites, over `store` and `committer`, with the
+/// same small limits everywhere.
+pub fn service(
+    cache: Arc<Cache>,
+    store: Arc<dyn Store>,
+    committer: Committer,
+    caps: Caps,
+) -> Service {
+    let limits = ServiceLimits {
+        max_mentions: 10,
+        max_batch_ops: 100,
+        max_page: 100,
+        max_summary_users: 100,
+        max_channels_filter: 100,
+    };
+    Service::new(
+        cache,
+        store,
+        committer,
+        caps,
+        limits,
+        Duration::from_secs(10),
+    )
 }
