@@ -20,7 +20,7 @@ use crate::commit::{self, CommitConfig};
 use crate::config::{Durability, Settings};
 use crate::domain::Caps;
 use crate::http::{HttpLimits, HttpState};
-use crate::service::{Service, ServiceLimits};
+use crate::service::{Service, ServiceLimits, ServiceParts};
 use crate::store::postgres::PgOptions;
 use crate::store::{ChangeFeed, PgStore, SqliteStore, Store, sqlite::SqliteOptions};
 use crate::wal::WalOptions;
@@ -185,27 +185,23 @@ impl App {
             )
         };
         let limits = &settings.limits;
-        let hub = Arc::new(crate::live::Hub::new(settings.events.clone()));
-        let service = Arc::new(
-            Service::new(
-                cache,
-                store,
-                committer,
-                caps(&settings),
-                ServiceLimits {
-                    max_mentions: limits.max_mentions,
-                    max_batch_ops: limits.max_batch_ops,
-                    max_page: u32::try_from(limits.max_page).unwrap_or(u32::MAX),
-                    max_summary_users: limits.max_summary_users,
-                    max_channels_filter: limits.max_channels_filter,
-                },
-                settings.storage.commit_timeout(),
-            )
-            .with_hub(hub),
-        );
+        let service = Arc::new(Service::new(ServiceParts {
+            cache,
+            store,
+            committer,
+            hub: Arc::new(crate::live::Hub::new(settings.events.clone())),
+            caps: caps(&settings),
+            limits: ServiceLimits {
+                max_mentions: limits.max_mentions,
+                max_batch_ops: limits.max_batch_ops,
+                max_page: u32::try_from(limits.max_page).unwrap_or(u32::MAX),
+                max_summary_users: limits.max_summary_users,
+                max_channels_filter: limits.max_channels_filter,
+            },
+            commit_timeout: settings.storage.commit_timeout(),
+        }));
         if let Some(feed) = service
-            .store()
-            .watch()
+            .watch_storage()
             .await
             .context("while subscribing to storage changes")?
         {
@@ -330,7 +326,7 @@ impl App {
         ready.store(false, Ordering::SeqCst);
         // Event streams end (else their connections would hold the drain), the NATS
         // ingest takes no new batch (the one in hand is committed and acknowledged).
-        service.hub().close();
+        service.end_streams();
         nats_cancel.cancel();
         let deadline = tokio::time::Instant::now() + settings.shutdown.grace_period();
         let drained = async {
@@ -339,7 +335,7 @@ impl App {
             writer_cancel.cancel();
             tracker.close();
             tracker.wait().await;
-            service.store().close().await;
+            service.close_storage().await;
         };
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
             tracing::warn!(

@@ -194,7 +194,7 @@ impl Default for StorageSettings {
             durability: Durability::Sync,
             flush_interval_ms: 50,
             max_batch: 4096,
-            max_unflushed: 100_000,
+            max_unflushed: 1_000_000,
             commit_timeout_ms: 5_000,
             timeout_ms: 5_000,
             sqlite_readers: 4,
@@ -203,8 +203,8 @@ impl Default for StorageSettings {
             commit: CommitMode::Auto,
             log_dir: String::new(),
             log_segment_bytes: ByteSize::mib(64),
-            checkpoint_interval_ms: 1_000,
-            checkpoint_writes: 100_000,
+            checkpoint_interval_ms: 10_000,
+            checkpoint_writes: 500_000,
         }
     }
 }

@@ -46,6 +46,7 @@ pub const LOG_REPLAY: &str = "readstate_log_replay_seconds";
 pub const LOG_REPLAYED: &str = "readstate_log_replayed_records";
 pub const CHECKPOINT_DURATION: &str = "readstate_checkpoint_duration_seconds";
 pub const CHECKPOINT_WRITES: &str = "readstate_checkpoint_writes";
+pub const CHECKPOINT_URGENT: &str = "readstate_checkpoints_urgent_total";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
 pub const EVENT_SUBSCRIBERS: &str = "readstate_events_subscribers";
@@ -196,6 +197,10 @@ fn describe() {
         "Logged writes per checkpoint (rows are merged: each written once)"
     );
     describe_counter!(
+        CHECKPOINT_URGENT,
+        "Checkpoints run at normal priority because logged writes neared storage.max_unflushed"
+    );
+    describe_counter!(
         COMMIT_BACKPRESSURE,
         "Writes refused because the commit queue was full"
     );
@@ -255,6 +260,7 @@ fn export_at_zero() {
         EVENT_RESYNCS,
         LOG_APPENDS,
         LOG_APPENDED_BYTES,
+        CHECKPOINT_URGENT,
     ] {
         counter!(name).increment(0);
     }
@@ -344,10 +350,14 @@ pub fn log_on_disk(bytes: u64) {
     gauge!(LOG_BYTES).set(bytes as f64);
 }
 
-/// A checkpoint wrote `writes` logged writes to the database in `took`.
-pub fn checkpoint_done(writes: usize, took: Duration) {
+/// A checkpoint wrote `writes` logged writes to the database in `took`; `urgent`:
+/// at normal priority, since writes neared the unflushed bound.
+pub fn checkpoint_done(writes: usize, took: Duration, urgent: bool) {
     histogram!(CHECKPOINT_WRITES).record(writes as f64);
     histogram!(CHECKPOINT_DURATION).record(took.as_secs_f64());
+    if urgent {
+        counter!(CHECKPOINT_URGENT).increment(1);
+    }
 }
 
 /// Start-up replayed `records` commit log records into the database in `took`.
@@ -429,7 +439,8 @@ pub fn nats_published(outcome: &'static str) {
 }
 
 /// Gauges sampled on each scrape.
-pub fn sample(stats: &crate::cache::CacheStats, budget: u64, queued: usize) {
+pub fn sample(service: &crate::service::ServiceStats) {
+    let (stats, budget, queued) = (&service.cache, service.cache_budget, service.queued);
     gauge!(CACHE_BYTES).set(stats.bytes as f64);
     gauge!(CACHE_BUDGET).set(budget as f64);
     gauge!(CACHE_USERS).set(stats.users as f64);
@@ -774,7 +785,7 @@ pub fn spawn_history(
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
             let reading = Reading::parse(&handle.render());
-            let cache_bytes = service.cache().stats().bytes;
+            let cache_bytes = service.stats().cache.bytes;
             ring.record(Instant::now(), t, reading, cache_bytes, resident_bytes());
         }
     });
@@ -816,6 +827,7 @@ mod tests {
             NATS_PENDING,
             NATS_ACK_PENDING,
             NATS_PUBLISHED,
+            CHECKPOINT_URGENT,
         ] {
             assert!(
                 text.lines().any(|l| l

@@ -14,15 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
-use crate::cache::{Cache, Lookup, SHARDS};
+use crate::cache::{Cache, CacheStats, Lookup, SHARDS};
 use crate::commit::{CommitError, Committer, Entry, Key, Reserved};
 use crate::config::Durability;
 use crate::domain::{
     Caps, ChannelEffect, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, StateRef,
     Summary, UserChange, UserEffect, UserId, UserStates, apply_user_effect, derive, expand,
 };
-use crate::live::{Hub, Kind};
-use crate::store::{Changes, Store, StoreError, Write};
+use crate::live::{EventId, Hub, Kind, SubscribeError, Subscription};
+use crate::store::{ChangeFeed, Changes, Store, StoreError, Write};
 
 /// Page size of `readers` when no limit is given (lowered to `max_page` if that is
 /// smaller).
@@ -165,16 +165,42 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a [`Service`] is built from.
+#[derive(Debug)]
+pub struct ServiceParts {
+    pub cache: Arc<Cache>,
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    /// Where every change of a read state is reported (live streams).
+    pub hub: Arc<Hub>,
+    pub caps: Caps,
+    pub limits: ServiceLimits,
+    /// Longest wait of a `sync` write for its commit.
+    pub commit_timeout: Duration,
+}
+
+/// The service's figures for metrics and the dashboard.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceStats {
+    pub cache: CacheStats,
+    /// `cache.max_bytes`.
+    pub cache_budget: u64,
+    /// Entries in the commit queue.
+    pub queued: usize,
+}
+
 impl Service {
-    /// Wires the service to its cache, store and commit writer.
-    pub fn new(
-        cache: Arc<Cache>,
-        store: Arc<dyn Store>,
-        committer: Committer,
-        caps: Caps,
-        limits: ServiceLimits,
-        commit_timeout: Duration,
-    ) -> Self {
+    /// Wires the service to its parts.
+    pub fn new(parts: ServiceParts) -> Self {
+        let ServiceParts {
+            cache,
+            store,
+            committer,
+            hub,
+            caps,
+            limits,
+            commit_timeout,
+        } = parts;
         Self {
             cache,
             store,
@@ -185,35 +211,109 @@ impl Service {
             user_loads: (0..SHARDS).map(|_| Notify::new()).collect(),
             channel_loads: Notify::new(),
             delete_epoch: AtomicU64::new(0),
-            hub: Arc::new(Hub::new(crate::config::EventsSettings::default())),
+            hub,
         }
     }
 
-    /// Reports changes to `hub` instead of a private one with default settings.
-    #[must_use]
-    pub fn with_hub(mut self, hub: Arc<Hub>) -> Self {
-        self.hub = hub;
-        self
+    /// Ok when the service can take requests: the database answers with every
+    /// migration applied, and the last commit (or log sync) and checkpoint
+    /// succeeded.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] saying which check failed.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        if let Err(e) = self.store.ready().await {
+            return Err(ServiceError::Unavailable {
+                reason: "not ready: storage is not available",
+                source: Some(e),
+            });
+        }
+        if !self.committer.is_healthy() {
+            return Err(ServiceError::Unavailable {
+                reason: "not ready: the last storage commit failed",
+                source: None,
+            });
+        }
+        Ok(())
     }
 
-    /// The change hub (live streams).
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    /// Whether the last commit (or log sync) and the last checkpoint succeeded.
+    pub fn storage_healthy(&self) -> bool {
+        self.committer.is_healthy()
     }
 
-    /// The cache (for metrics and tests).
-    pub fn cache(&self) -> &Arc<Cache> {
-        &self.cache
+    /// Entries reserved and not yet in the database (the `storage.max_unflushed`
+    /// bound).
+    pub fn unflushed(&self) -> usize {
+        self.committer.unflushed()
     }
 
-    /// The commit queue (for readiness and metrics).
-    pub fn committer(&self) -> &Committer {
-        &self.committer
+    /// Waits until everything written before is in the database (with the commit
+    /// log: checkpointed).
+    ///
+    /// # Errors
+    /// The commit failed or the writer stopped.
+    pub async fn flush(&self) -> Result<(), ServiceError> {
+        self.committer.flush().await.map_err(ServiceError::from)
     }
 
-    /// The store (for readiness).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Figures for metrics and the dashboard.
+    pub fn stats(&self) -> ServiceStats {
+        ServiceStats {
+            cache: self.cache.stats(),
+            cache_budget: self.cache.max_bytes(),
+            queued: self.committer.queued(),
+        }
+    }
+
+    /// Changes committed by other nodes, for cache invalidation (see
+    /// [`Service::apply_remote_changes`]); `None` for a single-node backend.
+    ///
+    /// # Errors
+    /// When the feed cannot be set up.
+    pub async fn watch_storage(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        self.store.watch().await
+    }
+
+    /// Opens a live subscription to `user`'s changes, resuming after the event id
+    /// `last` when given and still known.
+    ///
+    /// # Errors
+    /// Too many subscribers, or the streams have ended (shutting down).
+    pub fn subscribe(
+        &self,
+        user: UserId,
+        last: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        self.hub.subscribe(user.get(), last)
+    }
+
+    /// Opens a live subscription to every user's changes (the change publisher).
+    ///
+    /// # Errors
+    /// The streams have ended (shutting down).
+    pub fn subscribe_all(&self) -> Result<Subscription, SubscribeError> {
+        self.hub.subscribe_all()
+    }
+
+    /// The event id of change number `seq` (what a client resumes from).
+    pub fn event_id(&self, seq: u64) -> EventId {
+        self.hub.event_id(seq)
+    }
+
+    /// How often an idle live stream sends a heartbeat.
+    pub fn heartbeat(&self) -> Duration {
+        self.hub.heartbeat()
+    }
+
+    /// Ends every live stream and refuses new ones (the start of a shutdown).
+    pub fn end_streams(&self) {
+        self.hub.close();
+    }
+
+    /// Closes the storage connections, after the commit writer has drained.
+    pub async fn close_storage(&self) {
+        self.store.close().await;
     }
 
     /// The input limits.

@@ -135,7 +135,7 @@ impl Running {
     }
 
     fn healthy(&self) -> bool {
-        self.service.committer().is_healthy()
+        self.service.storage_healthy()
     }
 }
 
@@ -312,7 +312,6 @@ fn failed_fdatasync_then_crash(fault: Fault) {
         // tick is immediate.) From here on the database lags and the log alone holds
         // what is acknowledged.
         service
-            .committer()
             .flush()
             .await
             .expect("the first writes are checkpointed");
@@ -540,9 +539,9 @@ async fn back_pressure_when_checkpoints_cannot_land_never_loss() {
         );
     }
     assert!(
-        service.committer().unflushed() >= MAX_UNFLUSHED,
+        service.unflushed() >= MAX_UNFLUSHED,
         "unflushed {} below the bound while nothing can land",
-        service.committer().unflushed()
+        service.unflushed()
     );
     wait_for("readiness drops with the checkpoints", PATIENCE, || async {
         (!running.healthy()).then_some(())

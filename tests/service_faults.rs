@@ -86,8 +86,8 @@ async fn a_failing_commit_answers_unavailable_then_the_retried_batch_lands() {
     store.failing_commits.store(2, Ordering::SeqCst);
 
     let first = service.execute(&ack(1, 1, 10)).await;
-    let healthy_during = service.committer().is_healthy();
-    service.committer().flush().await.unwrap();
+    let healthy_during = service.storage_healthy();
+    service.flush().await.unwrap();
     let stored = store.inner.load_user(1, 10).await.unwrap();
 
     assert!(
@@ -100,6 +100,6 @@ async fn a_failing_commit_answers_unavailable_then_the_retried_batch_lands() {
         Some(10),
         "the batch was retried until it committed"
     );
-    assert!(service.committer().is_healthy());
+    assert!(service.storage_healthy());
     cancel.cancel();
 }

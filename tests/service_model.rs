@@ -37,6 +37,7 @@ const CAPS: Caps = Caps {
 
 struct Running {
     service: Service,
+    store: Arc<dyn Store>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -84,9 +85,10 @@ async fn start(
             )
         }
     };
-    let service = support::store::service(cache, store, committer, CAPS);
+    let service = support::store::service(cache, store.clone(), committer, CAPS);
     Running {
         service,
+        store,
         cancel,
         tracker,
     }
@@ -97,7 +99,7 @@ impl Running {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-        self.service.store().close().await;
+        self.store.close().await;
     }
 }
 
@@ -192,7 +194,7 @@ fn run_case(
         check(&running.service, &model).await?;
         running.stop().await;
         let restarted = start(&storage, durability, cache_bytes, log).await;
-        check_storage(restarted.service.store().as_ref(), &model).await?;
+        check_storage(restarted.store.as_ref(), &model).await?;
         check(&restarted.service, &model).await?;
         restarted.stop().await;
         Ok(())

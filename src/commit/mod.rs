@@ -435,6 +435,7 @@ fn start(
                 health: health.clone(),
                 interval: config.checkpoint_interval,
                 max_writes: config.checkpoint_writes.max(1),
+                urgent_at: (config.max_unflushed / 2).max(1),
             };
             tracker.spawn(checkpointer.run(logged_rx));
             Sink::Log {
@@ -894,6 +895,30 @@ struct Checkpointer {
     health: Arc<Health>,
     interval: Duration,
     max_writes: usize,
+    /// At or above this many unflushed entries a checkpoint is urgent: it runs at
+    /// normal priority instead of on idle CPU (half of `storage.max_unflushed`, so
+    /// that writes are not refused while the CPU is busy with requests).
+    urgent_at: usize,
+}
+
+/// The threads checkpoints run on (`None`: one could not be started, and its
+/// checkpoints run on the runtime).
+struct Lanes {
+    /// At the lowest priority: checkpoints that can wait for idle CPU.
+    idle: Option<Lane>,
+    /// At normal priority: checkpoints that are behind (`urgent_at`), off the
+    /// request workers all the same.
+    urgent: Option<Lane>,
+}
+
+fn started(lane: std::io::Result<Lane>) -> Option<Lane> {
+    match lane {
+        Ok(lane) => Some(lane),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread of its own for checkpoints; they run with the requests");
+            None
+        }
+    }
 }
 
 /// Logged batches waiting for the next checkpoint.
@@ -919,14 +944,12 @@ impl Pending {
 impl Checkpointer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Logged>) {
         // Checkpoints are background work: their CPU time (merging, SQL, B-tree
-        // pages on the SQLite writer's own lowered thread) goes to a thread at lower
-        // priority, never to the request workers (see `background`).
-        let lane = match Lane::start("readstate-checkpoint") {
-            Ok(lane) => Some(lane),
-            Err(e) => {
-                tracing::warn!(error = %e, "no background thread for checkpoints; they run with the requests");
-                None
-            }
+        // pages on the SQLite writer's own lowered thread) goes to a thread at the
+        // lowest priority, never to the request workers (see `background`), unless
+        // they fall behind (`urgent_at`).
+        let lanes = Lanes {
+            idle: started(Lane::start("readstate-checkpoint")),
+            urgent: started(Lane::start_normal("readstate-checkpoint-urgent")),
         };
         let mut pending = Pending::default();
         // The first checkpoint is one interval after start, not at once.
@@ -949,21 +972,20 @@ impl Checkpointer {
                 _ = tick.tick() => true,
             };
             if due && pending.end.is_some() {
-                self.checkpoint(lane.as_ref(), std::mem::take(&mut pending))
-                    .await;
+                self.checkpoint(&lanes, std::mem::take(&mut pending)).await;
             }
         }
         // The writer has stopped: everything logged goes to the database now, so a
         // clean shutdown leaves nothing to replay.
         if pending.end.is_some() {
-            self.checkpoint(lane.as_ref(), pending).await;
+            self.checkpoint(&lanes, pending).await;
         }
         tracing::info!("checkpointer drained and stopped");
     }
 
     /// Writes `pending` in one transaction (the store merges it: each row once),
     /// retrying with backoff until it lands, then records the position.
-    async fn checkpoint(&self, lane: Option<&Lane>, pending: Pending) {
+    async fn checkpoint(&self, lanes: &Lanes, pending: Pending) {
         let Some(end) = pending.end else { return };
         let Pending {
             keys,
@@ -975,6 +997,10 @@ impl Checkpointer {
         let mut retry = Retry::new(&self.health.checkpoint, "checkpoint");
         loop {
             let started = Instant::now();
+            // Behind (writes near the unflushed bound, e.g. the CPU busy with
+            // requests for a while): this one runs at normal priority.
+            let urgent = self.release.unflushed.load(Ordering::Relaxed) >= self.urgent_at;
+            let lane = if urgent { &lanes.urgent } else { &lanes.idle };
             let result = if writes.is_empty() {
                 Ok(())
             } else if let Some(lane) = lane {
@@ -982,18 +1008,18 @@ impl Checkpointer {
                 let store = self.store.clone();
                 let (back, result) = lane
                     .block_on(move || async move {
-                        let result = store.commit(&writes).await;
+                        let result = store.checkpoint(&writes, urgent).await;
                         (writes, result)
                     })
                     .await;
                 writes = back;
                 result
             } else {
-                self.store.commit(&writes).await
+                self.store.checkpoint(&writes, urgent).await
             };
             match result {
                 Ok(()) => {
-                    m::checkpoint_done(writes.len(), started.elapsed());
+                    m::checkpoint_done(writes.len(), started.elapsed(), urgent);
                     retry.succeeded("checkpoint succeeded again");
                     break;
                 }

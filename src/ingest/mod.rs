@@ -106,7 +106,6 @@ async fn start(
     }
     if settings.publish_changes {
         let subscription = service
-            .hub()
             .subscribe_all()
             .context("while subscribing the change publisher")?;
         tracing::info!(prefix = %settings.changes_prefix, "publishing changes to nats");

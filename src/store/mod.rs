@@ -113,6 +113,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// connection), since the caller retries the same writes.
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
 
+    /// Applies a checkpoint of the commit log, as [`Store::commit`] does. `urgent`:
+    /// the checkpoints are behind (writes near the unflushed bound), so this one
+    /// must not wait for idle CPU; a store whose writer runs at the lowest priority
+    /// writes it at normal priority instead. The default is `commit`.
+    async fn checkpoint(&self, writes: &[Write], urgent: bool) -> Result<(), StoreError> {
+        let _ = urgent;
+        self.commit(writes).await
+    }
+
     /// Users whose read position in `channel` is at or past `message`, with user id
     /// greater than `after`, ascending, at most `limit`.
     async fn readers(

@@ -48,20 +48,32 @@ pub struct SqliteOptions {
     pub channel_window: usize,
     /// Mention ids each read state keeps.
     pub mention_window: usize,
-    /// The writer's thread runs at lowered priority (see `background`): set when
-    /// only checkpoints write, so their B-tree work yields to requests.
+    /// The writer's thread runs at the lowest priority (see `background`): set when
+    /// only checkpoints write, so their B-tree work yields to requests. An urgent
+    /// checkpoint ([`Store::checkpoint`]) then uses a second writer connection at
+    /// normal priority.
     pub background_writer: bool,
+}
+
+/// The writer connections; one at a time writes (the mutex around them), since
+/// SQLite has one writer anyway. `None` until first used and after a failed commit
+/// discarded it.
+#[derive(Debug, Default)]
+struct Writers {
+    /// Commits, or with `background_writer` the checkpoints that can wait.
+    main: Option<SqliteConnection>,
+    /// With `background_writer`: urgent checkpoints, at normal priority.
+    urgent: Option<SqliteConnection>,
 }
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The one writer connection (migrations and commits); `None` until first used
-    /// and after a failed commit discarded it.
-    writer: Arc<Mutex<Option<SqliteConnection>>>,
-    /// How the writer connection is opened (and reopened).
+    /// The writer connections (migrations and commits).
+    writers: Arc<Mutex<Writers>>,
+    /// How a writer connection is opened (and reopened).
     writer_options: SqliteConnectOptions,
-    /// Whether the writer's thread runs at lowered priority.
+    /// Whether the main writer's thread runs at the lowest priority.
     background_writer: bool,
     readers: SqlitePool,
     timeout: Duration,
@@ -123,7 +135,10 @@ impl SqliteStore {
             .connect_with(base.clone().read_only(true))
             .await?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(Some(writer))),
+            writers: Arc::new(Mutex::new(Writers {
+                main: Some(writer),
+                urgent: None,
+            })),
             writer_options,
             background_writer: opts.background_writer,
             readers,
@@ -133,17 +148,37 @@ impl SqliteStore {
         })
     }
 
-    /// The writer connection in `slot`, opened first if there is none.
+    /// The writer connection in `slot`, opened first if there is none (at the
+    /// lowest priority when `lowered`).
     async fn writer<'a>(
         &self,
         slot: &'a mut Option<SqliteConnection>,
+        lowered: bool,
     ) -> Result<&'a mut SqliteConnection, StoreError> {
         Ok(match slot {
             Some(conn) => conn,
-            empty => empty.insert(
-                open_writer(&self.writer_options, self.timeout, self.background_writer).await?,
-            ),
+            empty => empty.insert(open_writer(&self.writer_options, self.timeout, lowered).await?),
         })
+    }
+
+    /// Writes `writes` in one transaction on the writer in `slot`; a failure
+    /// discards that connection.
+    async fn commit_on(
+        &self,
+        slot: &mut Option<SqliteConnection>,
+        lowered: bool,
+        writes: &[Write],
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .write_batch(self.writer(slot, lowered).await?, writes)
+            .await;
+        if result.is_err() {
+            self.discard_writer(slot).await;
+        }
+        result
     }
 
     /// After a failure on the writer connection: closes it rather than reuse it.
@@ -376,7 +411,7 @@ fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // On a connection of its own (the writer waits meanwhile), closed afterwards.
-        let _writer = self.writer.lock().await;
+        let _writers = self.writers.lock().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(self.timeout)
@@ -462,17 +497,19 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if writes.is_empty() {
-            return Ok(());
+        let mut writers = self.writers.lock().await;
+        self.commit_on(&mut writers.main, self.background_writer, writes)
+            .await
+    }
+
+    async fn checkpoint(&self, writes: &[Write], urgent: bool) -> Result<(), StoreError> {
+        let mut writers = self.writers.lock().await;
+        if urgent && self.background_writer {
+            self.commit_on(&mut writers.urgent, false, writes).await
+        } else {
+            self.commit_on(&mut writers.main, self.background_writer, writes)
+                .await
         }
-        let mut slot = self.writer.lock().await;
-        let result = self
-            .write_batch(self.writer(&mut slot).await?, writes)
-            .await;
-        if result.is_err() {
-            self.discard_writer(&mut slot).await;
-        }
-        result
     }
 
     async fn readers(
@@ -497,10 +534,14 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        if let Some(conn) = self.writer.lock().await.take()
-            && let Err(e) = conn.close().await
+        let mut writers = self.writers.lock().await;
+        for conn in [writers.main.take(), writers.urgent.take()]
+            .into_iter()
+            .flatten()
         {
-            tracing::warn!(error = %crate::error_chain(&e), "closing the SQLite writer connection");
+            if let Err(e) = conn.close().await {
+                tracing::warn!(error = %crate::error_chain(&e), "closing a SQLite writer connection");
+            }
         }
         self.readers.close().await;
     }
@@ -510,8 +551,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    /// The nice values of this process's threads whose name starts with `prefix`.
-    fn nice_of_threads(prefix: &str) -> Vec<i32> {
+    /// Whether each of this process's threads whose name starts with `prefix` runs
+    /// lowered (`SCHED_IDLE`, or a nice value raised above `base_nice`).
+    fn lowered_threads(prefix: &str, base_nice: i32) -> Vec<bool> {
+        const SCHED_IDLE: u32 = 5;
         let mut found = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").expect("procfs is mounted") {
             let path = task.expect("a task entry").path();
@@ -522,10 +565,15 @@ mod tests {
                 continue;
             }
             let stat = std::fs::read_to_string(path.join("stat")).expect("a stat file");
-            // After the parenthesised name: state is field 3, nice field 19.
+            // After the parenthesised name: state is field 3, nice 19, policy 41.
             let rest = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
-            let nice = rest.split(' ').nth(16).expect("stat has a nice field");
-            found.push(nice.parse().expect("nice is a number"));
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let nice: i32 = fields[16].parse().expect("nice is a number");
+            let policy: u32 = fields[38].parse().expect("policy is a number");
+            found.push(
+                policy == SCHED_IDLE
+                    || nice >= (base_nice + crate::background::NICE_INCREMENT).min(19),
+            );
         }
         found
     }
@@ -547,29 +595,46 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_background_writer_thread_runs_lowered_and_a_direct_one_does_not() {
         let base = crate::background::current_nice();
-        let lowered = (base + crate::background::NICE_INCREMENT).min(19);
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir, true).await;
         // (Before `migrate`, whose own short-lived connection runs at normal priority.)
-        assert_eq!(nice_of_threads("sqlite-writer"), vec![lowered]);
+        assert_eq!(lowered_threads("sqlite-writer", base), vec![true]);
         // Readers serve requests: normal priority.
-        assert!(nice_of_threads("sqlx-sqlite").iter().all(|&n| n == base));
+        assert!(lowered_threads("sqlx-sqlite", base).iter().all(|&l| !l));
         // A reopened writer (after a failure discarded it) is lowered again.
-        let mut slot = store.writer.lock().await;
-        store.discard_writer(&mut slot).await;
-        store.writer(&mut slot).await.expect("reopens");
-        let writers = nice_of_threads("sqlite-writer");
+        let mut writers = store.writers.lock().await;
+        store.discard_writer(&mut writers.main).await;
+        store
+            .writer(&mut writers.main, true)
+            .await
+            .expect("reopens");
+        let lowered = lowered_threads("sqlite-writer", base);
         assert!(
-            !writers.is_empty() && writers.iter().all(|&n| n == lowered),
-            "{writers:?}"
+            !lowered.is_empty() && lowered.iter().all(|&l| l),
+            "{lowered:?}"
         );
-        drop(slot);
+        drop(writers);
+        store.migrate().await.expect("migrates");
+        // An urgent checkpoint writes on a second writer at normal priority; one
+        // that can wait stays on the lowered one.
+        let write = [Write::ReadPos {
+            user: 1,
+            channel: 2,
+            epoch: 0,
+            pos: 7,
+        }];
+        store.checkpoint(&write, true).await.expect("commits");
+        let lowered = lowered_threads("sqlite-writer", base);
+        assert_eq!(lowered.iter().filter(|&&l| !l).count(), 1, "{lowered:?}");
+        store.checkpoint(&write, false).await.expect("commits");
+        let states = store.load_user(1, 4).await.expect("loads");
+        assert_eq!(states.get(2).map(|s| s.read.pos), Some(7));
         store.close().await;
 
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir, false).await;
-        // (The closed writer's thread may still be on its way out.)
-        assert!(nice_of_threads("sqlite-writer").contains(&base));
+        // (The closed writers' threads may still be on their way out.)
+        assert!(lowered_threads("sqlite-writer", base).contains(&false));
         store.close().await;
     }
 }

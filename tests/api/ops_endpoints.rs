@@ -479,6 +479,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "readstate_log_replayed_records",
     "readstate_checkpoint_duration_seconds",
     "readstate_checkpoint_writes",
+    "readstate_checkpoints_urgent_total",
 ];
 
 /// The metric names in README.md's backticked spans (outside code blocks), with

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use readstate::cache::Cache;
 use readstate::commit::Committer;
+use readstate::config::EventsSettings;
 use readstate::domain::Caps;
-use readstate::service::{Service, ServiceLimits};
+use readstate::live::Hub;
+use readstate::service::{Service, ServiceLimits, ServiceParts};
 use readstate::store::postgres::PgOptions;
 use readstate::store::sqlite::SqliteOptions;
 use readstate::store::{PgStore, SqliteStore, Store};
@@ -65,12 +67,13 @@ pub fn service(
         max_summary_users: 100,
         max_channels_filter: 100,
     };
-    Service::new(
+    Service::new(ServiceParts {
         cache,
         store,
         committer,
+        hub: Arc::new(Hub::new(EventsSettings::default())),
         caps,
         limits,
-        Duration::from_secs(10),
-    )
+        commit_timeout: Duration::from_secs(10),
+    })
 }

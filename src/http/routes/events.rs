@@ -20,6 +20,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::UserId;
 use crate::http::HttpState;
 use crate::http::extract::{ApiPath, ApiQuery, UserPath};
 use crate::http::openapi::{InvalidInputResponse, UnavailableResponse};
@@ -88,11 +89,10 @@ impl Frame {
 /// Turns a subscription item into what is sent, reading the read state as it is now;
 /// `None` for a channel-wide change that does not concern this user.
 async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
-    let hub = service.hub();
     match item {
         Item::Ready { seq } => Some(Frame::new(
             "ready",
-            hub.event_id(seq),
+            service.event_id(seq),
             &UserBody {
                 user_id: user.to_string(),
             },
@@ -104,7 +104,7 @@ async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
                 Ok(body) if event.user == ALL_USERS && body.read_state.is_none() => None,
                 Ok(body) => {
                     crate::metrics::event_sent();
-                    Some(Frame::new("read_state", hub.event_id(event.seq), &body))
+                    Some(Frame::new("read_state", service.event_id(event.seq), &body))
                 }
                 // Storage is down: the client refetches once it can.
                 Err(e) => {
@@ -120,7 +120,7 @@ async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
 fn resync(service: &Service, user: u64, seq: u64) -> Frame {
     Frame::new(
         "resync",
-        service.hub().event_id(seq),
+        service.event_id(seq),
         &UserBody {
             user_id: user.to_string(),
         },
@@ -129,7 +129,7 @@ fn resync(service: &Service, user: u64, seq: u64) -> Frame {
 
 fn subscribe(
     state: &HttpState,
-    user: u64,
+    user: UserId,
     headers: &HeaderMap,
     query: EventsQuery,
 ) -> Result<Subscription, Problem> {
@@ -140,7 +140,6 @@ fn subscribe(
         .or(query.last_event_id);
     state
         .service
-        .hub()
         .subscribe(user, last.as_deref())
         .map_err(|e| match e {
             SubscribeError::TooMany => Problem::from(ServiceError::Overloaded),
@@ -181,8 +180,8 @@ pub async fn get_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let user = path.user.get();
-    let subscription = subscribe(&state, user, &headers, query)?;
-    let heartbeat = state.service.hub().heartbeat();
+    let subscription = subscribe(&state, path.user, &headers, query)?;
+    let heartbeat = state.service.heartbeat();
     let stream = futures_util::stream::unfold(
         (subscription, state.service),
         move |(mut subscription, service)| async move {
@@ -227,7 +226,7 @@ pub async fn get_events_ws(
 ) -> Result<Response, Problem> {
     let upgrade = upgrade.map_err(|e| Problem::invalid("upgrade", e.body_text()))?;
     let user = path.user.get();
-    let subscription = subscribe(&state, user, &headers, query)?;
+    let subscription = subscribe(&state, path.user, &headers, query)?;
     let service = state.service;
     Ok(upgrade
         .on_upgrade(move |socket| websocket(socket, subscription, service, user))
@@ -240,7 +239,7 @@ async fn websocket(
     service: std::sync::Arc<Service>,
     user: u64,
 ) {
-    let mut heartbeat = tokio::time::interval(service.hub().heartbeat());
+    let mut heartbeat = tokio::time::interval(service.heartbeat());
     heartbeat.tick().await;
     loop {
         tokio::select! {

@@ -23,6 +23,7 @@ use crate::http::limits::RateLimit;
 use crate::http::openapi::{ApiDoc, NotReadyResponse};
 use crate::http::problem::{Problem, ProblemKind};
 use crate::metrics::{BUILD_INFO, HistoryBody, UPTIME};
+use crate::service::ServiceError;
 
 /// The Prometheus text format served at `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -59,14 +60,17 @@ pub async fn get_readyz(State(state): State<HttpState>) -> Result<Json<Status>, 
     if !state.ready.load(Ordering::Acquire) {
         return Err(not_ready("not ready: starting or draining"));
     }
-    if let Err(e) = state.service.store().ready().await {
-        if NOT_READY_LOG.allow() {
-            tracing::warn!(error = %crate::error_chain(&e), "not ready: storage check failed");
+    if let Err(e) = state.service.ready().await {
+        if let ServiceError::Unavailable {
+            source: Some(cause),
+            ..
+        } = &e
+            && NOT_READY_LOG.allow()
+        {
+            tracing::warn!(error = %crate::error_chain(cause), "not ready: storage check failed");
         }
-        return Err(not_ready("not ready: storage is not available"));
-    }
-    if !state.service.committer().is_healthy() {
-        return Err(not_ready("not ready: the last storage commit failed"));
+        // (Logged above, rate-limited: probes repeat.)
+        return Err(Problem::from_service_error(&e));
     }
     Ok(Json(Status { status: "ready" }))
 }
@@ -82,11 +86,7 @@ pub async fn get_readyz(State(state): State<HttpState>) -> Result<Json<Status>, 
 )]
 pub async fn get_metrics(State(state): State<HttpState>) -> Response {
     let service = &state.service;
-    crate::metrics::sample(
-        &service.cache().stats(),
-        service.cache().max_bytes(),
-        service.committer().queued(),
-    );
+    crate::metrics::sample(&service.stats());
     gauge!(UPTIME).set(state.started.elapsed().as_secs_f64());
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "durability" => state.durability)
         .set(1.0);
