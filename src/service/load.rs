@@ -1,0 +1,291 @@
+//! Getting users and channels into the cache (each loaded once, however many
+//! callers ask), and out of it when another node changed them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use crate::cache::Lookup;
+use crate::domain::{ChannelWindow, UserStates};
+use crate::store::Changes;
+
+use super::{MAX_ATTEMPTS, Service, ServiceError};
+
+impl Service {
+    /// Makes sure `user` is cached, loading it (once, however many callers ask).
+    pub(super) async fn ensure_user(&self, user: u64) -> Result<(), ServiceError> {
+        let index = self.cache.user_shard(user);
+        loop {
+            let notified = self.user_loads[index].notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let lookup = self.cache.lock(index).lookup_user(user);
+            match lookup {
+                Lookup::Hit(()) => return Ok(()),
+                Lookup::Loading => notified.await,
+                Lookup::Miss => {
+                    // If this future is dropped mid-load (request timeout, client gone),
+                    // the guard clears the loading mark so that waiters retry.
+                    let guard = UserLoadGuard {
+                        service: self,
+                        user,
+                        index,
+                    };
+                    let loaded = self.load_user(user).await;
+                    std::mem::forget(guard);
+                    let inserted = {
+                        let mut shard = self.cache.lock(index);
+                        match loaded {
+                            Ok(states) => Ok(shard.finish_user_load(user, states)),
+                            Err(e) => {
+                                shard.abort_user_load(user);
+                                Err(e)
+                            }
+                        }
+                    };
+                    self.user_loads[index].notify_waiters();
+                    // Not inserted: another node changed the user during the load; load again.
+                    if inserted? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn load_user(&self, user: u64) -> Result<UserStates, ServiceError> {
+        crate::metrics::cache_load("user");
+        loop {
+            if self.committer.deletes_pending() {
+                self.committer.flush().await?;
+            }
+            let epoch = self.delete_epoch.load(Ordering::SeqCst);
+            let states = self
+                .store
+                .load_user(user, self.caps.mention_window())
+                .await?;
+            if self.delete_epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(states);
+            }
+        }
+    }
+
+    /// Makes sure every listed channel is cached (one storage query for the misses).
+    pub(super) async fn ensure_channels(&self, channels: &[u64]) -> Result<(), ServiceError> {
+        loop {
+            let notified = self.channel_loads.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut own = Vec::new();
+            let mut waiting = false;
+            for &channel in channels {
+                match self
+                    .cache
+                    .lock(self.cache.channel_shard(channel))
+                    .lookup_channel(channel)
+                {
+                    Lookup::Hit(()) => {}
+                    Lookup::Loading => waiting = true,
+                    Lookup::Miss => own.push(channel),
+                }
+            }
+            if own.is_empty() {
+                if !waiting {
+                    return Ok(());
+                }
+                notified.await;
+                continue;
+            }
+            crate::metrics::cache_load("channel");
+            let guard = ChannelLoadGuard {
+                service: self,
+                channels: &own,
+            };
+            let loaded = self
+                .store
+                .load_channels(&own, self.caps.channel_window())
+                .await;
+            std::mem::forget(guard);
+            match loaded {
+                Ok(windows) => {
+                    let mut all_inserted = true;
+                    for (channel, window) in windows {
+                        // False when another node changed it during the load.
+                        all_inserted &= self
+                            .cache
+                            .lock(self.cache.channel_shard(channel))
+                            .finish_channel_load(channel, window);
+                    }
+                    self.channel_loads.notify_waiters();
+                    if all_inserted && !waiting {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    for channel in own {
+                        self.cache
+                            .lock(self.cache.channel_shard(channel))
+                            .abort_channel_load(channel);
+                    }
+                    self.channel_loads.notify_waiters();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    pub(super) async fn heads(&self, channels: &[u64]) -> Result<HashMap<u64, u64>, ServiceError> {
+        self.with_channels(channels, |_, w| w.head()).await
+    }
+
+    /// Applies `f` to each listed channel's window, from the cache when possible.
+    pub(super) async fn with_channels<R>(
+        &self,
+        channels: &[u64],
+        f: impl Fn(u64, &ChannelWindow) -> R,
+    ) -> Result<HashMap<u64, R>, ServiceError> {
+        let mut out = HashMap::with_capacity(channels.len());
+        let mut missing: Vec<u64> = channels.to_vec();
+        // Cached channels are read under one lock each; only misses are loaded.
+        for attempt in 0..4 {
+            if attempt > 0 {
+                self.ensure_channels(&missing).await?;
+            }
+            missing.retain(|&c| {
+                let mut shard = self.cache.lock(self.cache.channel_shard(c));
+                if !shard.channels.touch(c) {
+                    return true;
+                }
+                match shard.channels.get(c) {
+                    Some(window) => {
+                        out.insert(c, f(c, window));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if missing.is_empty() {
+                return Ok(out);
+            }
+        }
+        // Evicted as fast as loaded (a budget far too small): read storage directly.
+        if !missing.is_empty() {
+            for (c, window) in self
+                .store
+                .load_channels(&missing, self.caps.channel_window())
+                .await?
+            {
+                out.insert(c, f(c, &window));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn user_channels(&self, user: u64) -> Result<Vec<u64>, ServiceError> {
+        self.with_user(user, |states| states.channels().collect())
+            .await
+    }
+
+    /// Applies `f` to the cached states of `user`, loading them if needed.
+    pub(super) async fn with_user<R>(
+        &self,
+        user: u64,
+        f: impl Fn(&UserStates) -> R,
+    ) -> Result<R, ServiceError> {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(r) = self
+                .cache
+                .lock(self.cache.user_shard(user))
+                .update_user(user, |states| f(states))
+            {
+                return Ok(r);
+            }
+            self.ensure_user(user).await?;
+        }
+        Err(thrashing())
+    }
+
+    /// Drops cached entries that another node sharing the database has written (the
+    /// change feed of [`Store::watch`]): clean ones at once, dirty ones once their own
+    /// writes commit, loads in flight are redone.
+    pub fn apply_remote_changes(&self, changes: &Changes) {
+        if changes.resync {
+            tracing::info!("change feed resynchronising: dropping every cached entry");
+            for mut shard in self.cache.lock_all() {
+                shard.invalidate_all();
+            }
+            self.hub.resync_all();
+            crate::metrics::remote_invalidation(0, true);
+            return;
+        }
+        for &user in &changes.users {
+            self.cache
+                .lock(self.cache.user_shard(user))
+                .invalidate_user(user);
+            // What changed is not known here: the user's subscribers refetch.
+            self.hub.resync_user(user);
+        }
+        for &channel in &changes.channels {
+            self.cache
+                .lock(self.cache.channel_shard(channel))
+                .invalidate_channel(channel);
+        }
+        if !changes.deleted_channels.is_empty() {
+            // Which users hold a state in the channel is known only by scanning: lock
+            // every shard, as a local delete does (deletes are rare).
+            let mut shards = self.cache.lock_all();
+            for &channel in &changes.deleted_channels {
+                for shard in shards.iter_mut() {
+                    shard.invalidate_deleted_channel(channel);
+                }
+            }
+            drop(shards);
+            self.hub.resync_all();
+        }
+        crate::metrics::remote_invalidation(
+            changes.users.len() + changes.channels.len() + changes.deleted_channels.len(),
+            false,
+        );
+    }
+}
+
+/// Clears a user's loading mark if the loading future is dropped before it finishes.
+struct UserLoadGuard<'a> {
+    service: &'a Service,
+    user: u64,
+    index: usize,
+}
+
+impl Drop for UserLoadGuard<'_> {
+    fn drop(&mut self) {
+        self.service
+            .cache
+            .lock(self.index)
+            .abort_user_load(self.user);
+        self.service.user_loads[self.index].notify_waiters();
+    }
+}
+
+/// Clears channels' loading marks if the loading future is dropped before it finishes.
+struct ChannelLoadGuard<'a> {
+    service: &'a Service,
+    channels: &'a [u64],
+}
+
+impl Drop for ChannelLoadGuard<'_> {
+    fn drop(&mut self) {
+        for &channel in self.channels {
+            self.service
+                .cache
+                .lock(self.service.cache.channel_shard(channel))
+                .abort_channel_load(channel);
+        }
+        self.service.channel_loads.notify_waiters();
+    }
+}
+
+pub(super) fn thrashing() -> ServiceError {
+    ServiceError::Unavailable {
+        reason: "cache budget too small for the working set",
+        source: None,
+    }
+}

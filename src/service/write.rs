@@ -1,0 +1,337 @@
+//! The write path: validate, reserve, load, apply under the shard lock, queue,
+//! wait for the commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use crate::commit::{Entry, Key, Reserved};
+use crate::config::Durability;
+use crate::domain::{
+    ChannelEffect, ChannelWindow, Op, UserChange, UserEffect, apply_user_effect, expand,
+};
+use crate::live::Kind;
+use crate::store::Write;
+
+use super::load::thrashing;
+use super::{Durable, MAX_ATTEMPTS, Service, ServiceError, now_ms};
+
+impl Service {
+    /// Checks an operation against the limits.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the offending field.
+    pub fn validate(&self, op: &Op) -> Result<(), ServiceError> {
+        if let Op::MessageCreated { mentions, .. } = op
+            && mentions.len() > self.limits.max_mentions
+        {
+            return Err(ServiceError::invalid(
+                "mentions",
+                format!("at most {} users", self.limits.max_mentions),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies one write operation; in `sync` mode returns once it is durable.
+    ///
+    /// # Errors
+    /// Invalid input, back pressure, or storage failure (the outcome is then unknown).
+    pub async fn execute(&self, op: &Op) -> Result<(), ServiceError> {
+        self.validate(op)?;
+        // A full queue is found out before anything is applied.
+        let barrier = self.reserve_barrier()?;
+        self.apply(op).await?;
+        self.wait_durable(barrier).await
+    }
+
+    /// Applies the ops of a batch in order, each with its own outcome, then waits
+    /// once for all of them to be durable (`sync` mode). An op's invalid-input error
+    /// names `ops[i].field`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] on `ops` when the batch has more than
+    /// `max_batch_ops` ops (nothing is applied).
+    pub async fn execute_batch(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        if ops.len() > self.limits.max_batch_ops {
+            return Err(ServiceError::invalid(
+                "ops",
+                format!("at most {} ops", self.limits.max_batch_ops),
+            ));
+        }
+        let barrier = self.reserve_barrier()?;
+        let mut results = self.apply_each(ops, |i| format!("ops[{i}].")).await;
+        if results.iter().any(Result::is_ok)
+            && let Err(e) = self.wait_durable(barrier).await
+        {
+            let reason = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(match &e {
+                    ServiceError::Overloaded => ServiceError::Overloaded,
+                    _ => ServiceError::Unavailable {
+                        reason: "storage commit failed; the write may or may not have been applied",
+                        source: None,
+                    },
+                });
+            }
+            tracing::debug!(%reason, "batch commit failed");
+        }
+        Ok(results)
+    }
+
+    /// Applies many write operations in order without waiting for storage, and returns
+    /// a barrier that is answered once all of them are durable, whatever
+    /// `storage.durability` says (event ingest acknowledges only what is on disk, and
+    /// goes on applying the next batch meanwhile). Per-op results as in
+    /// [`Service::execute_batch`].
+    ///
+    /// # Errors
+    /// No barrier could be queued (the queue is full or the writer stopped): whether
+    /// the ops will be durable is unknown.
+    pub async fn apply_then_barrier(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> (Vec<Result<(), ServiceError>>, Result<Durable, ServiceError>) {
+        // Room for the barrier first: with a full queue nothing is applied, and the
+        // valid ops get the same error as the barrier (the ingest redelivers them).
+        let reserved = match self.committer.reserve(1) {
+            Ok(reserved) => reserved,
+            Err(e) => {
+                let results = ops
+                    .into_iter()
+                    .map(|op| op.and_then(|_| Err(ServiceError::from(e.clone()))))
+                    .collect();
+                return (results, Err(e.into()));
+            }
+        };
+        let results = self.apply_each(ops, |_| String::new()).await;
+        (results, self.durable(reserved))
+    }
+
+    /// Validates and applies each op in order (no wait for storage); one result each.
+    /// A validation error's field is prefixed with `prefix(i)` for op `i`.
+    async fn apply_each(
+        &self,
+        ops: Vec<Result<Op, ServiceError>>,
+        prefix: impl Fn(usize) -> String,
+    ) -> Vec<Result<(), ServiceError>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            results.push(match op {
+                Ok(op) => match self.validate(&op) {
+                    Ok(()) => self.apply(&op).await,
+                    Err(ServiceError::Invalid { field, reason }) => Err(ServiceError::Invalid {
+                        field: format!("{}{field}", prefix(i)),
+                        reason,
+                    }),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
+    /// In `sync` mode, room in the queue for the barrier a write waits on, reserved
+    /// before the write applies anything (so a full queue answers 503 for a write
+    /// that was not applied); nothing in `async` mode.
+    fn reserve_barrier(&self) -> Result<Option<Reserved<'_>>, ServiceError> {
+        if self.committer.durability() == Durability::Async {
+            return Ok(None);
+        }
+        Ok(Some(self.committer.reserve(1)?))
+    }
+
+    /// Waits, in `sync` mode, until everything queued so far is durable.
+    async fn wait_durable(&self, barrier: Option<Reserved<'_>>) -> Result<(), ServiceError> {
+        match barrier {
+            Some(reserved) => self.durable(reserved)?.wait().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Spends `reserved` on a barrier behind every write queued so far.
+    fn durable(&self, reserved: Reserved<'_>) -> Result<Durable, ServiceError> {
+        Ok(Durable {
+            barrier: reserved.into_barrier()?,
+            timeout: self.commit_timeout,
+        })
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), ServiceError> {
+        if let Op::DeleteChannel { channel } = op {
+            return self.delete_channel(channel.get());
+        }
+        let (channel, users) = expand(op);
+        let mut reserved = self
+            .committer
+            .reserve(usize::from(channel.is_some()) + users.len())?;
+        if let Some(effect) = channel {
+            self.apply_channel(effect, &mut reserved).await?;
+        }
+        let now = now_ms();
+        for effect in users {
+            self.apply_user(effect, &mut reserved, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_channel(
+        &self,
+        effect: ChannelEffect,
+        reserved: &mut Reserved<'_>,
+    ) -> Result<(), ServiceError> {
+        let (channel, message, deleted) =
+            (effect.channel.get(), effect.message.get(), effect.deleted);
+        let window = self.caps.channel_window();
+        for _ in 0..MAX_ATTEMPTS {
+            // Cached: one lock. Missing: load it, then try again.
+            let applied = {
+                let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+                shard
+                    .update_channel(channel, |w| w.observe(message, deleted, window))
+                    .map(|changed| {
+                        if changed {
+                            if deleted {
+                                self.hub.publish_channel(channel, Kind::MessageDeleted);
+                            }
+                            shard.channels.add_pending(channel);
+                            reserved.send(Entry {
+                                keys: vec![Key::Channel(channel)],
+                                writes: vec![Write::Message {
+                                    channel,
+                                    message,
+                                    deleted,
+                                }],
+                                reply: None,
+                                ..Entry::default()
+                            });
+                        }
+                    })
+            };
+            if applied.is_some() {
+                return Ok(());
+            }
+            self.ensure_channels(&[channel]).await?;
+        }
+        Err(thrashing())
+    }
+
+    async fn apply_user(
+        &self,
+        effect: UserEffect,
+        reserved: &mut Reserved<'_>,
+        now: u64,
+    ) -> Result<(), ServiceError> {
+        let user = effect.user().get();
+        // Heads of the channels the effect needs, read before taking the user's lock.
+        let heads: HashMap<u64, u64> = match effect {
+            UserEffect::Join {
+                channel,
+                read: None,
+                ..
+            } => self.heads(&[channel.get()]).await?,
+            UserEffect::AckAll { .. } => {
+                let channels = self.user_channels(user).await?;
+                self.heads(&channels).await?
+            }
+            _ => HashMap::new(),
+        };
+        let mention_window = self.caps.mention_window();
+        for _ in 0..MAX_ATTEMPTS {
+            // Cached: one lock. Missing: load it, then try again.
+            let applied = {
+                let mut shard = self.cache.lock(self.cache.user_shard(user));
+                let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
+                shard
+                    .update_user(user, |states| {
+                        apply_user_effect(states, &effect, head_of, now, mention_window)
+                    })
+                    .map(|changes| {
+                        if !changes.is_empty() {
+                            for change in &changes {
+                                self.hub
+                                    .publish(user, change.channel(), Kind::of(&effect, change));
+                            }
+                            shard.users.add_pending(user);
+                            let writes = changes.iter().map(|c| user_write(user, *c)).collect();
+                            reserved.send(Entry {
+                                keys: vec![Key::User(user)],
+                                writes,
+                                reply: None,
+                                ..Entry::default()
+                            });
+                        }
+                    })
+            };
+            if applied.is_some() {
+                return Ok(());
+            }
+            self.ensure_user(user).await?;
+        }
+        Err(thrashing())
+    }
+
+    fn delete_channel(&self, channel: u64) -> Result<(), ServiceError> {
+        let mut reserved = self.committer.reserve(1)?;
+        let mut shards = self.cache.lock_all();
+        // Loads that overlap this delete must not insert what storage held before it.
+        self.delete_epoch.fetch_add(1, Ordering::SeqCst);
+        self.committer.delete_started();
+        let ci = self.cache.channel_shard(channel);
+        shards[ci].channels.insert(channel, ChannelWindow::new());
+        shards[ci].channels.add_pending(channel);
+        let mut keys = vec![Key::Channel(channel)];
+        let mut subscribed = self.hub.subscribed_users();
+        subscribed.sort_unstable();
+        for shard in shards.iter_mut() {
+            for user in shard
+                .users
+                .update_all(|states| states.remove(channel).is_yes())
+            {
+                if subscribed.binary_search(&user).is_ok() {
+                    self.hub.publish(user, channel, Kind::ChannelDeleted);
+                }
+                shard.users.add_pending(user);
+                keys.push(Key::User(user));
+            }
+        }
+        // A subscriber whose user is not cached may have had a state in the channel:
+        // tell it too (a `channel_deleted` for a channel it was not in is harmless).
+        for &user in &subscribed {
+            if shards[self.cache.user_shard(user)]
+                .users
+                .get(user)
+                .is_none()
+            {
+                self.hub.publish(user, channel, Kind::ChannelDeleted);
+            }
+        }
+        reserved.send(Entry {
+            keys,
+            writes: vec![Write::DeleteChannel { channel }],
+            reply: None,
+            ..Entry::default()
+        });
+        Ok(())
+    }
+}
+
+fn user_write(user: u64, change: UserChange) -> Write {
+    match change {
+        UserChange::Read { channel, read } => Write::ReadPos {
+            user,
+            channel,
+            epoch: read.epoch,
+            pos: read.pos,
+        },
+        UserChange::Mention { channel, message } => Write::Mention {
+            user,
+            channel,
+            message,
+        },
+        UserChange::Removed { channel } => Write::Leave { user, channel },
+    }
+}
