@@ -28,7 +28,7 @@
 //!   statement timeout: a migration may legitimately run long) that is closed afterwards,
 //!   so sqlx's migration advisory lock can never stay behind in the pool after a failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,8 +39,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::batch::{Segment, Step, steps};
+use super::rows::{ChannelRows, UserRows, id, uid};
 use super::{ChangeFeed, Changes, Store, StoreError, Write};
-use crate::domain::{ChannelWindow, ReadPos, UserStates};
+use crate::domain::{ChannelWindow, UserStates};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -116,15 +117,6 @@ impl std::fmt::Debug for PgStore {
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
-}
-
-fn id(v: u64) -> i64 {
-    // Ids and epochs are at most 2^63-1 (checked at the API boundary).
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn uid(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative id {v}")))
 }
 
 fn timed_out(what: &str) -> StoreError {
@@ -601,20 +593,16 @@ impl Store for PgStore {
                 })
             })
             .await?;
-        let mut states = UserStates::new();
+        let mut states = UserRows::new(mention_window);
         for row in rows {
-            let channel = uid(row.try_get(0)?)?;
-            let read = ReadPos {
-                epoch: uid(row.try_get(1)?)?,
-                pos: uid(row.try_get(2)?)?,
-            };
-            states.merge_read(channel, read);
+            let channel: i64 = row.try_get(0)?;
+            states.read(channel, row.try_get(1)?, row.try_get(2)?)?;
             let mention: Option<i64> = row.try_get(3)?;
             if let Some(message) = mention {
-                states.add_mention(channel, uid(message)?, mention_window);
+                states.mention(channel, uid(message)?)?;
             }
         }
-        Ok(states)
+        Ok(states.finish())
     }
 
     async fn load_channels(
@@ -642,24 +630,16 @@ impl Store for PgStore {
                 })
             })
             .await?;
-        let mut grouped: BTreeMap<u64, (u64, Vec<(u64, bool)>)> = BTreeMap::new();
+        let mut windows = ChannelRows::default();
         for row in rows {
-            let channel = uid(row.try_get(0)?)?;
-            let floor = uid(row.try_get(3)?)?;
-            let entry = grouped.entry(channel).or_insert((floor, Vec::new()));
             let message: Option<i64> = row.try_get(1)?;
-            if let Some(message) = message {
-                let deleted: bool = row.try_get(2)?;
-                entry.1.push((uid(message)?, deleted));
-            }
+            let message = match message {
+                Some(message) => Some((message, row.try_get::<bool, _>(2)?)),
+                None => None,
+            };
+            windows.row(row.try_get(0)?, row.try_get(3)?, message)?;
         }
-        Ok(channels
-            .iter()
-            .map(|c| {
-                let (floor, rows) = grouped.get(c).cloned().unwrap_or_default();
-                (*c, ChannelWindow::from_rows(rows, floor, window))
-            })
-            .collect())
+        Ok(windows.finish(channels, window))
     }
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
@@ -757,6 +737,7 @@ impl Store for PgStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::domain::ReadPos;
 
     fn read(user: u64, channel: u64, pos: u64) -> Write {
         Write::ReadPos {

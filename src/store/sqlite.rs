@@ -24,8 +24,9 @@ use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 
 use super::batch::{Segment, Step, steps};
+use super::rows::{ChannelRows, UserRows, id, uid};
 use super::{Store, StoreError, Write, parse_id_list};
-use crate::domain::{ChannelWindow, ReadPos, UserStates};
+use crate::domain::{ChannelWindow, UserStates};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -79,15 +80,6 @@ pub struct SqliteStore {
     timeout: Duration,
     channel_window: i64,
     mention_window: i64,
-}
-
-fn id(v: u64) -> i64 {
-    // Ids and epochs are at most 2^63-1 (checked at the API boundary).
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn uid(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative id {v}")))
 }
 
 impl SqliteStore {
@@ -442,20 +434,16 @@ impl Store for SqliteStore {
         .bind(id(user))
         .fetch_all(&self.readers)
         .await?;
-        let mut states = UserStates::new();
+        let mut states = UserRows::new(mention_window);
         for row in rows {
-            let channel = uid(row.try_get(0)?)?;
-            let read = ReadPos {
-                epoch: uid(row.try_get(1)?)?,
-                pos: uid(row.try_get(2)?)?,
-            };
-            states.merge_read(channel, read);
+            let channel: i64 = row.try_get(0)?;
+            states.read(channel, row.try_get(1)?, row.try_get(2)?)?;
             let mentions: Option<String> = row.try_get(3)?;
             for message in parse_id_list(mentions.as_deref().unwrap_or(""))? {
-                states.add_mention(channel, message, mention_window);
+                states.mention(channel, message)?;
             }
         }
-        Ok(states)
+        Ok(states.finish())
     }
 
     async fn load_channels(
@@ -475,25 +463,16 @@ impl Store for SqliteStore {
         .bind(list)
         .fetch_all(&self.readers)
         .await?;
-        let mut grouped: std::collections::BTreeMap<u64, (u64, Vec<(u64, bool)>)> =
-            std::collections::BTreeMap::new();
+        let mut windows = ChannelRows::default();
         for row in rows {
-            let channel = uid(row.try_get(0)?)?;
-            let floor = uid(row.try_get(3)?)?;
-            let entry = grouped.entry(channel).or_insert((floor, Vec::new()));
             let message: Option<i64> = row.try_get(1)?;
-            if let Some(message) = message {
-                let deleted: i64 = row.try_get(2)?;
-                entry.1.push((uid(message)?, deleted != 0));
-            }
+            let message = match message {
+                Some(message) => Some((message, row.try_get::<i64, _>(2)? != 0)),
+                None => None,
+            };
+            windows.row(row.try_get(0)?, row.try_get(3)?, message)?;
         }
-        Ok(channels
-            .iter()
-            .map(|c| {
-                let (floor, rows) = grouped.remove(c).unwrap_or_default();
-                (*c, ChannelWindow::from_rows(rows, floor, window))
-            })
-            .collect())
+        Ok(windows.finish(channels, window))
     }
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

@@ -1,0 +1,166 @@
+//! Ranges and cross-key rules of [`Settings`].
+
+use super::{ConfigError, MAX_CAP, Settings, is_postgres_url};
+
+impl Settings {
+    /// Checks ranges and cross-key rules; the error names the offending key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+            if value == 0 {
+                Err(ConfigError::invalid(key, "must be > 0"))
+            } else {
+                Ok(())
+            }
+        }
+        fn cap(key: &str, value: u32) -> Result<(), ConfigError> {
+            if (1..=MAX_CAP).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 1 and {MAX_CAP}, got {value}"),
+                ))
+            }
+        }
+        let count = |n: usize| n as u64;
+
+        let http = &self.http;
+        positive("http.request_timeout_ms", http.request_timeout_ms)?;
+        positive("http.header_read_timeout_ms", http.header_read_timeout_ms)?;
+        positive("http.max_body_bytes", http.max_body_bytes.get())?;
+
+        let storage = &self.storage;
+        if !(storage.url.starts_with("sqlite:") || is_postgres_url(&storage.url)) {
+            return Err(ConfigError::invalid(
+                "storage.url",
+                "unsupported database URL: use sqlite://PATH, postgres://... or postgresql://...",
+            ));
+        }
+        positive("storage.flush_interval_ms", storage.flush_interval_ms)?;
+        positive("storage.max_batch", count(storage.max_batch))?;
+        positive("storage.max_unflushed", count(storage.max_unflushed))?;
+        positive("storage.commit_timeout_ms", storage.commit_timeout_ms)?;
+        positive("storage.timeout_ms", storage.timeout_ms)?;
+        positive("storage.sqlite_readers", u64::from(storage.sqlite_readers))?;
+        positive("storage.pool_size", u64::from(storage.pool_size))?;
+        positive("storage.statement_timeout_ms", storage.statement_timeout_ms)?;
+        positive(
+            "storage.checkpoint_interval_ms",
+            storage.checkpoint_interval_ms,
+        )?;
+        positive(
+            "storage.checkpoint_writes",
+            count(storage.checkpoint_writes),
+        )?;
+        positive("storage.log_segment_bytes", storage.log_segment_bytes.get())?;
+
+        positive("cache.max_bytes", self.cache.max_bytes.get())?;
+
+        let limits = &self.limits;
+        positive("limits.soft_in_flight", count(limits.soft_in_flight))?;
+        positive("limits.hard_in_flight", count(limits.hard_in_flight))?;
+        if limits.soft_in_flight > limits.hard_in_flight {
+            return Err(ConfigError::invalid(
+                "limits.soft_in_flight",
+                format!(
+                    "must be <= limits.hard_in_flight ({} > {})",
+                    limits.soft_in_flight, limits.hard_in_flight
+                ),
+            ));
+        }
+        positive("limits.max_batch_ops", count(limits.max_batch_ops))?;
+        positive("limits.max_mentions", count(limits.max_mentions))?;
+        positive("limits.max_page", count(limits.max_page))?;
+        positive("limits.max_summary_users", count(limits.max_summary_users))?;
+        positive(
+            "limits.max_channels_filter",
+            count(limits.max_channels_filter),
+        )?;
+
+        cap("state.unread_cap", self.state.unread_cap)?;
+        cap("state.mention_cap", self.state.mention_cap)?;
+
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.filter) {
+            return Err(ConfigError::invalid(
+                "log.filter",
+                format!("invalid filter: {e}"),
+            ));
+        }
+
+        if let Some(url) = &self.nats.url {
+            let url = url.trim();
+            if url.is_empty() {
+                return Err(ConfigError::invalid("nats.url", "must not be empty"));
+            }
+            if let Some((scheme, _)) = url.split_once("://")
+                && !["nats", "tls", "ws", "wss"].contains(&scheme)
+            {
+                return Err(ConfigError::invalid(
+                    "nats.url",
+                    format!("unsupported scheme {scheme:?} (use nats://, tls://, ws:// or wss://)"),
+                ));
+            }
+        }
+        let nats = &self.nats;
+        if nats.stream.is_empty()
+            || nats
+                .stream
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        {
+            return Err(ConfigError::invalid(
+                "nats.stream",
+                "must be a non-empty name without spaces, '.', '*', '>', '/' or '\\'",
+            ));
+        }
+        if nats.subjects.is_empty() || nats.subjects.iter().any(|s| !valid_subject(s, true)) {
+            return Err(ConfigError::invalid(
+                "nats.subjects",
+                "must list at least one subject (tokens separated by '.', wildcards '*' and a final '>')",
+            ));
+        }
+        if nats.consumer.is_empty()
+            || nats
+                .consumer
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(ConfigError::invalid(
+                "nats.consumer",
+                "must be a non-empty name without spaces, '.', '*' or '>'",
+            ));
+        }
+        positive("nats.batch", count(nats.batch))?;
+        positive("nats.concurrency", count(nats.concurrency))?;
+        positive("nats.ack_wait_ms", nats.ack_wait_ms)?;
+        if !valid_subject(&nats.changes_prefix, false) {
+            return Err(ConfigError::invalid(
+                "nats.changes_prefix",
+                "must be a subject without wildcards (tokens separated by '.')",
+            ));
+        }
+
+        let events = &self.events;
+        positive("events.replay_window", count(events.replay_window))?;
+        positive("events.subscriber_buffer", count(events.subscriber_buffer))?;
+        positive("events.heartbeat_ms", events.heartbeat_ms)?;
+        positive("events.max_subscribers", count(events.max_subscribers))?;
+        Ok(())
+    }
+}
+
+/// A NATS subject: non-empty `.`-separated tokens without spaces; with `wildcards`,
+/// a token may be `*` and the last one `>`.
+fn valid_subject(subject: &str, wildcards: bool) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len() - 1;
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.chars().any(char::is_whitespace)
+            && match *t {
+                "*" => wildcards,
+                ">" => wildcards && i == last,
+                t => !t.contains(['*', '>']),
+            }
+    })
+}
