@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::commit::{self, CommitConfig};
 use crate::config::{Durability, Settings};
@@ -102,7 +103,7 @@ async fn follow_changes(
     service: Arc<Service>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let next = tokio::select! {
             next = feed.next() => next,
@@ -111,19 +112,17 @@ async fn follow_changes(
         match next {
             Ok(changes) => {
                 service.apply_remote_changes(&changes);
-                backoff = Duration::from_millis(50);
+                backoff.reset();
             }
             Err(e) => {
                 tracing::warn!(
                     error = %crate::error_chain(&e),
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = backoff.delay().as_millis() as u64,
                     "change feed failed; cached entries are resynchronised when it is back"
                 );
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = cancel.cancelled() => break,
+                if !backoff.wait_or_cancel(&cancel).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod background;
+pub mod backoff;
 pub mod cache;
 pub mod commit;
 pub mod domain;

@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::background::Lane;
+use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::config::Durability;
 use crate::metrics as m;
@@ -787,7 +788,7 @@ struct Retry<'a> {
     healthy: &'a AtomicBool,
     operation: &'static str,
     failures: u32,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl<'a> Retry<'a> {
@@ -796,7 +797,7 @@ impl<'a> Retry<'a> {
             healthy,
             operation,
             failures: 0,
-            backoff: Duration::from_millis(10),
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_secs(2)),
         }
     }
 
@@ -812,8 +813,7 @@ impl<'a> Retry<'a> {
 
     /// Waits before the next attempt.
     async fn wait(&mut self) {
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        self.backoff.wait().await;
     }
 
     /// The attempt succeeded (`what` is logged when failures came before).

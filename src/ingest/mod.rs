@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ops::parse_event;
+use crate::backoff::Backoff;
 use crate::config::NatsSettings;
 use crate::domain::Op;
 use crate::live::Item;
@@ -48,23 +49,21 @@ pub fn spawn(
     let settings = settings.clone();
     let inner = tracker.clone();
     tracker.spawn(async move {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
             match start(&settings, service.clone(), cancel.clone(), &inner).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
-                        retry_ms = backoff.as_millis() as u64,
+                        retry_ms = backoff.delay().as_millis() as u64,
                         "nats unavailable"
                     );
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = cancel.cancelled() => return,
+            if !backoff.wait_or_cancel(&cancel).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     });
 }
@@ -161,7 +160,7 @@ async fn ingest_loop(
     cancel: CancellationToken,
 ) {
     let mut settling = tokio::task::JoinSet::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     'pull: while !cancel.is_cancelled() {
         let messages = consumer
             .stream()
@@ -174,15 +173,13 @@ async fn ingest_loop(
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "nats consumer: cannot pull; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = cancel.cancelled() => break 'pull,
+                if !backoff.wait_or_cancel(&cancel).await {
+                    break 'pull;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         loop {
             // Reap finished acknowledgements as we go.
             while settling.try_join_next().is_some() {}
