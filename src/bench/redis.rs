@@ -46,6 +46,51 @@ use redis::{AsyncConnectionConfig, Script};
 
 use crate::domain::Caps;
 
+/// A bulk load: commands pipelined, sent every [`PIPELINE_CHUNK`] of them and once
+/// more at the end, their replies ignored.
+struct Bulk {
+    con: MultiplexedConnection,
+    pipe: redis::Pipeline,
+    queued: usize,
+    what: &'static str,
+}
+
+impl Bulk {
+    fn new(con: MultiplexedConnection, what: &'static str) -> Self {
+        Self {
+            con,
+            pipe: redis::pipe(),
+            queued: 0,
+            what,
+        }
+    }
+
+    async fn add(&mut self, command: redis::Cmd) -> anyhow::Result<()> {
+        self.pipe.add_command(command).ignore();
+        self.queued += 1;
+        if self.queued >= PIPELINE_CHUNK {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> anyhow::Result<()> {
+        if self.queued > 0 {
+            self.pipe
+                .exec_async(&mut self.con)
+                .await
+                .context(self.what)?;
+            self.pipe.clear();
+            self.queued = 0;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> anyhow::Result<()> {
+        self.send().await
+    }
+}
+
 /// Commands per pipeline round trip during bulk population.
 const PIPELINE_CHUNK: usize = 2_048;
 /// Keys per `SCAN` step and per `UNLINK` while clearing.
@@ -293,9 +338,7 @@ impl RedisTarget {
     /// Redis errors.
     pub async fn load_channels(&self, channels: &[(u64, Vec<u64>)]) -> anyhow::Result<()> {
         let window = self.caps.channel_window();
-        let mut con = self.con.clone();
-        let mut pipe = redis::pipe();
-        let mut queued = 0;
+        let mut bulk = Bulk::new(self.con.clone(), "loading channels");
         for (channel, ids) in channels {
             if ids.is_empty() {
                 continue;
@@ -310,29 +353,14 @@ impl RedisTarget {
             for id in &newest {
                 zadd.arg(*id).arg(*id);
             }
-            pipe.add_command(zadd).ignore();
+            bulk.add(zadd).await?;
             // Ids already present may push the set past the window: keep the top.
             let stop = -i64::try_from(window).unwrap_or(i64::MAX) - 1;
-            pipe.cmd("ZREMRANGEBYRANK")
-                .arg(&key)
-                .arg(0)
-                .arg(stop)
-                .ignore();
-            queued += 2;
-            if queued >= PIPELINE_CHUNK {
-                pipe.exec_async(&mut con)
-                    .await
-                    .context("loading channels")?;
-                pipe.clear();
-                queued = 0;
-            }
+            let mut trim = redis::cmd("ZREMRANGEBYRANK");
+            trim.arg(&key).arg(0).arg(stop);
+            bulk.add(trim).await?;
         }
-        if queued > 0 {
-            pipe.exec_async(&mut con)
-                .await
-                .context("loading channels")?;
-        }
-        Ok(())
+        bulk.finish().await
     }
 
     /// Bulk population of read states: `(user, channel, last_read)`, pipelined, one
@@ -342,31 +370,16 @@ impl RedisTarget {
     /// # Errors
     /// Redis errors.
     pub async fn load_read_states(&self, states: &[(u64, u64, u64)]) -> anyhow::Result<()> {
-        let mut con = self.con.clone();
-        let mut pipe = redis::pipe();
-        let mut queued = 0;
+        let mut bulk = Bulk::new(self.con.clone(), "loading read states");
         for run in states.chunk_by(|a, b| a.0 == b.0) {
             let mut hset = redis::cmd("HSET");
             hset.arg(self.user_key(run[0].0));
             for &(_, channel, last_read) in run {
                 hset.arg(channel).arg(last_read);
             }
-            pipe.add_command(hset).ignore();
-            queued += 1;
-            if queued >= PIPELINE_CHUNK {
-                pipe.exec_async(&mut con)
-                    .await
-                    .context("loading read states")?;
-                pipe.clear();
-                queued = 0;
-            }
+            bulk.add(hset).await?;
         }
-        if queued > 0 {
-            pipe.exec_async(&mut con)
-                .await
-                .context("loading read states")?;
-        }
-        Ok(())
+        bulk.finish().await
     }
 
     /// Ack: the read position of (user, channel) moves forward to `message`, never
