@@ -51,20 +51,28 @@ pub fn lower_current_thread() {
     }
 }
 
-/// Whether the calling thread runs lowered: under `SCHED_IDLE`, or at a nice value
-/// raised by [`NICE_INCREMENT`] above `base` (Linux), for tests.
+/// Whether the thread a `/proc/.../stat` line describes runs lowered: under
+/// `SCHED_IDLE`, or at a nice value raised by [`NICE_INCREMENT`] above `base_nice`
+/// (Linux), for tests.
+///
+/// # Panics
+/// When `stat` is not a stat line.
+#[cfg(target_os = "linux")]
+pub fn stat_is_lowered(stat: &str, base_nice: i32) -> bool {
+    const SCHED_IDLE: u32 = 5;
+    // After the parenthesised name: state is field 3, nice 19, policy 41.
+    let rest = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let nice: i32 = fields[16].parse().expect("nice is a number");
+    let policy: u32 = fields[38].parse().expect("policy is a number");
+    policy == SCHED_IDLE || nice >= (base_nice + NICE_INCREMENT).min(19)
+}
+
+/// Whether the calling thread runs lowered (see [`stat_is_lowered`]), for tests.
 #[cfg(target_os = "linux")]
 pub fn current_is_lowered(base_nice: i32) -> bool {
-    use thread_priority::unix::{
-        NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
-    };
-    let idle = matches!(
-        thread_schedule_policy(),
-        Ok(ThreadSchedulePolicy::Normal(
-            NormalThreadSchedulePolicy::Idle
-        ))
-    );
-    idle || current_nice() >= (base_nice + NICE_INCREMENT).min(19)
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs is mounted");
+    stat_is_lowered(&stat, base_nice)
 }
 
 /// The nice value of the calling thread (Linux), for tests.

@@ -440,15 +440,15 @@ pub fn nats_published(outcome: &'static str) {
 
 /// Gauges sampled on each scrape.
 pub fn sample(service: &crate::service::ServiceStats) {
-    let (stats, budget, queued) = (&service.cache, service.cache_budget, service.queued);
+    let stats = &service.cache;
     gauge!(CACHE_BYTES).set(stats.bytes as f64);
-    gauge!(CACHE_BUDGET).set(budget as f64);
+    gauge!(CACHE_BUDGET).set(service.cache_budget as f64);
     gauge!(CACHE_USERS).set(stats.users as f64);
     gauge!(CACHE_READ_STATES).set(stats.read_states as f64);
     gauge!(CACHE_CHANNELS).set(stats.channels as f64);
     gauge!(CACHE_DIRTY).set(stats.dirty_entries as f64);
     counter!(CACHE_EVICTIONS).absolute(stats.evictions);
-    gauge!(COMMIT_QUEUE).set(queued as f64);
+    gauge!(COMMIT_QUEUE).set(service.queued as f64);
     if let Some(rss) = resident_bytes() {
         gauge!(PROCESS_RSS).set(rss as f64);
     }

@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::cache::{Cache, CacheStats, SHARDS};
 use crate::commit::{CommitError, Committer};
-use crate::domain::{Caps, ReadPos, StateRef, UserId};
+use crate::domain::{Caps, UserId};
 use crate::live::{EventId, Hub, SubscribeError, Subscription};
 use crate::store::{ChangeFeed, Store, StoreError};
 
@@ -95,23 +95,6 @@ impl From<CommitError> for ServiceError {
     }
 }
 
-/// A read state with its mention ids, copied out of the cache.
-struct OwnedState {
-    channel: u64,
-    read: ReadPos,
-    mentions: Vec<(u64, u64)>,
-}
-
-impl OwnedState {
-    fn as_ref(&self) -> StateRef<'_> {
-        StateRef {
-            channel: self.channel,
-            read: self.read,
-            mentions: &self.mentions,
-        }
-    }
-}
-
 /// Answered once the writes applied before it are durable.
 #[derive(Debug)]
 pub struct Durable {
@@ -156,12 +139,6 @@ pub struct Service {
     delete_epoch: AtomicU64,
     /// Where every change of a read state is reported (live streams).
     hub: Arc<Hub>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a [`Service`] is built from.

@@ -1,9 +1,11 @@
 //! The queries: read states, summaries, readers.
 
 use crate::config::Durability;
-use crate::domain::{ChannelId, MessageId, ReadStateView, Summary, UserId, derive};
+use crate::domain::{
+    ChannelId, MessageId, ReadPos, ReadStateView, StateRef, Summary, UserId, derive,
+};
 
-use super::{DEFAULT_READERS_LIMIT, OwnedState, Service, ServiceError};
+use super::{DEFAULT_READERS_LIMIT, Service, ServiceError};
 
 impl Service {
     /// The read states of `user` (all, or those of the listed channels), with derived fields.
@@ -159,5 +161,22 @@ impl Service {
             None
         };
         Ok((users, next))
+    }
+}
+
+/// A read state with its mention ids, copied out of the cache.
+struct OwnedState {
+    channel: u64,
+    read: ReadPos,
+    mentions: Vec<(u64, u64)>,
+}
+
+impl OwnedState {
+    fn as_ref(&self) -> StateRef<'_> {
+        StateRef {
+            channel: self.channel,
+            read: self.read,
+            mentions: &self.mentions,
+        }
     }
 }

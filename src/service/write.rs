@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::commit::{Entry, Key, Reserved};
 use crate::config::Durability;
@@ -13,7 +14,7 @@ use crate::live::Kind;
 use crate::store::Write;
 
 use super::load::thrashing;
-use super::{Durable, MAX_ATTEMPTS, Service, ServiceError, now_ms};
+use super::{Durable, MAX_ATTEMPTS, Service, ServiceError};
 
 impl Service {
     /// Checks an operation against the limits.
@@ -334,4 +335,10 @@ fn user_write(user: u64, change: UserChange) -> Write {
         },
         UserChange::Removed { channel } => Write::Leave { user, channel },
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -118,8 +118,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the checkpoints are behind (writes near the unflushed bound), so this one
     /// must not wait for idle CPU; a store whose writer runs at the lowest priority
     /// writes it at normal priority instead. The default is `commit`.
-    async fn checkpoint(&self, writes: &[Write], urgent: bool) -> Result<(), StoreError> {
-        let _ = urgent;
+    async fn checkpoint(&self, writes: &[Write], _urgent: bool) -> Result<(), StoreError> {
         self.commit(writes).await
     }
 

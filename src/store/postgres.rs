@@ -619,7 +619,7 @@ impl Store for PgStore {
             .with_conn(|c| {
                 Box::pin(async move {
                     sqlx::query(
-                        "select l.channel_id, m.message_id, m.deleted, coalesce(f.floor, 0) \
+                        "select l.channel_id, m.message_id, coalesce(m.deleted, false), coalesce(f.floor, 0) \
                          from unnest($1::bigint[]) as l (channel_id) \
                          left join channel_messages m on m.channel_id = l.channel_id \
                          left join channels f on f.channel_id = l.channel_id",
@@ -632,12 +632,12 @@ impl Store for PgStore {
             .await?;
         let mut windows = ChannelRows::default();
         for row in rows {
-            let message: Option<i64> = row.try_get(1)?;
-            let message = match message {
-                Some(message) => Some((message, row.try_get::<bool, _>(2)?)),
-                None => None,
-            };
-            windows.row(row.try_get(0)?, row.try_get(3)?, message)?;
+            windows.row(
+                row.try_get(0)?,
+                row.try_get(3)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+            )?;
         }
         Ok(windows.finish(channels, window))
     }

@@ -55,7 +55,8 @@ impl UserRows {
 }
 
 /// Channels' windows, gathered row by row: each row names a channel, its floor,
-/// and one of its message ids (none for a channel with no rows).
+/// and one of its message ids with its tombstone bit (no id for a channel with no
+/// rows).
 #[derive(Default)]
 pub(super) struct ChannelRows {
     grouped: BTreeMap<u64, (u64, Vec<(u64, bool)>)>,
@@ -66,13 +67,14 @@ impl ChannelRows {
         &mut self,
         channel: i64,
         floor: i64,
-        message: Option<(i64, bool)>,
+        message: Option<i64>,
+        deleted: bool,
     ) -> Result<(), StoreError> {
         let entry = self
             .grouped
             .entry(uid(channel)?)
             .or_insert((uid(floor)?, Vec::new()));
-        if let Some((message, deleted)) = message {
+        if let Some(message) = message {
             entry.1.push((uid(message)?, deleted));
         }
         Ok(())

@@ -455,7 +455,7 @@ impl Store for SqliteStore {
             serde_json::to_string(channels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // Primary key range scans of channel_messages, one per listed channel.
         let rows = sqlx::query(
-            "select c.value as channel_id, m.message_id, m.deleted, coalesce(f.floor, 0) as floor \
+            "select c.value as channel_id, m.message_id, coalesce(m.deleted, 0), coalesce(f.floor, 0) as floor \
              from json_each(?1) c \
              left join channel_messages m on m.channel_id = c.value \
              left join channels f on f.channel_id = c.value",
@@ -465,12 +465,13 @@ impl Store for SqliteStore {
         .await?;
         let mut windows = ChannelRows::default();
         for row in rows {
-            let message: Option<i64> = row.try_get(1)?;
-            let message = match message {
-                Some(message) => Some((message, row.try_get::<i64, _>(2)? != 0)),
-                None => None,
-            };
-            windows.row(row.try_get(0)?, row.try_get(3)?, message)?;
+            let deleted: i64 = row.try_get(2)?;
+            windows.row(
+                row.try_get(0)?,
+                row.try_get(3)?,
+                row.try_get(1)?,
+                deleted != 0,
+            )?;
         }
         Ok(windows.finish(channels, window))
     }
@@ -533,7 +534,6 @@ mod tests {
     /// Whether each of this process's threads whose name starts with `prefix` runs
     /// lowered (`SCHED_IDLE`, or a nice value raised above `base_nice`).
     fn lowered_threads(prefix: &str, base_nice: i32) -> Vec<bool> {
-        const SCHED_IDLE: u32 = 5;
         let mut found = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").expect("procfs is mounted") {
             let path = task.expect("a task entry").path();
@@ -544,15 +544,7 @@ mod tests {
                 continue;
             }
             let stat = std::fs::read_to_string(path.join("stat")).expect("a stat file");
-            // After the parenthesised name: state is field 3, nice 19, policy 41.
-            let rest = &stat[stat.rfind(')').expect("stat has the name in parentheses") + 2..];
-            let fields: Vec<&str> = rest.split(' ').collect();
-            let nice: i32 = fields[16].parse().expect("nice is a number");
-            let policy: u32 = fields[38].parse().expect("policy is a number");
-            found.push(
-                policy == SCHED_IDLE
-                    || nice >= (base_nice + crate::background::NICE_INCREMENT).min(19),
-            );
+            found.push(crate::background::stat_is_lowered(&stat, base_nice));
         }
         found
     }
