@@ -399,11 +399,6 @@ pub fn remote_invalidation(keys: usize, resync: bool) {
     }
 }
 
-/// The number of open change subscriptions changed.
-pub fn subscribers(count: usize) {
-    gauge!(EVENT_SUBSCRIBERS).set(count as f64);
-}
-
 /// A change event went out to a subscriber.
 pub fn event_sent() {
     counter!(EVENTS_SENT).increment(1);
@@ -449,6 +444,7 @@ pub fn sample(service: &crate::service::ServiceStats) {
     gauge!(CACHE_DIRTY).set(stats.dirty_entries as f64);
     counter!(CACHE_EVICTIONS).absolute(stats.evictions);
     gauge!(COMMIT_QUEUE).set(service.queued as f64);
+    gauge!(EVENT_SUBSCRIBERS).set(service.subscribers as f64);
     if let Some(rss) = resident_bytes() {
         gauge!(PROCESS_RSS).set(rss as f64);
     }

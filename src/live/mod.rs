@@ -368,7 +368,6 @@ impl Hub {
         }
         inner.count += 1;
         drop(inner);
-        crate::metrics::subscribers(self.subscribers());
         if matches!(start, Item::Resync { .. }) {
             crate::metrics::event_resync();
         }
@@ -405,9 +404,6 @@ impl Hub {
             }
         };
         inner.count -= removed;
-        let count = inner.count;
-        drop(inner);
-        crate::metrics::subscribers(count);
     }
 
     /// Ends every subscription (their streams finish) and refuses new ones.

@@ -163,6 +163,8 @@ pub struct ServiceStats {
     pub cache_budget: u64,
     /// Entries in the commit queue.
     pub queued: usize,
+    /// Open change subscriptions (SSE, firehose).
+    pub subscribers: usize,
 }
 
 impl Service {
@@ -239,6 +241,7 @@ impl Service {
             cache: self.cache.stats(),
             cache_budget: self.cache.max_bytes(),
             queued: self.committer.queued(),
+            subscribers: self.hub.subscribers(),
         }
     }
 

@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use metrics::gauge;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
@@ -85,14 +86,20 @@ pub async fn get_readyz(State(state): State<HttpState>) -> Result<Json<Status>, 
     responses((status = 200, description = "Metrics in the Prometheus text format", body = String, content_type = "text/plain"))
 )]
 pub async fn get_metrics(State(state): State<HttpState>) -> Response {
-    let service = &state.service;
-    crate::metrics::sample(&service.stats());
-    gauge!(UPTIME).set(state.started.elapsed().as_secs_f64());
-    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "durability" => state.durability)
-        .set(1.0);
-    // Histograms buffer samples until upkeep; scrapes are a natural, bounded cadence.
-    state.metrics.run_upkeep();
-    let body = state.metrics.render();
+    // The recorder is per process and the sampled gauges are set from this app's
+    // state: one scrape samples and renders at a time, so a scrape never shows
+    // another one's sample (tests run several apps in one process).
+    static SCRAPE: Mutex<()> = Mutex::new(());
+    let body = {
+        let _one_at_a_time = SCRAPE.lock();
+        crate::metrics::sample(&state.service.stats());
+        gauge!(UPTIME).set(state.started.elapsed().as_secs_f64());
+        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "durability" => state.durability)
+            .set(1.0);
+        // Histograms buffer samples until upkeep; scrapes are a natural, bounded cadence.
+        state.metrics.run_upkeep();
+        state.metrics.render()
+    };
     (
         [(
             header::CONTENT_TYPE,
