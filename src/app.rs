@@ -20,7 +20,8 @@ use crate::cache::Cache;
 use crate::commit::{self, CommitConfig};
 use crate::config::{Durability, Settings};
 use crate::domain::Caps;
-use crate::http::{HttpLimits, HttpState};
+use crate::grpc::{GrpcLimits, GrpcServer};
+use crate::http::{HttpLimits, HttpState, InFlightLayer};
 use crate::service::{Service, ServiceLimits, ServiceParts};
 use crate::store::postgres::PgOptions;
 use crate::store::{ChangeFeed, PgStore, SqliteStore, Store, sqlite::SqliteOptions};
@@ -32,6 +33,7 @@ pub struct App {
     listener: TcpListener,
     http_addr: SocketAddr,
     router: axum::Router,
+    grpc: Option<(GrpcServer, GrpcLimits)>,
     service: Arc<Service>,
     ready: Arc<AtomicBool>,
     tracker: TaskTracker,
@@ -231,15 +233,28 @@ impl App {
                 &tracker,
             ),
         };
+        // One in-flight count for the process, whichever transport a request uses.
+        let in_flight = InFlightLayer::new(limits.soft_in_flight, limits.hard_in_flight);
         let router = crate::http::router(
             state,
             HttpLimits {
-                soft_in_flight: limits.soft_in_flight,
-                hard_in_flight: limits.hard_in_flight,
+                in_flight: in_flight.clone(),
                 request_timeout: settings.http.request_timeout(),
                 max_body_bytes: settings.http.max_body_bytes.as_usize(),
             },
         );
+        let grpc = match settings.grpc.addr {
+            Some(addr) => Some((
+                GrpcServer::bind(addr).await?,
+                GrpcLimits {
+                    in_flight,
+                    request_timeout: settings.http.request_timeout(),
+                    max_message_bytes: settings.http.max_body_bytes.as_usize(),
+                    keepalive: settings.events.heartbeat(),
+                },
+            )),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("while binding http.addr {}", settings.http.addr))?;
@@ -263,6 +278,7 @@ impl App {
             listener,
             http_addr,
             router,
+            grpc,
             service,
             ready,
             tracker,
@@ -277,6 +293,11 @@ impl App {
     }
 
     /// The service (for tests that inspect the cache).
+    /// The bound gRPC address, when `grpc.addr` is set.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|(server, _)| server.addr())
+    }
+
     pub fn service(&self) -> &Arc<Service> {
         &self.service
     }
@@ -293,6 +314,7 @@ impl App {
             listener,
             http_addr,
             router,
+            grpc,
             service,
             ready,
             tracker,
@@ -301,6 +323,12 @@ impl App {
         } = self;
         ready.store(true, Ordering::SeqCst);
         tracing::info!(addr = %http_addr, protocol = "http", "listening");
+        // The gRPC server stops accepting when `shutdown` fires, like HTTP, and its
+        // calls in flight are part of the drain.
+        let grpc = grpc.map(|(server, limits)| {
+            tracing::info!(addr = %server.addr(), protocol = "grpc", "listening");
+            tokio::spawn(server.run(service.clone(), limits, shutdown.clone()))
+        });
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             durability = %settings.storage.durability,
@@ -330,6 +358,13 @@ impl App {
         let deadline = tokio::time::Instant::now() + settings.shutdown.grace_period();
         let drained = async {
             graceful.shutdown().await;
+            if let Some(grpc) = grpc {
+                match grpc.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "gRPC server failed"),
+                    Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+                }
+            }
             tracing::info!("in-flight requests finished; flushing");
             writer_cancel.cancel();
             tracker.close();

@@ -3,6 +3,8 @@
 //! - [`domain`]: the pure engine (ids, channel windows, read states, derived fields).
 //! - [`cache`]: the memory-budgeted cache of users and channels.
 //! - [`store`]: durable storage (SQLite) behind the `Store` trait.
+//! - [`api`]: what a request means, below every transport ([`http`], [`grpc`], [`ingest`]).
+//! - [`service`]: the operations every transport calls, with every limit checked once.
 //! - [`bench`]: `readstate bench`, the load tool comparing readstate with its alternatives.
 
 pub mod api;
@@ -11,6 +13,7 @@ pub mod backoff;
 pub mod cache;
 pub mod commit;
 pub mod domain;
+pub mod limits;
 pub mod metrics;
 pub mod service;
 pub mod store;
@@ -31,6 +34,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod live;

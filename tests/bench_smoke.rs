@@ -27,8 +27,9 @@ const TARGETS: [&str; 6] = [
 const OWN_REDIS: [&str; 2] = ["redis-aof-always", "redis-aof-everysec"];
 /// The targets whose server CPU the bench must measure (their processes are on
 /// this machine and readable).
-const WITH_CPU: [&str; 5] = [
+const WITH_CPU: [&str; 6] = [
     "readstate",
+    "readstate-grpc",
     "floor",
     "redis",
     "redis-aof-always",
@@ -175,6 +176,7 @@ fn runs_redis_server(pid: u64) -> bool {
 
 fn run_bench(dir: &Path, namespace: &str) -> std::process::Output {
     let targets = TARGETS.join(",");
+    // `--grpc` adds `readstate-grpc`: the same server measured over gRPC.
     Command::new(BIN)
         .current_dir(dir)
         .env_remove("READSTATE_CONFIG")
@@ -195,6 +197,7 @@ fn run_bench(dir: &Path, namespace: &str) -> std::process::Output {
             namespace,
             "--targets",
             &targets,
+            "--grpc",
             "--redis-url",
             &redis_url(),
             "--postgres-url",
@@ -273,7 +276,7 @@ async fn a_smoke_bench_measures_every_target_and_writes_json_and_html() {
     let json = std::fs::read_to_string(dir.path().join("bench-results.json"))
         .expect("bench-results.json in the working directory");
     let results: Value = serde_json::from_str(&json).expect("the results are JSON");
-    for target in TARGETS {
+    for target in TARGETS.iter().copied().chain(["readstate-grpc"]) {
         let t = &results["targets"][target];
         assert!(
             t["error"].is_null(),

@@ -104,6 +104,23 @@ impl ProblemKind {
         )
     }
 
+    /// The gRPC status code of the kind: the same table, for the gRPC API.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ProblemKind::InvalidInput | ProblemKind::UnsupportedMediaType => {
+                tonic::Code::InvalidArgument
+            }
+            ProblemKind::NotFound => tonic::Code::NotFound,
+            ProblemKind::MethodNotAllowed => tonic::Code::Unimplemented,
+            ProblemKind::PayloadTooLarge | ProblemKind::Overloaded => {
+                tonic::Code::ResourceExhausted
+            }
+            ProblemKind::Unavailable => tonic::Code::Unavailable,
+            ProblemKind::Timeout => tonic::Code::DeadlineExceeded,
+            ProblemKind::Internal => tonic::Code::Internal,
+        }
+    }
+
     /// The full `type` URI.
     pub fn type_uri(self) -> String {
         format!("{TYPE_PREFIX}{}", self.slug())
@@ -161,6 +178,17 @@ impl Problem {
         }
     }
 
+    /// The request did not complete within `timeout`.
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        Self::new(
+            ProblemKind::Timeout,
+            format!(
+                "the request did not complete within {} ms; retry later",
+                timeout.as_millis()
+            ),
+        )
+    }
+
     /// A generic internal error. The caller logs the cause.
     pub fn internal() -> Self {
         Self::new(ProblemKind::Internal, "an internal error occurred")
@@ -202,6 +230,33 @@ impl Problem {
                 Problem::new(ProblemKind::Unavailable, *reason)
             }
         }
+    }
+}
+
+/// Logs a service error once, at the transport boundary. Storage failures carrying a
+/// cause were already logged with their chain where they were classified
+/// (`From<StoreError> for ServiceError`), so they go to DEBUG here; other unavailable
+/// errors (commit failed or timed out, shutting down) go to WARN, at most once per
+/// second so that an outage does not flood the log. Client errors go to DEBUG.
+pub fn log_service_error(e: &ServiceError) {
+    static UNAVAILABLE_LOG: crate::limits::RateLimit = crate::limits::RateLimit::new();
+    match e {
+        ServiceError::Unavailable { source: None, .. } if UNAVAILABLE_LOG.allow() => {
+            tracing::warn!(error = %crate::error_chain(e), "request failed: service unavailable");
+        }
+        _ => tracing::debug!(error = %crate::error_chain(e), "request failed"),
+    }
+}
+
+/// Logs the errors of a batch's results: a storage failure once per batch (not once
+/// per op); invalid ops are the client's to see in the results.
+pub fn log_batch_errors(results: &[Result<(), ServiceError>]) {
+    if let Some(e) = results.iter().find_map(|r| {
+        r.as_ref()
+            .err()
+            .filter(|e| !matches!(e, ServiceError::Invalid { .. }))
+    }) {
+        log_service_error(e);
     }
 }
 

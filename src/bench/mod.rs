@@ -19,11 +19,13 @@
 //! - [`runner`]: phases and measurement. [`report`], [`html`]: the outputs.
 //! - [`capacity`]: `--capacity`, the node-count and cost projection from the results.
 
+pub mod args;
 pub mod capacity;
 pub mod client;
 pub mod cpu;
 pub mod dataset;
 pub mod floor;
+pub mod grpc;
 pub mod html;
 pub mod mix;
 pub mod pg;
@@ -44,14 +46,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{BenchArgs, BenchDurability, BenchStorage, BenchTarget};
+use args::{BenchArgs, BenchDurability, BenchStorage, BenchTarget};
 use cpu::{CpuProbe, CpuSource};
 use dataset::Dataset;
 use redis::RedisTarget;
 use redis_server::{Fsync, RedisServer};
 use report::{Machine, Params, PhaseFigures, Population, Results, ServerInfo, TargetResult};
 use runner::{Connector, Live, MemoryProbe, PhaseSpec, run_phase};
-use server::{ServerProcess, self_command};
+use server::{ServerProcess, grpc_listening_addr, self_command};
 use workload::Workload;
 
 /// The engine's default caps, used by every target.
@@ -260,8 +262,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         seen.push(target);
         let name = target.name();
+        let mut over_grpc = None;
         let outcome = match target {
-            BenchTarget::Readstate => bench_readstate(&ctx).await,
+            BenchTarget::Readstate => bench_readstate(&ctx, &mut over_grpc).await,
             BenchTarget::Floor => bench_floor(&ctx).await,
             BenchTarget::Redis => bench_redis(&ctx).await,
             BenchTarget::RedisAofAlways => bench_redis_aof(&ctx, target, Fsync::Always).await,
@@ -273,6 +276,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             TargetResult::failed(description, &e)
         });
         targets.push((name.to_owned(), result));
+        if target == BenchTarget::Readstate && ctx.args.grpc {
+            let result = over_grpc.unwrap_or_else(|| {
+                let why = anyhow::anyhow!("not measured: the readstate run ended before it");
+                eprintln!("{GRPC_TARGET}: {why}");
+                TargetResult::failed(grpc_description(), &why)
+            });
+            targets.push((GRPC_TARGET.to_owned(), result));
+        }
     }
 
     let ratios = report::ratios(&targets);
@@ -316,7 +327,12 @@ fn params(ctx: &Ctx) -> Params {
         warmup_s: a.warmup.as_secs_f64(),
         rate: a.rate,
         soak_s: a.soak.map(|d| d.as_secs_f64()),
-        targets: a.targets.iter().map(|t| t.name().to_owned()).collect(),
+        targets: a
+            .targets
+            .iter()
+            .map(|t| t.name().to_owned())
+            .chain(a.grpc.then(|| GRPC_TARGET.to_owned()))
+            .collect(),
         storage: match (&a.url, a.storage) {
             (Some(_), _) => "external".to_owned(),
             (None, BenchStorage::Sqlite) => "sqlite".to_owned(),
@@ -475,7 +491,19 @@ async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{rest} resolves to no address"))
 }
 
-async fn bench_readstate(ctx: &Ctx) -> Result<TargetResult, Failure> {
+/// The name of the target `--grpc` adds.
+pub const GRPC_TARGET: &str = "readstate-grpc";
+
+fn grpc_description() -> String {
+    "The same readstate server, data and operations as the `readstate` target, measured right after it over gRPC (readstate.v1.ReadStates, HTTP/2, one connection per worker); memory and population figures are those of `readstate`.".to_owned()
+}
+
+/// Measures the readstate target and, with `--grpc`, the same server over gRPC
+/// into `over_grpc`.
+async fn bench_readstate(
+    ctx: &Ctx,
+    over_grpc: &mut Option<TargetResult>,
+) -> Result<TargetResult, Failure> {
     let description = match (&ctx.args.url, ctx.args.storage) {
         (Some(url), _) => format!("readstate over HTTP/1.1 at {url} (an existing server)."),
         (None, storage) => format!(
@@ -495,14 +523,18 @@ async fn bench_readstate(ctx: &Ctx) -> Result<TargetResult, Failure> {
         description: description.clone(),
         ..TargetResult::default()
     };
-    let outcome = readstate_inner(ctx, &mut result).await;
+    let outcome = readstate_inner(ctx, &mut result, over_grpc).await;
     match outcome {
         Ok(()) => Ok(result),
         Err(e) => Err((description, e)),
     }
 }
 
-async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result<()> {
+async fn readstate_inner(
+    ctx: &Ctx,
+    result: &mut TargetResult,
+    over_grpc: &mut Option<TargetResult>,
+) -> anyhow::Result<()> {
     let marker_name = match ctx.args.storage {
         BenchStorage::Sqlite => "readstate-sqlite",
         BenchStorage::Postgres => "readstate-postgres",
@@ -523,9 +555,22 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             .env("READSTATE_CACHE__MAX_BYTES", &ctx.args.cache_max_bytes)
             .env("READSTATE_LOG__FORMAT", "json")
             .env("READSTATE_LOG__FILTER", "info");
+        if ctx.args.grpc {
+            cmd.env("READSTATE_GRPC__ADDR", "127.0.0.1:0");
+        }
         let mut server = ServerProcess::start(cmd, START_TIMEOUT)
             .await
             .context("while starting `readstate serve`")?;
+        let grpc_addr = if ctx.args.grpc {
+            Some(
+                server
+                    .logged_addr(grpc_listening_addr, START_TIMEOUT)
+                    .await
+                    .context("the server logged no gRPC address")?,
+            )
+        } else {
+            None
+        };
         let memory = MemoryProbe::Pid(server.pid());
         let mut cpu = CpuProbe::process(server.pid(), "the readstate server");
         if ctx.args.storage == BenchStorage::Postgres {
@@ -543,7 +588,7 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
                 }
             }
         }
-        let outcome = readstate_run(
+        let mut outcome = readstate_run(
             ctx,
             result,
             server.addr,
@@ -553,6 +598,30 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             marker_name,
         )
         .await;
+        if let (Ok(()), Some(addr)) = (&outcome, grpc_addr) {
+            let mut grpc = TargetResult {
+                description: grpc_description(),
+                bytes_per_read_state: result.bytes_per_read_state,
+                rss_bytes_per_read_state: result.rss_bytes_per_read_state,
+                disk_bytes_per_read_state: result.disk_bytes_per_read_state,
+                memory_basis: Some("the readstate target's (the same server and data)".into()),
+                ..TargetResult::default()
+            };
+            outcome = measure(
+                ctx,
+                GRPC_TARGET,
+                &Connector::Grpc(addr),
+                &memory,
+                &cpu,
+                &mut grpc,
+            )
+            .await
+            .context("while measuring over gRPC");
+            *over_grpc = Some(match &outcome {
+                Ok(()) => grpc,
+                Err(e) => TargetResult::failed(grpc_description(), e),
+            });
+        }
         // A server that died explains every error after it: say so, with its log.
         if server.has_exited() {
             let why = outcome
@@ -570,6 +639,12 @@ async fn readstate_inner(ctx: &Ctx, result: &mut TargetResult) -> anyhow::Result
             .await
             .context("while stopping the server");
     };
+    if ctx.args.grpc {
+        let why = anyhow::anyhow!(
+            "--grpc measures the server the bench starts; with --url its gRPC address is not known"
+        );
+        *over_grpc = Some(TargetResult::failed(grpc_description(), &why));
+    }
     let addr = resolve(url).await?;
     client::HttpClient::connect(addr)
         .await
@@ -1205,21 +1280,22 @@ mod tests {
 
     #[test]
     fn the_durable_redis_targets_and_their_program_are_options() {
-        use crate::cli::{Cli, Command};
-        use clap::Parser as _;
+        use clap::Parser;
 
-        let cli = Cli::try_parse_from([
-            "readstate",
+        #[derive(Parser)]
+        struct Bench {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let args = Bench::try_parse_from([
             "bench",
             "--targets",
             "redis-aof-always,redis-aof-everysec",
             "--redis-server",
             "/opt/redis/bin/redis-server",
         ])
-        .unwrap();
-        let Some(Command::Bench(args)) = cli.command else {
-            panic!("not bench: {:?}", cli.command)
-        };
+        .unwrap()
+        .args;
 
         assert_eq!(
             args.targets,
@@ -1233,11 +1309,7 @@ mod tests {
             args.redis_server,
             PathBuf::from("/opt/redis/bin/redis-server")
         );
-        let Some(Command::Bench(default)) =
-            Cli::try_parse_from(["readstate", "bench"]).unwrap().command
-        else {
-            panic!("not bench")
-        };
+        let default = Bench::try_parse_from(["bench"]).unwrap().args;
         assert_eq!(default.redis_server, PathBuf::from("redis-server"));
         for name in ["redis-aof-always", "redis-aof-everysec"] {
             assert!(report::TARGET_NAMES.contains(&name));

@@ -28,6 +28,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use super::client::HttpClient;
 use super::cpu::CpuProbe;
 use super::dataset::mix_seed;
+use super::grpc::GrpcClient;
 use super::mix::OpKind;
 use super::pg::PgDirect;
 use super::redis::RedisTarget;
@@ -47,6 +48,8 @@ const WORKERS_PER_REDIS_CONNECTION: usize = 16;
 pub enum Connector {
     /// Over HTTP/1.1, one connection per worker.
     Http(SocketAddr),
+    /// Over gRPC (HTTP/2), one connection per worker.
+    Grpc(SocketAddr),
     /// Redis scripts; one multiplexed connection per 16 workers.
     Redis {
         url: String,
@@ -63,6 +66,8 @@ pub enum Connector {
 pub enum Client {
     /// An HTTP connection.
     Http(HttpClient),
+    /// A gRPC connection.
+    Grpc(GrpcClient),
     /// A (shared) Redis connection.
     Redis(RedisTarget),
     /// The shared pool.
@@ -77,6 +82,7 @@ impl Client {
     pub async fn execute(&mut self, op: &Op) -> anyhow::Result<()> {
         match self {
             Client::Http(http) => http.execute(op).await,
+            Client::Grpc(grpc) => grpc.execute(op).await,
             Client::Postgres(pg) => pg.execute(op).await,
             Client::Redis(redis) => match *op {
                 Op::Ack {
@@ -120,6 +126,10 @@ impl Connector {
             Connector::Http(addr) => {
                 let conns = try_join_all((0..workers).map(|_| HttpClient::connect(*addr))).await?;
                 Ok(conns.into_iter().map(Client::Http).collect())
+            }
+            Connector::Grpc(addr) => {
+                let conns = try_join_all((0..workers).map(|_| GrpcClient::connect(*addr))).await?;
+                Ok(conns.into_iter().map(Client::Grpc).collect())
             }
             Connector::Redis {
                 url,

@@ -137,6 +137,37 @@ impl ServerProcess {
         }
     }
 
+    /// Waits (up to `timeout`) until a line of the recent log gives an address by
+    /// `matcher` (a second listener, logged after the first).
+    ///
+    /// # Errors
+    /// No such line in time.
+    pub async fn logged_addr(
+        &self,
+        matcher: impl Fn(&str) -> Option<SocketAddr>,
+        timeout: Duration,
+    ) -> anyhow::Result<SocketAddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|tail| tail.iter().find_map(|line| matcher(line)));
+            if let Some(addr) = found {
+                return Ok(addr);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "no such line within {} s; the last log lines:\n{}",
+                    timeout.as_secs(),
+                    self.recent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -205,6 +236,15 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The address of the `listening` line of the gRPC server (`protocol` `grpc`).
+pub fn grpc_listening_addr(line: &str) -> Option<SocketAddr> {
+    if line.contains("grpc") {
+        listening_addr(line)
+    } else {
+        None
     }
 }
 

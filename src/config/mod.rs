@@ -54,7 +54,7 @@ pub struct Settings {
     pub log: LogSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
-    /// gRPC server (reserved: accepted, not served yet).
+    /// gRPC server (`readstate.v1.ReadStates`, health, reflection).
     pub grpc: GrpcSettings,
     /// Live change streams (`/v1/users/{id}/events`).
     pub events: EventsSettings,
@@ -405,7 +405,7 @@ impl ShutdownSettings {
     }
 }
 
-/// `[grpc]`: gRPC server (reserved: accepted, not served yet).
+/// `[grpc]`: the gRPC server (`readstate.v1.ReadStates`, health, reflection).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcSettings {

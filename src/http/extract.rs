@@ -23,7 +23,7 @@ use crate::domain::{ChannelId, MessageId, UserId};
 pub struct ApiJson<T>(pub T);
 
 /// An optional JSON request body: an empty body gives `None` (whatever the content
-/// type); anything else is parsed as [`ApiJson`] would.
+/// type), and so does a JSON `null`; anything else is parsed as [`ApiJson`] would.
 #[derive(Debug, Clone)]
 pub struct ApiJsonOrEmpty<T>(pub Option<T>);
 
@@ -194,6 +194,10 @@ where
         }
         if !is_json {
             return Err(unsupported_media_type());
+        }
+        // JSON `null` is no body too (the OpenAPI document says the body is nullable).
+        if bytes.trim_ascii() == b"null" {
+            return Ok(ApiJsonOrEmpty(None));
         }
         parse_json(&bytes).map(|v| ApiJsonOrEmpty(Some(v)))
     }

@@ -5,7 +5,6 @@
 
 pub mod extract;
 pub mod json;
-pub mod limits;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -22,9 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, histogram};
 
+pub use crate::limits::InFlightLayer;
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use crate::service::Service;
-pub use limits::InFlightLayer;
 pub use problem::{Problem, ProblemKind, problem_json};
 
 /// What every handler shares.
@@ -47,12 +46,11 @@ pub struct HttpState {
 }
 
 /// Limits of the HTTP layer (from the `http` and `limits` config sections).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
-    /// Above this many API requests in flight: a metric and a (rate-limited) warning.
-    pub soft_in_flight: usize,
-    /// At this many API requests in flight, new ones get 503 + `Retry-After` at once.
-    pub hard_in_flight: usize,
+    /// The in-flight limits (`limits.soft_in_flight`, `limits.hard_in_flight`),
+    /// shared with the gRPC server: at the hard limit, 503 + `Retry-After` at once.
+    pub in_flight: InFlightLayer,
     /// A request not answered within this gets 503 `timeout`.
     pub request_timeout: Duration,
     /// Larger request bodies get 413.
@@ -71,10 +69,7 @@ pub fn router(state: HttpState, limits: HttpLimits) -> Router {
     init_route_metrics();
     let api = routes::api()
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(InFlightLayer::new(
-            limits.soft_in_flight,
-            limits.hard_in_flight,
-        ));
+        .layer(limits.in_flight);
     let ops = routes::ops()
         .merge(routes::ops::dashboard())
         .method_not_allowed_fallback(method_not_allowed);
@@ -151,14 +146,7 @@ pub async fn enforce_timeout(
         Ok(response) => response,
         Err(_) => {
             tracing::debug!(timeout_ms = timeout.as_millis(), "request timed out");
-            Problem::new(
-                ProblemKind::Timeout,
-                format!(
-                    "the request did not complete within {} ms; retry later",
-                    timeout.as_millis()
-                ),
-            )
-            .into_response()
+            Problem::timed_out(timeout).into_response()
         }
     }
 }

@@ -503,7 +503,7 @@ mod tests {
 
         assert_eq!(
             problem_example(ProblemKind::Overloaded).to_json(),
-            body_of(crate::http::limits::shed_response()).await
+            body_of(crate::http::problem::shed_response()).await
         );
         assert_eq!(
             problem_example(ProblemKind::Internal).to_json(),

@@ -7,29 +7,30 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 pub use crate::api::problem::{
-    PROBLEM_CONTENT_TYPE, Problem, ProblemBody, ProblemKind, TYPE_PREFIX, problem_json,
+    PROBLEM_CONTENT_TYPE, Problem, ProblemBody, ProblemKind, TYPE_PREFIX, log_service_error,
+    problem_json,
 };
 use crate::service::ServiceError;
-
-/// Logs a service error once, at the HTTP boundary. Storage failures carrying a
-/// cause were already logged with their chain where they were classified
-/// (`From<StoreError> for ServiceError`), so they go to DEBUG here; other unavailable
-/// errors (commit failed or timed out, shutting down) go to WARN, at most once per
-/// second so that an outage does not flood the log. Client errors go to DEBUG.
-pub fn log_service_error(e: &ServiceError) {
-    static UNAVAILABLE_LOG: super::limits::RateLimit = super::limits::RateLimit::new();
-    match e {
-        ServiceError::Unavailable { source: None, .. } if UNAVAILABLE_LOG.allow() => {
-            tracing::warn!(error = %crate::error_chain(e), "request failed: service unavailable");
-        }
-        _ => tracing::debug!(error = %crate::error_chain(e), "request failed"),
-    }
-}
 
 impl From<ServiceError> for Problem {
     fn from(e: ServiceError) -> Self {
         log_service_error(&e);
         Problem::from_service_error(&e)
+    }
+}
+
+/// The HTTP answer at the hard in-flight limit: 503 `overloaded` + `Retry-After`.
+pub fn shed_response() -> Response {
+    Problem::new(
+        ProblemKind::Overloaded,
+        "too many requests in flight; retry later",
+    )
+    .into_response()
+}
+
+impl crate::limits::Shed for Response {
+    fn shed() -> Self {
+        shed_response()
     }
 }
 

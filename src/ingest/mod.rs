@@ -316,7 +316,7 @@ async fn publish_changes(
                 )
             }
             Item::Change(event) => {
-                let body = match crate::live::wire::change_body(
+                let body = match crate::live::wire::change(
                     &service,
                     event.user,
                     event.channel,
@@ -324,7 +324,7 @@ async fn publish_changes(
                 )
                 .await
                 {
-                    Ok(body) => body,
+                    Ok(change) => crate::live::wire::ChangeBody::from(change),
                     Err(e) => {
                         tracing::debug!(error = %e, "change publisher: cannot read the state");
                         continue;

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use tokio::sync::Notify;
 
 use crate::cache::{Cache, CacheStats, SHARDS};
@@ -258,13 +260,20 @@ impl Service {
     /// `last` when given and still known.
     ///
     /// # Errors
-    /// Too many subscribers, or the streams have ended (shutting down).
+    /// [`ServiceError::Overloaded`] with too many subscribers,
+    /// [`ServiceError::Unavailable`] once the streams have ended (shutting down).
     pub fn subscribe(
         &self,
         user: UserId,
         last: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        self.hub.subscribe(user.get(), last)
+    ) -> Result<Subscription, ServiceError> {
+        self.hub.subscribe(user.get(), last).map_err(|e| match e {
+            SubscribeError::TooMany => ServiceError::Overloaded,
+            SubscribeError::Closed => ServiceError::Unavailable {
+                reason: "shutting down",
+                source: None,
+            },
+        })
     }
 
     /// Opens a live subscription to every user's changes (the change publisher).
@@ -283,6 +292,12 @@ impl Service {
     /// How often an idle live stream sends a heartbeat.
     pub fn heartbeat(&self) -> Duration {
         self.hub.heartbeat()
+    }
+
+    /// Cancelled once the live streams end (the start of a shutdown): long-lived
+    /// calls (a gRPC `Write` stream) answer what they have and finish.
+    pub fn closing(&self) -> &CancellationToken {
+        self.hub.closed()
     }
 
     /// Ends every live stream and refuses new ones (the start of a shutdown).

@@ -56,6 +56,20 @@ impl Service {
         &self,
         ops: Vec<Result<Op, ServiceError>>,
     ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        self.execute_ops(0, ops).await
+    }
+
+    /// [`Service::execute_batch`] for ops numbered from `first` on (a stream of
+    /// writes applied a group at a time): an invalid-input error names
+    /// `ops[first + i].field`.
+    ///
+    /// # Errors
+    /// As [`Service::execute_batch`].
+    pub async fn execute_ops(
+        &self,
+        first: usize,
+        ops: Vec<Result<Op, ServiceError>>,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
         if ops.len() > self.limits.max_batch_ops {
             return Err(ServiceError::invalid(
                 "ops",
@@ -63,7 +77,9 @@ impl Service {
             ));
         }
         let barrier = self.reserve_barrier()?;
-        let mut results = self.apply_each(ops, |i| format!("ops[{i}].")).await;
+        let mut results = self
+            .apply_each(ops, |i| format!("ops[{}].", first + i))
+            .await;
         if results.iter().any(Result::is_ok)
             && let Err(e) = self.wait_durable(barrier).await
         {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::grpc_transport::{self, Grpc};
 use crate::support::TestStorage;
 
 /// Status, headers and body of one answer. The body is the parsed JSON, `Null` when
@@ -27,6 +28,11 @@ pub type Reply = (StatusCode, HeaderMap, Value);
 /// A running app and a client for it. Dropping it cancels the server.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The gRPC server (every test app serves one, on a port of its own).
+    pub grpc_addr: SocketAddr,
+    /// Set when the suites run over gRPC (`READSTATE_TEST_TRANSPORT=grpc`): the typed
+    /// methods then call it (see [`grpc_transport`]).
+    pub grpc: Option<Grpc>,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -64,9 +70,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let storage = TestStorage::from_env();
     let mut settings = Settings::default();
     settings.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.grpc.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings.storage.url = storage.url().to_owned();
     configure(&mut settings);
-    let (addr, shutdown, handle) = start(&settings).await;
+    let (addr, grpc_addr, shutdown, handle) = start(&settings).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
@@ -74,6 +81,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("a client");
     TestApp {
         addr,
+        grpc_addr,
+        grpc: grpc_transport::enabled().then(|| Grpc::new(grpc_addr)),
         client,
         shutdown,
         handle: Some(handle),
@@ -86,6 +95,7 @@ async fn start(
     settings: &Settings,
 ) -> (
     SocketAddr,
+    SocketAddr,
     CancellationToken,
     JoinHandle<anyhow::Result<()>>,
 ) {
@@ -93,9 +103,10 @@ async fn start(
         .await
         .expect("the app builds with test settings");
     let addr = app.http_addr();
+    let grpc_addr = app.grpc_addr().expect("test apps serve gRPC");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
-    (addr, shutdown, handle)
+    (addr, grpc_addr, shutdown, handle)
 }
 
 /// Retries `check` until it returns `Ok`, for at most `deadline`; panics with the last
@@ -143,8 +154,12 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data dir.
     pub async fn restart(&mut self) {
         self.stop().await.expect("a clean shutdown");
-        let (addr, shutdown, handle) = start(&self.settings).await;
+        let (addr, grpc_addr, shutdown, handle) = start(&self.settings).await;
         self.addr = addr;
+        self.grpc_addr = grpc_addr;
+        if self.grpc.is_some() {
+            self.grpc = Some(Grpc::new(grpc_addr));
+        }
         self.shutdown = shutdown;
         self.handle = Some(handle);
     }
@@ -211,6 +226,9 @@ impl TestApp {
         author: Option<u64>,
         mentions: &[u64],
     ) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.message(channel, message, author, mentions).await;
+        }
         let mut body = json!({ "message_id": message.to_string() });
         if let Some(author) = author {
             body["author_id"] = json!(author.to_string());
@@ -239,17 +257,28 @@ impl TestApp {
 
     /// `DELETE /v1/channels/{c}/messages/{m}`.
     pub async fn delete_message(&self, channel: u64, message: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.delete_message(channel, message).await;
+        }
         self.delete(&format!("/v1/channels/{channel}/messages/{message}"), None)
             .await
     }
 
     /// `DELETE /v1/channels/{c}`.
     pub async fn delete_channel(&self, channel: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.delete_channel(channel).await;
+        }
         self.delete(&format!("/v1/channels/{channel}"), None).await
     }
 
     /// `GET /v1/channels/{c}/messages/{m}/readers?{query}`.
     pub async fn readers(&self, channel: u64, message: u64, query: &str) -> Reply {
+        if let Some(grpc) = &self.grpc
+            && let Some(reply) = grpc.readers(channel, message, query).await
+        {
+            return reply;
+        }
         let query = if query.is_empty() {
             String::new()
         } else {
@@ -264,24 +293,38 @@ impl TestApp {
 
     /// `PUT /v1/users/{u}/channels/{c}` (join).
     pub async fn join(&self, user: u64, channel: u64, body: Option<Value>) -> Reply {
+        if let Some(grpc) = &self.grpc
+            && let Some(reply) = grpc.join(user, channel, body.as_ref()).await
+        {
+            return reply;
+        }
         self.put(&format!("/v1/users/{user}/channels/{channel}"), body)
             .await
     }
 
     /// `DELETE /v1/users/{u}/channels/{c}` (leave).
     pub async fn leave(&self, user: u64, channel: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.leave(user, channel).await;
+        }
         self.delete(&format!("/v1/users/{user}/channels/{channel}"), None)
             .await
     }
 
     /// `GET /v1/users/{u}/channels/{c}`.
     pub async fn read_state(&self, user: u64, channel: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.read_state(user, channel).await;
+        }
         self.get(&format!("/v1/users/{user}/channels/{channel}"), None)
             .await
     }
 
     /// `POST /v1/users/{u}/channels/{c}/ack`.
     pub async fn ack(&self, user: u64, channel: u64, message: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.ack(user, channel, message).await;
+        }
         self.post(
             &format!("/v1/users/{user}/channels/{channel}/ack"),
             Some(json!({ "message_id": message.to_string() })),
@@ -291,6 +334,9 @@ impl TestApp {
 
     /// `POST /v1/users/{u}/channels/{c}/unread`.
     pub async fn unread(&self, user: u64, channel: u64, message: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.unread(user, channel, message).await;
+        }
         self.post(
             &format!("/v1/users/{user}/channels/{channel}/unread"),
             Some(json!({ "message_id": message.to_string() })),
@@ -300,6 +346,11 @@ impl TestApp {
 
     /// `GET /v1/users/{u}/read-states` (with `?{query}` when not empty).
     pub async fn read_states(&self, user: u64, query: &str) -> Reply {
+        if let Some(grpc) = &self.grpc
+            && let Some(reply) = grpc.read_states(user, query).await
+        {
+            return reply;
+        }
         let query = if query.is_empty() {
             String::new()
         } else {
@@ -311,21 +362,37 @@ impl TestApp {
 
     /// `GET /v1/users/{u}/summary`.
     pub async fn summary(&self, user: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.summary(user).await;
+        }
         self.get(&format!("/v1/users/{user}/summary"), None).await
     }
 
     /// `POST /v1/users/{u}/ack-all`.
     pub async fn ack_all(&self, user: u64) -> Reply {
+        if let Some(grpc) = &self.grpc {
+            return grpc.ack_all(user).await;
+        }
         self.post(&format!("/v1/users/{user}/ack-all"), None).await
     }
 
     /// `POST /v1/summaries`.
     pub async fn summaries(&self, body: Value) -> Reply {
+        if let Some(grpc) = &self.grpc
+            && let Some(reply) = grpc.summaries(&body).await
+        {
+            return reply;
+        }
         self.post("/v1/summaries", Some(body)).await
     }
 
     /// `POST /v1/batch`.
     pub async fn batch(&self, body: Value) -> Reply {
+        if let Some(grpc) = &self.grpc
+            && let Some(reply) = grpc.batch(&body).await
+        {
+            return reply;
+        }
         self.post("/v1/batch", Some(body)).await
     }
 

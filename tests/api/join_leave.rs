@@ -62,6 +62,16 @@ async fn join_with_an_empty_object_starts_at_the_channel_head() {
 }
 
 #[tokio::test]
+async fn join_with_a_json_null_body_starts_at_the_channel_head() {
+    // The OpenAPI document says the body is nullable: `null` is no body.
+    let app = channel_with_three_messages().await;
+
+    let reply = app.join(5, 10, Some(serde_json::Value::Null)).await;
+
+    assert_json(&reply, StatusCode::OK, &state(10, 3, 3, 0, 0));
+}
+
+#[tokio::test]
 async fn join_is_a_no_op_when_the_read_state_exists() {
     let app = channel_with_three_messages().await;
 

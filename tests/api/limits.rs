@@ -14,7 +14,7 @@ use crate::helpers::{
 };
 
 /// A generous bound for the server to react; exceeding it is a hang, not slowness.
-const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The ack of message 1 for user `user` in channel 10, padded with JSON whitespace to
 /// exactly 50 bytes.
@@ -29,7 +29,7 @@ fn ack_body(user: u64) -> (String, String) {
 
 /// Sends the head of an ack and the first 10 bytes of its 50-byte body: the request is
 /// admitted and then waits for the rest of its body.
-async fn start_slow_ack(app: &TestApp, user: u64) -> (TcpStream, String) {
+pub async fn start_slow_ack(app: &TestApp, user: u64) -> (TcpStream, String) {
     let (head, body) = ack_body(user);
     let mut stream = connect(app).await;
     send(&mut stream, head.as_bytes()).await;

@@ -1,8 +1,10 @@
 //! Black-box API tests: the real `App` on port 0 with fresh storage per test (SQLite,
 //! or PostgreSQL with `READSTATE_TEST_STORAGE=postgres`), talked to over the wire only
-//! (STYLE.md §9).
+//! (STYLE.md §9). With `READSTATE_TEST_TRANSPORT=grpc` the typed calls go through
+//! the gRPC API instead (see `grpc_transport.rs`); `grpc.rs` tests what only gRPC has.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod grpc_transport;
 mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
@@ -14,6 +16,7 @@ mod channels;
 mod durability_modes;
 mod errors;
 mod events;
+mod grpc;
 mod ids;
 mod join_leave;
 mod limits;

@@ -7,11 +7,11 @@ use axum::extract::State;
 
 use crate::api::dto::{BatchRequest, BatchResponse, BatchResult};
 use crate::api::ops::parse_op;
+use crate::api::problem::log_batch_errors;
 use crate::http::HttpState;
 use crate::http::extract::ApiJson;
 use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
-use crate::http::problem::{Problem, log_service_error};
-use crate::service::ServiceError;
+use crate::http::problem::Problem;
 
 /// Batch of writes.
 ///
@@ -48,14 +48,7 @@ pub async fn post_batch(
         .map(|(i, v)| parse_op(i, v))
         .collect();
     let results = state.service.execute_batch(ops).await?;
-    // Log a storage failure once per batch, not once per op.
-    if let Some(e) = results.iter().find_map(|r| {
-        r.as_ref()
-            .err()
-            .filter(|e| !matches!(e, ServiceError::Invalid { .. }))
-    }) {
-        log_service_error(e);
-    }
+    log_batch_errors(&results);
     let results = results
         .iter()
         .map(|r| match r {

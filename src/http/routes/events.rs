@@ -24,10 +24,10 @@ use crate::domain::UserId;
 use crate::http::HttpState;
 use crate::http::extract::{ApiPath, ApiQuery, UserPath};
 use crate::http::openapi::{InvalidInputResponse, UnavailableResponse};
-use crate::http::problem::{Problem, ProblemKind};
-use crate::live::wire::UserBody;
-use crate::live::{ALL_USERS, EventId, Item, SubscribeError, Subscription};
-use crate::service::{Service, ServiceError};
+use crate::http::problem::Problem;
+use crate::live::wire::{ChangeBody, LiveEvent, UserBody, live_event};
+use crate::live::{EventId, Item, Subscription};
+use crate::service::Service;
 
 /// Query of the event streams.
 #[derive(Debug, Default, Deserialize)]
@@ -89,42 +89,14 @@ impl Frame {
 /// Turns a subscription item into what is sent, reading the read state as it is now;
 /// `None` for a channel-wide change that does not concern this user.
 async fn frame(service: &Service, user: u64, item: Item) -> Option<Frame> {
-    match item {
-        Item::Ready { seq } => Some(Frame::new(
-            "ready",
-            service.event_id(seq),
-            &UserBody {
-                user_id: user.to_string(),
-            },
-        )),
-        Item::Resync { seq } => Some(resync(service, user, seq)),
-        Item::Change(event) => {
-            match crate::live::wire::change_body(service, user, event.channel, event.kind).await {
-                // A message deleted in a channel the user is not in.
-                Ok(body) if event.user == ALL_USERS && body.read_state.is_none() => None,
-                Ok(body) => {
-                    crate::metrics::event_sent();
-                    Some(Frame::new("read_state", service.event_id(event.seq), &body))
-                }
-                // Storage is down: the client refetches once it can.
-                Err(e) => {
-                    tracing::debug!(error = %e, "event stream: cannot read the state; resync");
-                    crate::metrics::event_resync();
-                    Some(resync(service, user, event.seq))
-                }
-            }
-        }
-    }
-}
-
-fn resync(service: &Service, user: u64, seq: u64) -> Frame {
-    Frame::new(
-        "resync",
-        service.event_id(seq),
-        &UserBody {
-            user_id: user.to_string(),
-        },
-    )
+    let user_body = || UserBody {
+        user_id: user.to_string(),
+    };
+    Some(match live_event(service, user, item).await? {
+        LiveEvent::Ready { id } => Frame::new("ready", id, &user_body()),
+        LiveEvent::Resync { id } => Frame::new("resync", id, &user_body()),
+        LiveEvent::Change { id, change } => Frame::new("read_state", id, &ChangeBody::from(change)),
+    })
 }
 
 fn subscribe(
@@ -138,13 +110,7 @@ fn subscribe(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(query.last_event_id);
-    state
-        .service
-        .subscribe(user, last.as_deref())
-        .map_err(|e| match e {
-            SubscribeError::TooMany => Problem::from(ServiceError::Overloaded),
-            SubscribeError::Closed => Problem::new(ProblemKind::Unavailable, "shutting down"),
-        })
+    Ok(state.service.subscribe(user, last.as_deref())?)
 }
 
 /// Stream of a user's changes (SSE).

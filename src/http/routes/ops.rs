@@ -20,9 +20,9 @@ use crate::api::dto::Status;
 use crate::http::HttpState;
 use crate::http::extract::ApiQuery;
 use crate::http::json::Json;
-use crate::http::limits::RateLimit;
 use crate::http::openapi::{ApiDoc, NotReadyResponse};
 use crate::http::problem::{Problem, ProblemKind};
+use crate::limits::RateLimit;
 use crate::metrics::{BUILD_INFO, HistoryBody, UPTIME};
 use crate::service::ServiceError;
 

@@ -1,6 +1,9 @@
-//! In-flight request limits (the soft/hard scheme of the spec): above the soft limit
-//! a metric and a rate-limited warning; at the hard limit an immediate 503 with
-//! `Retry-After` instead of queueing. Counts only the routes it wraps (the API), so
+//! In-flight request limits (the soft/hard scheme of the spec), for every transport:
+//! above the soft limit a metric and a rate-limited warning; at the hard limit an
+//! immediate refusal instead of queueing (HTTP 503 with `Retry-After`, gRPC
+//! `RESOURCE_EXHAUSTED`: each transport says how through [`Shed`]). One
+//! [`InFlightLayer`] wraps both the HTTP API and the gRPC service, so the limits hold
+//! for the process whatever way requests come in. It counts only what it wraps, so
 //! health checks and scrapes keep working under overload.
 
 use std::future::Future;
@@ -11,12 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge};
 use tower::{Layer, Service};
 
-use super::problem::{Problem, ProblemKind};
 use crate::metrics::{HTTP_IN_FLIGHT, HTTP_SHED, HTTP_SOFT_LIMIT};
 
 /// Lets an event through at most once per interval (one second by default), for
@@ -173,33 +173,32 @@ impl Drop for Slot {
 }
 
 /// The answer to a request refused at the hard limit.
-pub fn shed_response() -> Response {
-    Problem::new(
-        ProblemKind::Overloaded,
-        "too many requests in flight; retry later",
-    )
-    .into_response()
+/// The answer a transport gives a request refused at the hard limit.
+pub trait Shed {
+    /// "Too many requests in flight; retry shortly", in the transport's words.
+    fn shed() -> Self;
 }
 
-impl<S> Service<Request> for InFlightService<S>
+impl<S, B, R> Service<http::Request<B>> for InFlightService<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<http::Request<B>, Response = R>,
+    R: Shed,
 {
-    type Response = Response;
+    type Response = R;
     type Error = S::Error;
-    type Future = InFlightFuture<S::Future>;
+    type Future = InFlightFuture<S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let before = self.state.count.fetch_add(1, Ordering::Relaxed);
         if before >= self.state.hard {
             self.state.count.fetch_sub(1, Ordering::Relaxed);
             self.state.shed();
             return InFlightFuture::Shed {
-                response: Some(shed_response()),
+                response: Some(R::shed()),
             };
         }
         gauge!(HTTP_IN_FLIGHT).increment(1.0);
@@ -220,19 +219,20 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`InFlightService`].
     #[project = InFlightFutureProj]
-    pub enum InFlightFuture<F> {
+    pub enum InFlightFuture<F, R> {
         /// Admitted: the inner future, holding a place until it completes or is dropped.
         Admitted { #[pin] future: F, slot: Option<Slot> },
         /// Refused at the hard limit.
-        Shed { response: Option<Response> },
+        Shed { response: Option<R> },
     }
 }
 
-impl<F, E> Future for InFlightFuture<F>
+impl<F, R, E> Future for InFlightFuture<F, R>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<R, E>>,
+    R: Shed,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<R, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
@@ -246,7 +246,7 @@ where
                 Some(response) => Poll::Ready(Ok(response)),
                 // Polled again after completion: a contract violation by the caller;
                 // answer something well-formed rather than panic.
-                None => Poll::Ready(Ok(shed_response())),
+                None => Poll::Ready(Ok(R::shed())),
             },
         }
     }
@@ -256,7 +256,9 @@ where
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
     use axum::http::StatusCode;
+    use axum::response::IntoResponse;
     use tokio::sync::oneshot;
     use tower::ServiceExt;
 

@@ -1,0 +1,474 @@
+//! [`Client`]: one typed method per RPC of `readstate.v1.ReadStates`, with retries.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+use crate::ops::epoch_ms;
+use crate::proto::{self, Op, Problem, ReadState, Summary, read_states_client::ReadStatesClient};
+use crate::retry::RetryPolicy;
+use crate::subscribe::Subscription;
+
+/// The generated tonic client the [`Client`] wraps.
+pub type Grpc = ReadStatesClient<Channel>;
+
+/// One page of read receipts ([`Client::readers`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadersPage {
+    /// Users whose read position is at or past the message, sorted by id.
+    pub readers: Vec<u64>,
+    /// Pass as `after` for the next page; `None` when this page is the last.
+    pub next: Option<u64>,
+}
+
+/// A client of readstate's gRPC API (`readstate.v1.ReadStates`).
+///
+/// Cheap to clone: clones share one HTTP/2 connection ([`tonic::transport::Channel`]),
+/// which reconnects by itself when it breaks. Every method retries retryable
+/// errors as the [`RetryPolicy`] allows (default: 3 tries), which is safe because
+/// reads change nothing and every write is idempotent.
+///
+/// Ids are `u64` in `1..=2^63-1`; `0` is rejected by the server with
+/// [`Error::InvalidArgument`] naming the field (e.g. `channel_id`).
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) grpc: Grpc,
+    pub(crate) retry: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// The endpoint with this crate's connection settings: connect timeout 10 s,
+    /// HTTP/2 keep-alive pings every 30 s (also on idle connections, so a
+    /// subscription notices a dead server), `TCP_NODELAY`.
+    fn endpoint(endpoint: String) -> Result<Endpoint, Error> {
+        let parsed = Endpoint::from_shared(endpoint.clone())
+            .map_err(|source| Error::InvalidEndpoint { endpoint, source })?;
+        Ok(parsed
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true))
+    }
+
+    /// Connects to `endpoint` (`http://host:port`; the server's `grpc.addr`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`] when it is not a URI, [`Error::Transport`] when
+    /// the server cannot be reached (retryable: this call does not retry).
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Client, Error> {
+        let channel = Self::endpoint(endpoint.into())?.connect().await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client that connects on its first call (and never fails here for a
+    /// server that is down). Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`] when `endpoint` is not a URI.
+    pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Client, Error> {
+        Ok(Self::from_channel(
+            Self::endpoint(endpoint.into())?.connect_lazy(),
+        ))
+    }
+
+    /// A client over a channel configured by the caller (TLS, interceptors, ...).
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            grpc: ReadStatesClient::new(channel),
+            retry: RetryPolicy::default(),
+            timeout: None,
+        }
+    }
+
+    /// The same client with another retry policy ([`RetryPolicy::none`] to
+    /// retry nothing).
+    #[must_use]
+    pub fn with_retries(mut self, policy: RetryPolicy) -> Client {
+        self.retry = policy;
+        self
+    }
+
+    /// The same client with a deadline on every try of every unary call (sent as
+    /// `grpc-timeout`, and enforced here too): past it the try fails with
+    /// [`Error::DeadlineExceeded`], which is retried. No deadline by default (the
+    /// server still bounds a call by its `http.request_timeout_ms`). Does not
+    /// apply to [`Client::write`] or [`Client::subscribe`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The generated tonic client, for what this one does not cover.
+    pub fn grpc(&self) -> Grpc {
+        self.grpc.clone()
+    }
+
+    /// Calls a unary RPC with `message`, retrying as the policy allows.
+    async fn unary<M, R, F, Fut>(&self, message: M, rpc: F) -> Result<R, Error>
+    where
+        M: Clone,
+        F: Fn(Grpc, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut failures = 0;
+        loop {
+            let mut request = tonic::Request::new(message.clone());
+            let answer = match self.timeout {
+                Some(timeout) => {
+                    request.set_timeout(timeout);
+                    match tokio::time::timeout(timeout, rpc(self.grpc.clone(), request)).await {
+                        Ok(answer) => answer.map_err(Error::from),
+                        Err(_) => Err(Error::DeadlineExceeded {
+                            message: format!("no answer within {timeout:?}"),
+                        }),
+                    }
+                }
+                None => rpc(self.grpc.clone(), request).await.map_err(Error::from),
+            };
+            match answer {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(e) => {
+                    failures += 1;
+                    if !e.is_retryable() || !self.retry.may_retry(failures) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(self.retry.backoff(failures, e.retry_after())).await;
+                }
+            }
+        }
+    }
+
+    /// A message was posted in `channel`: unread counts grow, the `mentions` get
+    /// a mention, and the `author`'s read position moves to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an id of 0 or too many mentions; see [`Error`].
+    pub async fn message_created(
+        &self,
+        channel: u64,
+        message: u64,
+        author: Option<u64>,
+        mentions: &[u64],
+    ) -> Result<(), Error> {
+        let request = proto::MessageCreatedRequest {
+            channel_id: channel,
+            message_id: message,
+            author_id: author,
+            mentions: mentions.to_vec(),
+        };
+        self.unary(
+            request,
+            |mut g, r| async move { g.message_created(r).await },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A message was deleted: it no longer counts as unread or as a mention.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn message_deleted(&self, channel: u64, message: u64) -> Result<(), Error> {
+        let request = proto::MessageDeletedRequest {
+            channel_id: channel,
+            message_id: message,
+        };
+        self.unary(
+            request,
+            |mut g, r| async move { g.message_deleted(r).await },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The channel and every read state in it are gone (idempotent).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn delete_channel(&self, channel: u64) -> Result<(), Error> {
+        let request = proto::DeleteChannelRequest {
+            channel_id: channel,
+        };
+        self.unary(request, |mut g, r| async move { g.delete_channel(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Read receipts: one page of the users whose read position is at or past
+    /// `message`, sorted by id, after the cursor `after` (the previous page's
+    /// `next`); `limit` is the page size (server default 100).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn readers(
+        &self,
+        channel: u64,
+        message: u64,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<ReadersPage, Error> {
+        let request = proto::ReadersRequest {
+            channel_id: channel,
+            message_id: message,
+            after,
+            limit,
+        };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.readers(r).await })
+            .await?;
+        Ok(ReadersPage {
+            readers: reply.readers,
+            next: reply.next,
+        })
+    }
+
+    /// The user joins the channel (a no-op when already in it), starting at
+    /// `last_read` (`Some(0)`: nothing read; `None`: the channel's newest message).
+    /// Answers the read state.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn join(
+        &self,
+        user: u64,
+        channel: u64,
+        last_read: Option<u64>,
+    ) -> Result<ReadState, Error> {
+        let request = proto::JoinRequest {
+            user_id: user,
+            channel_id: channel,
+            last_read_message_id: last_read,
+        };
+        self.unary(request, |mut g, r| async move { g.join(r).await })
+            .await
+    }
+
+    /// The user leaves the channel: the read state is removed (idempotent).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn leave(&self, user: u64, channel: u64) -> Result<(), Error> {
+        let request = proto::LeaveRequest {
+            user_id: user,
+            channel_id: channel,
+        };
+        self.unary(request, |mut g, r| async move { g.leave(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// The user's read state in the channel; `None` when they have none
+    /// (`NOT_FOUND`).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn read_state(&self, user: u64, channel: u64) -> Result<Option<ReadState>, Error> {
+        let request = proto::GetReadStateRequest {
+            user_id: user,
+            channel_id: channel,
+        };
+        match self
+            .unary(request, |mut g, r| async move { g.get_read_state(r).await })
+            .await
+        {
+            Ok(state) => Ok(Some(state)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user's read states in `channels` (all of them when empty), sorted by
+    /// channel id.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn read_states(&self, user: u64, channels: &[u64]) -> Result<Vec<ReadState>, Error> {
+        let request = proto::GetReadStatesRequest {
+            user_id: user,
+            channels: channels.to_vec(),
+        };
+        let reply = self
+            .unary(
+                request,
+                |mut g, r| async move { g.get_read_states(r).await },
+            )
+            .await?;
+        Ok(reply.read_states)
+    }
+
+    /// The user has read up to `message` (an ack never moves the read position
+    /// back). Answers the read state.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn ack(&self, user: u64, channel: u64, message: u64) -> Result<ReadState, Error> {
+        self.ack_request(proto::AckRequest {
+            user_id: user,
+            channel_id: channel,
+            message_id: message,
+            at: None,
+        })
+        .await
+    }
+
+    /// [`Client::ack`] made at `at` (sent as `at`, ms since the epoch): ignored
+    /// when older than the read state's latest [`Client::mark_unread`], so a
+    /// late ack from another device does not undo it.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn ack_at(
+        &self,
+        user: u64,
+        channel: u64,
+        message: u64,
+        at: SystemTime,
+    ) -> Result<ReadState, Error> {
+        self.ack_request(proto::AckRequest {
+            user_id: user,
+            channel_id: channel,
+            message_id: message,
+            at: Some(epoch_ms(at)),
+        })
+        .await
+    }
+
+    async fn ack_request(&self, request: proto::AckRequest) -> Result<ReadState, Error> {
+        self.unary(request, |mut g, r| async move { g.ack(r).await })
+            .await
+    }
+
+    /// Marks unread from `message` on: the read position moves to just before
+    /// it. Answers the read state.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn mark_unread(
+        &self,
+        user: u64,
+        channel: u64,
+        message: u64,
+    ) -> Result<ReadState, Error> {
+        let request = proto::MarkUnreadRequest {
+            user_id: user,
+            channel_id: channel,
+            message_id: message,
+        };
+        self.unary(request, |mut g, r| async move { g.mark_unread(r).await })
+            .await
+    }
+
+    /// Every read state of the user is read up to its channel's newest message.
+    /// Answers all the user's read states afterwards.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn ack_all(&self, user: u64) -> Result<Vec<ReadState>, Error> {
+        let request = proto::AckAllRequest { user_id: user };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.ack_all(r).await })
+            .await?;
+        Ok(reply.read_states)
+    }
+
+    /// Unread channels and mention total of one user.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn summary(&self, user: u64) -> Result<Summary, Error> {
+        let request = proto::GetSummaryRequest { user_id: user };
+        self.unary(request, |mut g, r| async move { g.get_summary(r).await })
+            .await
+    }
+
+    /// Summaries of many users: one per distinct user, in request order.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn summaries(&self, users: &[u64]) -> Result<Vec<(u64, Summary)>, Error> {
+        let request = proto::GetSummariesRequest {
+            user_ids: users.to_vec(),
+        };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.get_summaries(r).await })
+            .await?;
+        Ok(reply
+            .summaries
+            .into_iter()
+            .map(|s| {
+                (
+                    s.user_id,
+                    Summary {
+                        unread_channels: s.unread_channels,
+                        mentions: s.mentions,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Many writes in one call, applied in order: one result per op, in order. A
+    /// bad op fails alone (its [`Problem`] names the field, e.g.
+    /// `ops[1].channel_id`); the others are applied.
+    ///
+    /// The whole batch is resent on a retryable error (every op is idempotent).
+    ///
+    /// # Errors
+    /// The call itself failed (more than `limits.max_batch_ops` ops is
+    /// [`Error::InvalidArgument`] on `ops`, and nothing is applied).
+    pub async fn batch(&self, ops: Vec<Op>) -> Result<Vec<Result<(), Problem>>, Error> {
+        let request = proto::BatchRequest { ops };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.batch(r).await })
+            .await?;
+        Ok(reply.results.into_iter().map(op_result).collect())
+    }
+
+    /// Live changes of the user's read states; see [`Subscription`]. Connects on
+    /// the first poll and reconnects by itself.
+    pub fn subscribe(&self, user: u64) -> Subscription {
+        Subscription::new(self.clone(), user, None)
+    }
+
+    /// [`Client::subscribe`], resuming after the event `last_event_id` (the id of
+    /// the last [`Event`](crate::Event) seen, e.g. by an earlier process). The
+    /// first event is `Ready` when nothing was missed, `Resync` otherwise.
+    pub fn subscribe_from(&self, user: u64, last_event_id: impl Into<String>) -> Subscription {
+        Subscription::new(self.clone(), user, Some(last_event_id.into()))
+    }
+}
+
+/// The result of one op.
+pub(crate) fn op_result(result: proto::OpResult) -> Result<(), Problem> {
+    match (result.ok, result.error) {
+        (true, _) => Ok(()),
+        (false, Some(problem)) => Err(problem),
+        (false, None) => Err(Problem {
+            r#type: "about:blank".to_owned(),
+            title: "Op failed".to_owned(),
+            status: 500,
+            detail: "the server answered a failed op without a problem".to_owned(),
+            field: None,
+        }),
+    }
+}

@@ -1,0 +1,128 @@
+//! Rust client of [readstate]'s gRPC API (`readstate.v1.ReadStates`): read
+//! states of users in chat channels — what each user has read, exact unread and
+//! mention counts, and read receipts.
+//!
+//! [readstate]: https://readstate.dev
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use readstate_client::{Client, Event, Op};
+//!
+//! # async fn demo() -> Result<(), readstate_client::Error> {
+//! // The server's grpc.addr.
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//!
+//! // User 7 joins channel 100 having read nothing; user 8 posts message 1000
+//! // mentioning 7.
+//! client.join(7, 100, Some(0)).await?;
+//! client.message_created(100, 1000, Some(8), &[7]).await?;
+//!
+//! let state = client.read_state(7, 100).await?.expect("7 is in 100");
+//! assert_eq!((state.unread_count, state.mention_count), (1, 1));
+//!
+//! // 7 reads it.
+//! let state = client.ack(7, 100, 1000).await?;
+//! assert!(!state.has_unread);
+//! let summary = client.summary(7).await?;
+//! assert_eq!(summary.unread_channels, 0);
+//!
+//! // Many writes in one call: one result per op, a bad op fails alone.
+//! let results = client
+//!     .batch(vec![Op::message_created(100, 1001, None, &[]), Op::ack(7, 100, 1001)])
+//!     .await?;
+//! assert!(results.iter().all(Result::is_ok));
+//!
+//! // Live changes of user 7's read states (reconnects by itself). A
+//! // `Subscription` is a `futures` `Stream`; `next` needs no import.
+//! let mut events = client.subscribe(7);
+//! while let Some(event) = events.next().await {
+//!     match event? {
+//!         Event::Ready { .. } => {}
+//!         Event::Resync { .. } => {
+//!             let _states = client.read_states(7, &[]).await?; // missed changes: refetch
+//!         }
+//!         Event::Change { kind, channel, read_state, .. } => {
+//!             println!("{kind} in {channel}: {read_state:?}");
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The API
+//!
+//! [`Client`] has one method per RPC (see `proto/readstate/v1/readstate.proto`,
+//! whose comments are the reference): writes [`Client::message_created`],
+//! [`Client::message_deleted`], [`Client::delete_channel`], [`Client::join`],
+//! [`Client::leave`], [`Client::ack`] / [`Client::ack_at`],
+//! [`Client::mark_unread`], [`Client::ack_all`], [`Client::batch`] and
+//! [`Client::write`] (client streaming); reads [`Client::read_state`],
+//! [`Client::read_states`], [`Client::readers`], [`Client::summary`],
+//! [`Client::summaries`]; and [`Client::subscribe`] for live changes. The
+//! messages are the generated ones, re-exported in [`proto`] (and the common ones
+//! at the root: [`ReadState`], [`Summary`], [`Op`], [`Problem`]). [`Op`] has a
+//! constructor per write (`Op::ack(user, channel, message)`, ...).
+//!
+//! Ids are `u64` in `1..=2^63-1`; 0 means absent and is rejected where an id is
+//! required ([`Error::InvalidArgument`] with the field, e.g. `channel_id`).
+//!
+//! # Errors and retries
+//!
+//! Statuses become [`Error`]s: `INVALID_ARGUMENT` → [`Error::InvalidArgument`]
+//! (with the field of the server's `google.rpc.BadRequest`), `NOT_FOUND` →
+//! [`Error::NotFound`] (but [`Client::read_state`] answers `None`),
+//! `UNAVAILABLE` and `RESOURCE_EXHAUSTED` → [`Error::Unavailable`] (with the
+//! `google.rpc.RetryInfo` delay), `DEADLINE_EXCEEDED` →
+//! [`Error::DeadlineExceeded`].
+//!
+//! Every write of readstate is idempotent, so every call — read or write — that
+//! fails with a retryable error ([`Error::is_retryable`]: unavailable,
+//! overloaded, deadline exceeded, a refused or broken connection) is tried again
+//! with exponential backoff, never sooner than the server's `RetryInfo` delay, up
+//! to [`RetryPolicy::attempts`] tries in all (default 3; see
+//! [`Client::with_retries`]). Other errors are answered at once. A
+//! [`Client::batch`] is resent whole; a [`Client::write`] resends the ops not
+//! answered yet; a [`Subscription`] reconnects without a limit on tries and
+//! resumes after the last event it saw.
+//!
+//! # Example against a server
+//!
+//! `examples/quickstart.rs` (`READSTATE_GRPC_URL=http://127.0.0.1:50051 cargo run
+//! -p readstate-client --example quickstart`) is also run by the test suite
+//! against a real server (`tests/quickstart.rs`).
+
+mod client;
+mod error;
+mod ops;
+mod retry;
+mod subscribe;
+mod write;
+
+/// The messages and the tonic client generated from `readstate/v1/readstate.proto`
+/// (package `readstate.v1`).
+#[allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::doc_markdown,
+    clippy::too_long_first_doc_paragraph,
+    clippy::large_enum_variant,
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links
+)]
+pub mod proto {
+    tonic::include_proto!("readstate.v1");
+}
+
+pub use client::{Client, Grpc, ReadersPage};
+pub use error::Error;
+pub use proto::{Op, Problem, ReadState, Summary};
+pub use retry::RetryPolicy;
+pub use subscribe::{Event, Subscription};
+
+/// The examples of the README compile (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,49 @@
+/**
+ * @readstate/client: the TypeScript client of readstate.
+ *
+ * - {@link ReadStateClient}: one typed method per HTTP route.
+ * - {@link LiveReadStates}: one user's read states in memory, kept current from the
+ *   Server-Sent Events stream (resume with `Last-Event-ID`, refetch on `resync`).
+ * - {@link ReadStateError}: every error answer (RFC 9457 problem + `retryAfter`).
+ */
+
+export { ReadStateClient } from "./client.js";
+export type { EventsOptions, FetchLike, HeadersOption, ReadStateClientOptions, RequestOptions } from "./client.js";
+export { ReadStateError, parseRetryAfter } from "./errors.js";
+export { idString } from "./ids.js";
+export { LiveReadStates } from "./live.js";
+export type {
+  BackoffOptions,
+  ChangeCause,
+  ChangeListener,
+  LiveReadStatesOptions,
+  LiveStats,
+  ReadStateMap,
+} from "./live.js";
+export { SseParser, readSse } from "./sse.js";
+export type { ReadSseOptions, SseMessage } from "./sse.js";
+export type {
+  AckInput,
+  BatchOp,
+  BatchOpKind,
+  BatchResult,
+  BatchResults,
+  CreateMessageInput,
+  Id,
+  JoinInput,
+  Position,
+  Problem,
+  ReadState,
+  ReadStateChange,
+  ReadStateChangeType,
+  ReadStateEvent,
+  Readers,
+  ReadersQuery,
+  ReadStates,
+  ReadStatesQuery,
+  Status,
+  Summaries,
+  Summary,
+  UnreadInput,
+} from "./types.js";
+export type { components, operations, paths } from "./schema.js";
