@@ -29,7 +29,14 @@ fn expected(user: u64) -> Value {
 
 #[tokio::test]
 async fn the_cache_stays_within_its_budget_and_evicted_users_reload_exactly() {
-    let app = spawn_app_with(|s| s.cache.max_bytes = readstate::config::ByteSize::kib(256)).await;
+    let app = spawn_app_with(|s| {
+        s.cache.max_bytes = readstate::config::ByteSize::kib(256);
+        // With the commit log an entry is evictable once a checkpoint has put it in
+        // the database; checkpoint often, so the test does not wait on the default
+        // interval (10 s, as long as its patience).
+        s.storage.checkpoint_interval_ms = 100;
+    })
+    .await;
     for channel in CHANNELS {
         for message in 1..=HEAD {
             app.message_ok(channel, message, None, &[]).await;

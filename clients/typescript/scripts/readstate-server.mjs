@@ -106,9 +106,15 @@ export class ReadstateServer {
         `readstate binary not found at ${this.binary}: build it with \`cargo build\` in the workspace, or set READSTATE_BIN`,
       );
     }
+    // Only what this helper sets configures the server: a READSTATE_* variable of
+    // the caller's (READSTATE_BIN, READSTATE_TEST_PG_URL, ...) is not a setting and
+    // would make it refuse to start.
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(([key]) => !key.startsWith("READSTATE_")),
+    );
     const child = spawn(this.binary, ["serve"], {
       env: {
-        ...process.env,
+        ...inherited,
         READSTATE_HTTP__ADDR: `127.0.0.1:${this.port}`,
         READSTATE_STORAGE__URL: `sqlite://${join(this.dataDir, "rs.db")}`,
         READSTATE_LOG__FORMAT: "json",

@@ -124,7 +124,16 @@ fn spawn(dir: &tempfile::TempDir, http: &str, grpc: &str) -> (Child, String, Str
         bin.display()
     );
     let db = dir.path().join("rs.db");
-    let mut child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    // Only what this helper sets configures the server: a READSTATE_* variable of the
+    // caller's (READSTATE_BIN, READSTATE_TEST_PG_URL, ...) is not a setting and would
+    // make it refuse to start.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("READSTATE_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .arg("serve")
         .current_dir(dir.path())
         .env("READSTATE_HTTP__ADDR", http)
