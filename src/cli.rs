@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use crate::bench::args::{BenchArgs, BenchDurability, BenchStorage, BenchTarget, FloorArgs};
-use crate::config::{CONFIG_PATH_ENV, LogFormat};
+use readstate::config::{CONFIG_PATH_ENV, LogFormat};
+pub use readstate_bench::args::{BenchArgs, FloorArgs};
 
 /// What `readstate serve --help` (and `readstate --help`) says about where it serves
 /// and how it is configured.
@@ -97,8 +97,9 @@ pub struct ServeArgs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bench::dataset::Preset;
     use clap::CommandFactory;
+    use readstate_bench::args::BenchTarget;
+    use readstate_bench::dataset::Preset;
     use std::time::Duration;
 
     #[test]

@@ -4,8 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use readstate::cli::{Cli, Command};
-use readstate::{app, bench, config, telemetry};
+mod cli;
+
+use cli::{Cli, Command};
+use readstate::{app, config, telemetry};
+use readstate_bench as bench;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -61,6 +61,10 @@ fn copy_checkout(from: &Path, to: &Path) {
             if top && SKIP.iter().any(|s| name == *s) {
                 continue;
             }
+            // Installed or built JavaScript (git ignores them; a clone has neither).
+            if name == "node_modules" || (name == "dist" && from.ends_with("typescript")) {
+                continue;
+            }
             let kind = entry.file_type().unwrap();
             let dest = to.join(&name);
             if kind.is_dir() {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use readstate::bench::redis::{RedisReadState, RedisSummary, RedisTarget};
 use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
+use readstate_bench::redis::{RedisReadState, RedisSummary, RedisTarget};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const USERS: u64 = 4;

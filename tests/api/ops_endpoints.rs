@@ -316,7 +316,8 @@ async fn openapi_json_writes_ids_and_the_problem_fields_as_documented() {
 
 #[test]
 fn the_docs_page_names_no_other_host_and_keeps_integers_exact() {
-    let html = include_str!("../../src/http/assets/docs.html").to_ascii_lowercase();
+    let html =
+        include_str!("../../crates/readstate-core/src/http/assets/docs.html").to_ascii_lowercase();
     for scheme in ["http://", "https://"] {
         for (at, _) in html.match_indices(scheme) {
             assert!(
@@ -428,7 +429,7 @@ fn assert_no_remote_assets(html: &str) {
 #[test]
 fn every_dashboard_field_the_script_sets_exists() {
     // `set(id, ...)` throws on a missing element and stops the whole update.
-    let html = include_str!("../../src/http/assets/dashboard.html");
+    let html = include_str!("../../crates/readstate-core/src/http/assets/dashboard.html");
     let mut checked = 0;
     for part in html.split("set(\"").skip(1) {
         let id = &part[..part.find('"').expect("a closing quote")];
@@ -732,20 +733,22 @@ async fn the_chart_library_is_served_from_the_binary_and_cached() {
 #[test]
 fn the_dashboard_loads_the_vendored_uplot_version_it_names() {
     // The `?v=` makes a new version a new URL (the assets are cached for a year).
-    let html = include_str!("../../src/http/assets/dashboard.html");
-    let script = include_str!("../../src/http/assets/vendor/uPlot.iife.min.js");
+    let html = include_str!("../../crates/readstate-core/src/http/assets/dashboard.html");
+    let script =
+        include_str!("../../crates/readstate-core/src/http/assets/vendor/uPlot.iife.min.js");
     let banner = script.lines().next().unwrap_or_default();
     let version = banner
         .split("(v")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .expect("the banner names the version");
-    let vendor_readme = include_str!("../../src/http/assets/vendor/README.md");
+    let vendor_readme =
+        include_str!("../../crates/readstate-core/src/http/assets/vendor/README.md");
     assert!(
         vendor_readme.contains(&format!("`uplot` {version}")),
         "vendor/README.md does not name {version}"
     );
-    let license = include_str!("../../src/http/assets/vendor/uPlot.LICENSE");
+    let license = include_str!("../../crates/readstate-core/src/http/assets/vendor/uPlot.LICENSE");
     assert!(license.contains("MIT License"));
     for asset in ["uPlot.iife.min.js", "uPlot.min.css"] {
         assert!(
@@ -759,7 +762,7 @@ fn the_dashboard_loads_the_vendored_uplot_version_it_names() {
 fn every_element_the_dashboard_script_looks_up_exists() {
     // Extends `every_dashboard_field_the_script_sets_exists` to direct lookups and
     // the chart containers, and pins the fields added for issue 9.
-    let html = include_str!("../../src/http/assets/dashboard.html");
+    let html = include_str!("../../crates/readstate-core/src/http/assets/dashboard.html");
     let mut ids: Vec<&str> = Vec::new();
     for marker in ["getElementById(\"", "set(\"", "{ id: \""] {
         for part in html.split(marker).skip(1) {

@@ -1,6 +1,5 @@
 //! The options of `readstate bench` and of the hidden `readstate bench-floor`
-//! (`crate::cli` embeds them in the command line; the bench needs nothing else
-//! from it).
+//! (the binary's command line embeds them; the bench needs nothing else from it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
-//! Compiles `proto/readstate/v1/readstate.proto` with protox (no protoc needed) into
+//! Compiles the workspace's `proto/readstate/v1/readstate.proto` with protox (no protoc needed) into
 //! the tonic server and client code, and writes the encoded descriptor set that
 //! server reflection serves.
 
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(["readstate/v1/readstate.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=../../proto");
+    let descriptors = protox::compile(["readstate/v1/readstate.proto"], ["../../proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("readstate_descriptor.bin"),

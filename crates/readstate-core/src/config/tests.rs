@@ -333,7 +333,7 @@ fn nats_and_events_settings() {
 
 #[test]
 fn example_file_matches_defaults() {
-    let example = include_str!("../../config/readstate.example.toml");
+    let example = include_str!("../../../../config/readstate.example.toml");
     assert_eq!(load(Some(example), &[]).unwrap(), Settings::default());
 }
 

@@ -176,7 +176,7 @@ impl MemoryProbe {
             MemoryProbe::Pid(pid) => rss_of_pid(*pid),
             MemoryProbe::Metrics(addr) => {
                 let mut client = HttpClient::connect(*addr).await.ok()?;
-                scrape_metric(&mut client, crate::metrics::PROCESS_RSS)
+                scrape_metric(&mut client, readstate::metrics::PROCESS_RSS)
                     .await
                     .map(|v| v as u64)
             }

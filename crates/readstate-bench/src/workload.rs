@@ -184,7 +184,7 @@ impl Workload {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bench::dataset::Shape;
+    use crate::dataset::Shape;
     use rand::SeedableRng;
     use rand::rngs::Xoshiro256PlusPlus;
 

@@ -1,6 +1,6 @@
 //! The `floor` target (`readstate bench-floor`, hidden): the routes the bench calls,
 //! answered with constant bodies of the same shape and size as readstate's, on the
-//! same HTTP stack: the same accept loop ([`crate::http::serve::accept_until`]),
+//! same HTTP stack: the same accept loop ([`readstate::http::serve::accept_until`]),
 //! request metrics into the same Prometheus recorder, body limit, request timeout
 //! and in-flight limits. What it serves per second is the ceiling that request
 //! handling alone allows on this machine.
@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-use crate::http::InFlightLayer;
+use readstate::http::InFlightLayer;
 
 /// readstate's defaults for the limits the floor applies as well.
 const SOFT_IN_FLIGHT: usize = 512;
@@ -82,10 +82,10 @@ pub fn router(states_per_user: usize) -> Router {
         // readstate's own timeout and request-metrics layers, in the same order.
         .layer(middleware::from_fn_with_state(
             REQUEST_TIMEOUT,
-            crate::http::enforce_timeout,
+            readstate::http::enforce_timeout,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(crate::http::record_metrics))
+        .layer(middleware::from_fn(readstate::http::record_metrics))
 }
 
 /// Serves the floor on `addr` until SIGTERM or SIGINT, logging
@@ -97,7 +97,7 @@ pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<(
     // The same recorder readstate installs, so recording a request costs the same,
     // with the same upkeep: the exporter's histogram buffers only drain on upkeep,
     // and without it they grow with every request.
-    let handle = crate::metrics::install()
+    let handle = readstate::metrics::install()
         .map_err(|e| anyhow::anyhow!(e))
         .context("while installing the metrics recorder")?;
     tokio::spawn(async move {
@@ -117,8 +117,8 @@ pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<(
         "{}",
         serde_json::json!({"message": "listening", "addr": bound.to_string(), "protocol": "http"})
     );
-    let shutdown = crate::app::shutdown_on_signals();
-    let graceful = crate::http::serve::accept_until(
+    let shutdown = readstate::app::shutdown_on_signals();
+    let graceful = readstate::http::serve::accept_until(
         listener,
         router(states_per_user),
         HEADER_READ_TIMEOUT,

@@ -5,7 +5,7 @@
 //! - [`store`]: durable storage (SQLite) behind the `Store` trait.
 //! - [`api`]: what a request means, below every transport ([`http`], [`grpc`], [`ingest`]).
 //! - [`service`]: the operations every transport calls, with every limit checked once.
-//! - [`bench`]: `readstate bench`, the load tool comparing readstate with its alternatives.
+//! - `readstate bench` (the load tool) is the crate `readstate_bench`, which depends on this one.
 
 pub mod api;
 pub mod background;
@@ -31,8 +31,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 pub mod app;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod http;

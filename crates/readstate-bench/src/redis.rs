@@ -15,7 +15,7 @@
 //! client does. Bulk population is pipelined in chunks. Reads compute the derived
 //! fields in the script (`ZCOUNT` over the windows), never from stored counters.
 //!
-//! Semantics are those of [`crate::domain::Model`] for the operations used here:
+//! Semantics are those of [`readstate::domain::Model`] for the operations used here:
 //! - ack moves the position forward only (max), creating the state when missing;
 //! - mark unread sets the position to `message - 1`. The engine starts a new unread
 //!   epoch instead, but the bench sends acks without an `at` stamp, and such an ack
@@ -44,7 +44,7 @@ use anyhow::{Context as _, bail};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 
-use crate::domain::Caps;
+use readstate::domain::Caps;
 
 /// A bulk load: commands pipelined, sent every [`PIPELINE_CHUNK`] of them and once
 /// more at the end, their replies ignored.

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use tonic::transport::Channel;
 
 use super::workload::Op;
-use crate::grpc::pb;
-use crate::grpc::pb::read_states_client::ReadStatesClient;
+use readstate::grpc::pb;
+use readstate::grpc::pb::read_states_client::ReadStatesClient;
 
 /// One worker's gRPC connection.
 #[derive(Debug, Clone)]

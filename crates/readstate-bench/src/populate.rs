@@ -521,7 +521,7 @@ pub async fn read_every_user(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bench::dataset::Shape;
+    use crate::dataset::Shape;
 
     #[test]
     fn batch_bodies_are_valid_batches_covering_the_data_set() {

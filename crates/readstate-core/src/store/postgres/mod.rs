@@ -47,7 +47,7 @@ use crate::domain::{ChannelWindow, UserStates};
 use feed::PgFeed;
 use sql::commit_sql;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The LISTEN/NOTIFY channel carrying committed changes between nodes.
 pub const CHANGES_CHANNEL: &str = "readstate_changes";

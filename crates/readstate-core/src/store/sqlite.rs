@@ -28,7 +28,7 @@ use super::rows::{ChannelRows, UserRows, id, uid};
 use super::{Store, StoreError, Write, parse_id_list};
 use crate::domain::{ChannelWindow, UserStates};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// The writer connection's page cache, KiB: grown to as it is used, never beyond.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
