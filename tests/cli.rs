@@ -111,3 +111,111 @@ async fn sigterm_in_async_mode_flushes_everything_and_exits_0() {
         "SIGTERM lost acknowledged writes: {lost:?}"
     );
 }
+
+/// `url` with `password` added to its user (`postgres://user@` → `postgres://user:pw@`).
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, host) = rest.split_once('@').expect("a user in the test URL");
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+#[test]
+fn no_command_and_no_error_prints_the_database_password() {
+    // Always PostgreSQL: its URL carries a password (trust authentication ignores it).
+    const PASSWORD: &str = "s3cret-pw-4711";
+    let storage = TestStorage::postgres();
+    let url = with_password(storage.url(), PASSWORD);
+    let unreachable = with_password("postgres://postgres@127.0.0.1:1/nothing", PASSWORD);
+    let run = |args: &[&str], url: &str| {
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("READSTATE_STORAGE__URL", url)
+            .env("READSTATE_STORAGE__TIMEOUT_MS", "2000")
+            .output()
+            .expect("runs")
+    };
+    let mut printed = Vec::new();
+    let mut record = |what: &str, out: std::process::Output| {
+        printed.push((
+            what.to_owned(),
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    };
+
+    record("check-config", run(&["check-config"], &url));
+    record("migrate", run(&["migrate"], &url));
+    record("migrate, unreachable", run(&["migrate"], &unreachable));
+    record("serve, unreachable", run(&["serve"], &unreachable));
+    record(
+        "check-config, bad port",
+        run(
+            &["check-config"],
+            &url.replace("127.0.0.1:5432", "127.0.0.1:notaport"),
+        ),
+    );
+    // A server that starts, serves and stops, with its whole log.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut server = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("READSTATE_HTTP__ADDR", "127.0.0.1:0")
+        .env("READSTATE_STORAGE__URL", &url)
+        .env("READSTATE_LOG__FILTER", "debug")
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains("listening")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = server.wait().unwrap();
+    printed.push((
+        "serve".to_owned(),
+        status.code(),
+        std::fs::read_to_string(log.path()).unwrap(),
+    ));
+
+    let codes: Vec<(&str, Option<i32>)> =
+        printed.iter().map(|(w, c, _)| (w.as_str(), *c)).collect();
+    assert_eq!(
+        codes,
+        [
+            ("check-config", Some(0)),
+            ("migrate", Some(0)),
+            ("migrate, unreachable", Some(1)),
+            ("serve, unreachable", Some(1)),
+            ("check-config, bad port", Some(64)),
+            ("serve", Some(0)),
+        ]
+    );
+    for (what, _, text) in &printed {
+        assert!(
+            !text.contains(PASSWORD),
+            "{what} printed the password:\n{text}"
+        );
+    }
+    assert!(
+        printed[0].2.contains("postgres:***@"),
+        "check-config shows where the password was: {}",
+        printed[0].2
+    );
+}

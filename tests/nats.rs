@@ -35,10 +35,10 @@ async fn spawn(
 ) -> (App, SocketAddr) {
     let mut settings = Settings::default();
     settings.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.storage.url = storage.url().to_owned();
+    settings.storage.url = storage.url().into();
     settings.state.unread_cap = CAPS.unread;
     settings.state.mention_cap = CAPS.mention;
-    settings.nats.url = Some(support::nats::nats_url());
+    settings.nats.url = Some(support::nats::nats_url().into());
     settings.nats.stream = stream.stream.clone();
     settings.nats.subjects = vec![format!("{}.>", stream.prefix)];
     settings.nats.consumer = stream.consumer.clone();

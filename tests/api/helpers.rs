@@ -71,7 +71,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::default();
     settings.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.grpc.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    settings.storage.url = storage.url().to_owned();
+    settings.storage.url = storage.url().into();
     configure(&mut settings);
     let (addr, grpc_addr, shutdown, handle) = start(&settings).await;
     let client = reqwest::Client::builder()

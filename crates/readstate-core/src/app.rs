@@ -55,7 +55,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if storage.is_postgres() {
         Arc::new(
             PgStore::open(&PgOptions {
-                url: storage.url.clone(),
+                url: storage.url.expose().to_owned(),
                 pool_size: storage.pool_size,
                 timeout: storage.timeout(),
                 statement_timeout: storage.statement_timeout(),
@@ -65,12 +65,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 node_id: node_id(),
             })
             .await
-            .with_context(|| format!("while opening storage {}", redact_url(&storage.url)))?,
+            .with_context(|| format!("while opening storage {}", storage.url))?,
         )
     } else {
         Arc::new(
             SqliteStore::open(&SqliteOptions {
-                url: storage.url.clone(),
+                url: storage.url.expose().to_owned(),
                 full_sync: sync,
                 readers: storage.sqlite_readers,
                 timeout: storage.timeout(),
@@ -332,7 +332,7 @@ impl App {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             durability = %settings.storage.durability,
-            storage = %redact_url(&settings.storage.url),
+            storage = %settings.storage.url,
             cache_max_bytes = settings.cache.max_bytes.get(),
             "ready"
         );
@@ -380,16 +380,6 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Hides a password in a URL for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
     }
 }
 

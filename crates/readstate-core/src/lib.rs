@@ -15,6 +15,7 @@ pub mod commit;
 pub mod domain;
 pub mod limits;
 pub mod metrics;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod wal;

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::Secret;
+
 /// Prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "READSTATE_";
 
@@ -149,8 +151,9 @@ impl fmt::Display for CommitMode {
 pub struct StorageSettings {
     /// Database URL: `sqlite://PATH` (embedded, single node) or `postgres://...` /
     /// `postgresql://...` (shared, several nodes). When neither the file nor
-    /// `READSTATE_STORAGE__URL` sets it, `DATABASE_URL` is used if set.
-    pub url: String,
+    /// `READSTATE_STORAGE__URL` sets it, `DATABASE_URL` is used if set. A [`Secret`]:
+    /// its password is never shown (`check-config` prints `user:***@`).
+    pub url: Secret,
     /// `sync` or `async` acknowledgement of writes.
     pub durability: Durability,
     /// Longest wait before a pending batch is committed, in milliseconds.
@@ -186,7 +189,7 @@ pub struct StorageSettings {
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
-            url: "sqlite://readstate-data/readstate.db".to_owned(),
+            url: Secret::new("sqlite://readstate-data/readstate.db"),
             durability: Durability::Sync,
             flush_interval_ms: 50,
             max_batch: 4096,
@@ -231,7 +234,7 @@ impl StorageSettings {
         match self.commit {
             CommitMode::Log => true,
             CommitMode::Direct => false,
-            CommitMode::Auto => !is_postgres_url(&self.url),
+            CommitMode::Auto => !is_postgres_url(self.url.expose()),
         }
     }
 
@@ -242,8 +245,9 @@ impl StorageSettings {
         }
         let sqlite_file = self
             .url
+            .expose()
             .strip_prefix("sqlite://")
-            .or_else(|| self.url.strip_prefix("sqlite:"))
+            .or_else(|| self.url.expose().strip_prefix("sqlite:"))
             .map(|rest| rest.split('?').next().unwrap_or(rest));
         match sqlite_file {
             Some(file) if !file.is_empty() && file != ":memory:" => Path::new(file)
@@ -260,7 +264,7 @@ impl StorageSettings {
 
     /// Whether `storage.url` names a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
-        is_postgres_url(&self.url)
+        is_postgres_url(self.url.expose())
     }
 }
 
@@ -452,9 +456,10 @@ impl EventsSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
-    /// Server URL; unset disables NATS entirely.
+    /// Server URL; unset disables NATS entirely. A [`Secret`]: credentials in it
+    /// (`nats://user:password@host`) are never shown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub url: Option<Secret>,
     /// Consume events from JetStream (needs `nats.url`).
     pub ingest: bool,
     /// The JetStream stream to consume; created with `nats.subjects` when missing.

@@ -19,7 +19,10 @@ fn defaults_with_no_file_and_no_env() {
     let s = load(None, &[]).unwrap();
     assert_eq!(s, Settings::default());
     assert_eq!(s.http.addr, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(s.storage.url, "sqlite://readstate-data/readstate.db");
+    assert_eq!(
+        s.storage.url.expose(),
+        "sqlite://readstate-data/readstate.db"
+    );
     assert_eq!(s.storage.durability, Durability::Sync);
     assert_eq!(s.cache.max_bytes.get(), 512 * 1024 * 1024);
     assert_eq!(s.http.max_body_bytes.get(), 1024 * 1024);
@@ -69,7 +72,10 @@ fn env_overrides_file() {
     assert_eq!(s.limits.soft_in_flight, 32);
     assert_eq!(s.storage.durability, Durability::Async);
     assert_eq!(s.grpc.addr, Some("127.0.0.1:50051".parse().unwrap()));
-    assert_eq!(s.nats.url.as_deref(), Some("nats://localhost:4222"));
+    assert_eq!(
+        s.nats.url.as_ref().map(Secret::expose),
+        Some("nats://localhost:4222")
+    );
     assert_eq!(s.log.filter, "info,readstate=debug");
 }
 
@@ -214,7 +220,7 @@ fn postgres_urls_and_pool_settings_are_accepted() {
         "postgresql://u:p@db:5433/readstate",
     ] {
         let s = load(None, &env(&[("READSTATE_STORAGE__URL", url)])).unwrap();
-        assert_eq!(s.storage.url, url);
+        assert_eq!(s.storage.url.expose(), url);
         assert!(s.storage.is_postgres());
     }
     assert!(!Settings::default().storage.is_postgres());
@@ -236,7 +242,7 @@ fn postgres_urls_and_pool_settings_are_accepted() {
 fn database_url_is_used_only_when_nothing_else_sets_the_url() {
     let pg = "postgres://postgres@127.0.0.1:5432/readstate";
     let s = load(None, &env(&[("DATABASE_URL", pg)])).unwrap();
-    assert_eq!(s.storage.url, pg);
+    assert_eq!(s.storage.url.expose(), pg);
 
     let s = load(
         None,
@@ -246,14 +252,14 @@ fn database_url_is_used_only_when_nothing_else_sets_the_url() {
         ]),
     )
     .unwrap();
-    assert_eq!(s.storage.url, "sqlite://x.db");
+    assert_eq!(s.storage.url.expose(), "sqlite://x.db");
 
     let s = load(
         Some("[storage]\nurl = \"sqlite://file.db\"\n"),
         &env(&[("DATABASE_URL", pg)]),
     )
     .unwrap();
-    assert_eq!(s.storage.url, "sqlite://file.db");
+    assert_eq!(s.storage.url.expose(), "sqlite://file.db");
 
     let s = load(None, &env(&[("DATABASE_URL", "")])).unwrap();
     assert_eq!(s.storage.url, Settings::default().storage.url);

@@ -1,6 +1,31 @@
 //! Ranges and cross-key rules of [`Settings`].
 
+use std::str::FromStr;
+
 use super::{ConfigError, MAX_CAP, Settings, is_postgres_url};
+
+/// The database URL parses as the store that opens it will parse it, so that
+/// `check-config` refuses what `serve` would (exit 64 from both). The error never
+/// repeats the URL: it may hold a password.
+fn check_storage_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = if url.starts_with("sqlite:") {
+        sqlx::sqlite::SqliteConnectOptions::from_str(url).map(drop)
+    } else if is_postgres_url(url) {
+        sqlx::postgres::PgConnectOptions::from_str(url).map(drop)
+    } else {
+        return Err(ConfigError::invalid(
+            "storage.url",
+            "unsupported database URL: use sqlite://PATH, postgres://... or postgresql://...",
+        ));
+    };
+    parsed.map_err(|e| {
+        let why = match e {
+            sqlx::Error::Configuration(cause) => cause.to_string(),
+            other => other.to_string(),
+        };
+        ConfigError::invalid("storage.url", format!("not a valid database URL: {why}"))
+    })
+}
 
 impl Settings {
     /// Checks ranges and cross-key rules; the error names the offending key path.
@@ -30,12 +55,7 @@ impl Settings {
         positive("http.max_body_bytes", http.max_body_bytes.get())?;
 
         let storage = &self.storage;
-        if !(storage.url.starts_with("sqlite:") || is_postgres_url(&storage.url)) {
-            return Err(ConfigError::invalid(
-                "storage.url",
-                "unsupported database URL: use sqlite://PATH, postgres://... or postgresql://...",
-            ));
-        }
+        check_storage_url(storage.url.expose())?;
         positive("storage.flush_interval_ms", storage.flush_interval_ms)?;
         positive("storage.max_batch", count(storage.max_batch))?;
         positive("storage.max_unflushed", count(storage.max_unflushed))?;
@@ -88,7 +108,7 @@ impl Settings {
         }
 
         if let Some(url) = &self.nats.url {
-            let url = url.trim();
+            let url = url.expose().trim();
             if url.is_empty() {
                 return Err(ConfigError::invalid("nats.url", "must not be empty"));
             }

@@ -75,13 +75,13 @@ async fn start(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let Some(url) = settings.url.as_deref() else {
+    let Some(url) = settings.url.as_ref() else {
         return Ok(());
     };
     let client = async_nats::ConnectOptions::new()
         .name(concat!("readstate ", env!("CARGO_PKG_VERSION")))
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(url.expose())
         .await
         .with_context(|| format!("while connecting to nats.url {url}"))?;
     if settings.ingest {
