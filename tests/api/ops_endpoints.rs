@@ -450,6 +450,8 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "readstate_http_request_duration_seconds",
     "readstate_http_in_flight_requests",
     "readstate_http_shed_total",
+    "readstate_http_connections",
+    "readstate_http_connections_closed_total",
     "readstate_http_soft_limit_exceeded_total",
     "readstate_cache_bytes",
     "readstate_cache_budget_bytes",

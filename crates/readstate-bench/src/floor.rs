@@ -16,7 +16,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 
 use readstate::http::InFlightLayer;
 
@@ -26,6 +25,8 @@ const HARD_IN_FLIGHT: usize = 1024;
 const MAX_BODY_BYTES: usize = 1 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same connection cap as readstate's default (`limits.max_connections`).
+const MAX_CONNECTIONS: usize = 10_000;
 
 /// One read state as readstate renders it (a typical one: one unread message).
 const READ_STATE: &str = r#"{"channel_id":"104729","last_read_message_id":"1750000000000019","last_message_id":"1750000000000020","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false}"#;
@@ -107,9 +108,8 @@ pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<(
             handle.run_upkeep();
         }
     });
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("while binding {addr}"))?;
+    let listener =
+        readstate::http::serve::bind(addr).with_context(|| format!("while binding {addr}"))?;
     let bound = listener
         .local_addr()
         .context("while reading the bound address")?;
@@ -121,7 +121,10 @@ pub async fn serve(addr: SocketAddr, states_per_user: usize) -> anyhow::Result<(
     let graceful = readstate::http::serve::accept_until(
         listener,
         router(states_per_user),
-        HEADER_READ_TIMEOUT,
+        readstate::http::serve::ConnectionLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        },
         &shutdown,
     )
     .await;

@@ -186,6 +186,16 @@ impl App {
             )
         };
         let limits = &settings.limits;
+        let open_files = crate::limits::raise_open_files();
+        if let Some(open_files) = open_files
+            && (open_files as usize) < limits.max_connections.saturating_add(256)
+        {
+            tracing::warn!(
+                open_files,
+                max_connections = limits.max_connections,
+                "the open-file limit is below limits.max_connections plus room for storage; accept errors will back off before the connection limit is reached"
+            );
+        }
         let service = Arc::new(Service::new(ServiceParts {
             cache,
             store,
@@ -255,8 +265,7 @@ impl App {
             )),
             None => None,
         };
-        let listener = TcpListener::bind(settings.http.addr)
-            .await
+        let listener = crate::http::serve::bind(settings.http.addr)
             .with_context(|| format!("while binding http.addr {}", settings.http.addr))?;
         let http_addr = listener
             .local_addr()
@@ -345,7 +354,10 @@ impl App {
         let graceful = crate::http::serve::accept_until(
             listener,
             router,
-            settings.http.header_read_timeout(),
+            crate::http::serve::ConnectionLimits {
+                header_read_timeout: settings.http.header_read_timeout(),
+                max_connections: settings.limits.max_connections,
+            },
             &shutdown,
         )
         .await;

@@ -252,6 +252,32 @@ where
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (Linux), so
+/// that `limits.max_connections` connections fit; returns the limit now in force
+/// (`None` where it cannot be read). A server holds a descriptor per connection,
+/// and many systems start processes with a soft limit of 1024.
+pub fn raise_open_files() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                return limit.maximum.or(Some(u64::MAX));
+            }
+        }
+        limit.current.or(Some(u64::MAX))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

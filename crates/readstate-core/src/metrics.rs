@@ -23,6 +23,10 @@ pub const HTTP_DURATION: &str = "readstate_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "readstate_http_in_flight_requests";
 pub const HTTP_SOFT_LIMIT: &str = "readstate_http_soft_limit_exceeded_total";
 pub const HTTP_SHED: &str = "readstate_http_shed_total";
+pub const HTTP_CONNECTIONS: &str = "readstate_http_connections";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "readstate_http_connections_closed_total";
+/// Why the server closed a connection itself.
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &["limit", "silent"];
 pub const CACHE_BYTES: &str = "readstate_cache_bytes";
 pub const CACHE_BUDGET: &str = "readstate_cache_budget_bytes";
 pub const CACHE_USERS: &str = "readstate_cache_users";
@@ -127,6 +131,11 @@ fn describe() {
     describe_counter!(
         HTTP_SHED,
         "Requests refused with 503 at the hard in-flight limit"
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections the server closed itself: at limits.max_connections (limit), or sending nothing within http.header_read_timeout_ms (silent)"
     );
     describe_gauge!(
         CACHE_BYTES,
@@ -270,6 +279,7 @@ fn export_at_zero() {
         (CACHE_INVALIDATIONS, "kind", INVALIDATION_KINDS),
         (NATS_EVENTS, "outcome", NATS_EVENT_OUTCOMES),
         (NATS_PUBLISHED, "outcome", NATS_PUBLISH_OUTCOMES),
+        (HTTP_CONNECTIONS_CLOSED, "reason", CONNECTION_CLOSE_REASONS),
     ] {
         for &value in values {
             counter!(name, label => value).increment(0);
@@ -277,6 +287,7 @@ fn export_at_zero() {
     }
     for name in [
         HTTP_IN_FLIGHT,
+        HTTP_CONNECTIONS,
         CACHE_BYTES,
         CACHE_BUDGET,
         CACHE_USERS,
@@ -802,6 +813,8 @@ mod tests {
             HTTP_IN_FLIGHT,
             HTTP_SOFT_LIMIT,
             HTTP_SHED,
+            HTTP_CONNECTIONS,
+            HTTP_CONNECTIONS_CLOSED,
             CACHE_BYTES,
             CACHE_BUDGET,
             CACHE_USERS,

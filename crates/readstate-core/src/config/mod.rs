@@ -72,7 +72,8 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     /// Whole-request timeout in milliseconds.
     pub request_timeout_ms: u64,
-    /// Timeout for reading request headers in milliseconds.
+    /// Time a connection has to send its request head, counted from the accept (a
+    /// connection that sends nothing is closed), in milliseconds.
     pub header_read_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: ByteSize,
@@ -307,6 +308,9 @@ pub struct LimitsSettings {
     pub max_summary_users: usize,
     /// Most channels in one channel filter.
     pub max_channels_filter: usize,
+    /// Most open HTTP connections; beyond it a new connection is accepted and closed
+    /// at once (and counted), so a flood cannot use up the file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsSettings {
@@ -319,6 +323,7 @@ impl Default for LimitsSettings {
             max_page: 1000,
             max_summary_users: 1000,
             max_channels_filter: 1000,
+            max_connections: 10_000,
         }
     }
 }

@@ -78,6 +78,7 @@ impl Settings {
 
         let limits = &self.limits;
         positive("limits.soft_in_flight", count(limits.soft_in_flight))?;
+        positive("limits.max_connections", count(limits.max_connections))?;
         positive("limits.hard_in_flight", count(limits.hard_in_flight))?;
         if limits.soft_in_flight > limits.hard_in_flight {
             return Err(ConfigError::invalid(

@@ -127,8 +127,7 @@ impl GrpcServer {
     /// # Errors
     /// The address cannot be bound.
     pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = crate::http::serve::bind(addr)
             .with_context(|| format!("while binding grpc.addr {addr}"))?;
         let addr = listener
             .local_addr()
