@@ -439,6 +439,7 @@ pub fn summary(unread_channels: u64, mentions: u64) -> Value {
 pub fn problem(slug: &str, detail: &str) -> Value {
     let (status, title) = match slug {
         "invalid-input" => (400, "Invalid input"),
+        "forbidden" => (403, "Forbidden"),
         "not-found" => (404, "Not found"),
         "method-not-allowed" => (405, "Method not allowed"),
         "payload-too-large" => (413, "Payload too large"),

@@ -12,6 +12,7 @@ mod support;
 mod ack_all;
 mod acks;
 mod batch;
+mod browser;
 mod channels;
 mod durability_modes;
 mod errors;

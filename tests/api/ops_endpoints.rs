@@ -163,6 +163,15 @@ async fn every_documented_error_example_is_what_the_service_answers() {
                     // A bad id in the first path parameter, or a body that is no object.
                     "400" if has_params => app.raw(verb.clone(), &fill(path, "0"), &[], "").await,
                     "400" => app.raw(verb.clone(), path, &json_type, "[]").await,
+                    "403" => {
+                        app.raw(
+                            verb.clone(),
+                            &fill(path, "1"),
+                            &[("origin", "https://evil.example")],
+                            "",
+                        )
+                        .await
+                    }
                     "404" => app.raw(verb.clone(), &fill(path, "1"), &[], "").await,
                     "413" => {
                         app.raw(
@@ -194,6 +203,7 @@ async fn every_documented_error_example_is_what_the_service_answers() {
         "post /v1/batch 400",
         "get /v1/users/{user_id}/summary 400",
         "get /v1/users/{user_id}/channels/{channel_id} 404",
+        "post /v1/users/{user_id}/ack-all 403",
         "post /v1/users/{user_id}/channels/{channel_id}/ack 413",
         "put /v1/users/{user_id}/channels/{channel_id} 415",
     ] {
@@ -235,6 +245,7 @@ async fn every_error_example_has_its_status_and_a_problem_type_of_that_status() 
     let (_, _, doc) = app.get("/openapi.json", None).await;
     let kinds: &[(&str, u64, &str)] = &[
         ("invalid-input", 400, "Invalid input"),
+        ("forbidden", 403, "Forbidden"),
         ("not-found", 404, "Not found"),
         ("method-not-allowed", 405, "Method not allowed"),
         ("payload-too-large", 413, "Payload too large"),

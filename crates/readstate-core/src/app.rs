@@ -251,6 +251,9 @@ impl App {
                 in_flight: in_flight.clone(),
                 request_timeout: settings.http.request_timeout(),
                 max_body_bytes: settings.http.max_body_bytes.as_usize(),
+                allowed_origins: crate::http::browser::AllowedOrigins::new(
+                    &settings.http.cors_origins,
+                ),
             },
         );
         let grpc = match settings.grpc.addr {

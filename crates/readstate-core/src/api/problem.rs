@@ -19,6 +19,9 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 pub enum ProblemKind {
     /// 400: the request is malformed or a value is out of range; fix `field`.
     InvalidInput,
+    /// 403: the caller may not do this (a browser page of an origin that is not
+    /// allowed).
+    Forbidden,
     /// 404: the resource (or route) does not exist.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -39,8 +42,9 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [ProblemKind; 9] = [
+    pub const ALL: [ProblemKind; 10] = [
         ProblemKind::InvalidInput,
+        ProblemKind::Forbidden,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::PayloadTooLarge,
@@ -55,6 +59,7 @@ impl ProblemKind {
     pub fn slug(self) -> &'static str {
         match self {
             ProblemKind::InvalidInput => "invalid-input",
+            ProblemKind::Forbidden => "forbidden",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::PayloadTooLarge => "payload-too-large",
@@ -70,6 +75,7 @@ impl ProblemKind {
     pub fn title(self) -> &'static str {
         match self {
             ProblemKind::InvalidInput => "Invalid input",
+            ProblemKind::Forbidden => "Forbidden",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::PayloadTooLarge => "Payload too large",
@@ -85,6 +91,7 @@ impl ProblemKind {
     pub fn status(self) -> StatusCode {
         match self {
             ProblemKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -110,6 +117,7 @@ impl ProblemKind {
             ProblemKind::InvalidInput | ProblemKind::UnsupportedMediaType => {
                 tonic::Code::InvalidArgument
             }
+            ProblemKind::Forbidden => tonic::Code::PermissionDenied,
             ProblemKind::NotFound => tonic::Code::NotFound,
             ProblemKind::MethodNotAllowed => tonic::Code::Unimplemented,
             ProblemKind::PayloadTooLarge | ProblemKind::Overloaded => {

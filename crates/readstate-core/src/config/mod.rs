@@ -77,6 +77,10 @@ pub struct HttpSettings {
     pub header_read_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: ByteSize,
+    /// Origins (`https://app.example`) whose browser pages may call the API besides
+    /// the server's own: they get CORS headers, and every other origin's requests
+    /// are refused with 403. Empty (the default): only the server's own pages.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -86,6 +90,7 @@ impl Default for HttpSettings {
             request_timeout_ms: 10_000,
             header_read_timeout_ms: 5_000,
             max_body_bytes: ByteSize::mib(1),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -53,6 +53,17 @@ impl Settings {
         positive("http.request_timeout_ms", http.request_timeout_ms)?;
         positive("http.header_read_timeout_ms", http.header_read_timeout_ms)?;
         positive("http.max_body_bytes", http.max_body_bytes.get())?;
+        for (i, origin) in http.cors_origins.iter().enumerate() {
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            if !authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#', '*'])) {
+                return Err(ConfigError::invalid(
+                    format!("http.cors_origins[{i}]"),
+                    "must be an origin: http(s)://host[:port], no path, no wildcard",
+                ));
+            }
+        }
 
         let storage = &self.storage;
         check_storage_url(storage.url.expose())?;

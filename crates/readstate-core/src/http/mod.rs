@@ -3,6 +3,7 @@
 //! body limit, request timeout and the in-flight limits. Handlers only parse, call the
 //! service and render; errors render through [`problem`].
 
+pub mod browser;
 pub mod extract;
 pub mod json;
 pub mod openapi;
@@ -55,6 +56,9 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// Origins besides the server's own that browsers may call the API from
+    /// (`http.cors_origins`).
+    pub allowed_origins: browser::AllowedOrigins,
 }
 
 /// Builds the HTTP app: every route of the API plus `/healthz`, `/readyz`,
@@ -62,17 +66,39 @@ pub struct HttpLimits {
 /// and `/assets/*`.
 ///
 /// Layers, outermost first: request metrics (by route template), body limit (413),
-/// request timeout (503 `timeout`), then, on the `/v1` routes only, the in-flight
-/// limits (503 `overloaded` at the hard limit). Unknown routes get a 404 problem and
-/// known routes with another method a 405 problem (with `Allow`).
+/// request timeout (503 `timeout`), then, on the `/v1` routes only, CORS for
+/// `http.cors_origins`, the origin guard (403 for a foreign browser page, and
+/// `Cache-Control: no-store`, see [`browser`]) and the in-flight limits (503
+/// `overloaded` at the hard limit); the other pages get their security headers.
+/// Unknown routes get a 404 problem and known routes with another method a 405
+/// problem (with `Allow`).
 pub fn router(state: HttpState, limits: HttpLimits) -> Router {
     init_route_metrics();
-    let api = routes::api()
+    let mut api = routes::api()
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(limits.in_flight);
+        .layer(limits.in_flight)
+        .layer(middleware::from_fn_with_state(
+            limits.allowed_origins.clone(),
+            browser::guard_api,
+        ));
+    let origins = limits.allowed_origins.list();
+    if !origins.is_empty() {
+        api = api.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderName::from_static("last-event-id"),
+                ])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
     let ops = routes::ops()
         .merge(routes::ops::dashboard())
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(browser::page_headers));
     Router::new()
         .merge(api)
         .merge(ops)

@@ -20,6 +20,7 @@ use crate::service::ServiceError;
 pub fn problem_example(kind: ProblemKind) -> Problem {
     match kind {
         ProblemKind::InvalidInput => Problem::invalid("user_id", id_reason()),
+        ProblemKind::Forbidden => crate::http::browser::foreign_origin(),
         ProblemKind::NotFound => {
             Problem::from_service_error(&ServiceError::NotFound { what: "read state" })
         }
@@ -106,6 +107,21 @@ impl IntoResponses for InvalidInputResponse {
             "400",
             "`invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it",
             &[ProblemKind::InvalidInput],
+        )])
+    }
+}
+
+/// 403 `forbidden`: a browser page of an origin that is neither this server's nor in
+/// `http.cors_origins` (added to every `/v1` route by [`ProblemExamples`]).
+#[derive(Debug)]
+pub struct ForbiddenResponse;
+
+impl IntoResponses for ForbiddenResponse {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        responses(&[(
+            "403",
+            "`forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins`",
+            &[ProblemKind::Forbidden],
         )])
     }
 }
@@ -217,6 +233,13 @@ impl Modify for ProblemExamples {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                // Every API route refuses a browser page of a foreign origin.
+                if path.starts_with("/v1/") {
+                    operation
+                        .responses
+                        .responses
+                        .extend(ForbiddenResponse::responses());
+                }
                 let Some(RefOr::T(response)) = operation.responses.responses.get_mut("400") else {
                     continue;
                 };

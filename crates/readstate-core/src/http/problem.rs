@@ -107,6 +107,7 @@ mod tests {
                     "invalid-input",
                     "Invalid input"
                 ),
+                (ProblemKind::Forbidden, 403, "forbidden", "Forbidden"),
                 (ProblemKind::NotFound, 404, "not-found", "Not found"),
                 (
                     ProblemKind::MethodNotAllowed,
