@@ -466,6 +466,12 @@ export interface components {
          *       "type": "https://readstate.dev/problems/invalid-input"
          *     }
          * @example {
+         *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+         *       "status": 403,
+         *       "title": "Forbidden",
+         *       "type": "https://readstate.dev/problems/forbidden"
+         *     }
+         * @example {
          *       "detail": "no route for GET /v1/nope",
          *       "status": 404,
          *       "title": "Not found",
@@ -783,6 +789,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `payload-too-large`: the body exceeds `http.max_body_bytes` */
             413: {
                 headers: {
@@ -867,6 +890,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -916,6 +956,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1007,6 +1064,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -1061,6 +1135,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1124,6 +1215,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1215,6 +1323,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -1264,6 +1389,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1340,6 +1482,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1431,6 +1590,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -1484,6 +1660,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1576,6 +1769,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1678,6 +1888,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -1726,6 +1953,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1786,6 +2030,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
             503: {
                 headers: {
@@ -1833,6 +2094,23 @@ export interface operations {
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
