@@ -113,3 +113,67 @@ async fn an_id_one_above_the_largest_is_rejected_as_a_number_or_a_string() {
         &read_states(&[]),
     );
 }
+
+#[tokio::test]
+async fn ids_have_one_spelling_leading_zeros_and_fractions_are_refused() {
+    let app = spawn_app().await;
+    app.message_ok(10, 100, None, &[]).await;
+
+    let padded_path = app.get("/v1/users/007/summary", None).await;
+    let padded_body = app
+        .post(
+            "/v1/users/7/channels/10/ack",
+            Some(json!({ "message_id": "0100" })),
+        )
+        .await;
+    let fraction = app
+        .post(
+            "/v1/users/7/channels/10/ack",
+            Some(json!({ "message_id": 100.0 })),
+        )
+        .await;
+    let padded_position = app
+        .join(7, 10, Some(json!({ "last_read_message_id": "00" })))
+        .await;
+    let zero_position = app
+        .join(7, 10, Some(json!({ "last_read_message_id": "0" })))
+        .await;
+
+    assert_eq!(padded_path.0, StatusCode::BAD_REQUEST, "{}", padded_path.2);
+    assert_eq!(padded_path.2["field"], "user_id");
+    assert_eq!(padded_body.0, StatusCode::BAD_REQUEST, "{}", padded_body.2);
+    assert_eq!(padded_body.2["field"], "message_id");
+    assert_eq!(fraction.0, StatusCode::BAD_REQUEST, "{}", fraction.2);
+    assert_eq!(
+        padded_position.0,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        padded_position.2
+    );
+    assert_eq!(padded_position.2["field"], "last_read_message_id");
+    assert_eq!(zero_position.0, StatusCode::OK, "{}", zero_position.2);
+}
+
+#[tokio::test]
+async fn the_openapi_document_gives_path_ids_their_exact_pattern() {
+    let app = spawn_app().await;
+    let (_, _, doc) = app.get("/openapi.json", None).await;
+    let mut seen = 0;
+
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    seen += 1;
+                    assert_eq!(
+                        parameter["schema"],
+                        json!({ "type": "string", "pattern": "^[1-9][0-9]{0,18}$" }),
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
+    }
+
+    assert!(seen > 10, "{seen} path parameters");
+}

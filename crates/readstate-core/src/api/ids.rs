@@ -24,6 +24,14 @@ pub fn id_reason() -> String {
     IdError::OutOfRange.to_string()
 }
 
+/// An id as text: a canonical decimal (no sign, no leading zeros) of at most 19
+/// digits; the range check (up to 2^63-1) is the schema's `maximum` on numbers and
+/// the server's on text.
+pub const ID_PATTERN: &str = "^[1-9][0-9]{0,18}$";
+
+/// A read position as text: `0`, or an id.
+pub const POSITION_PATTERN: &str = "^(0|[1-9][0-9]{0,18})$";
+
 /// Why a value is not a read position (0 is allowed: nothing read).
 pub const POSITION_REASON: &str = "must be an integer between 0 and 9223372036854775807";
 
@@ -143,7 +151,7 @@ impl Visitor<'_> for PositionVisitor {
 }
 
 fn parse_position(text: &str) -> Result<BodyPosition, ()> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !crate::domain::is_canonical_decimal(text) {
         return Err(());
     }
     let v: u64 = text.parse().map_err(|_| ())?;
@@ -220,9 +228,9 @@ impl ToSchema for PositionInput {
 
 fn integer_or_string(minimum: u64, description: &str) -> RefOr<Schema> {
     let pattern = if minimum == 0 {
-        "^[0-9]+$"
+        POSITION_PATTERN
     } else {
-        "^[0-9]*[1-9][0-9]*$"
+        ID_PATTERN
     };
     OneOfBuilder::new()
         .item(

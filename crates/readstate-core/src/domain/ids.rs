@@ -10,8 +10,16 @@ pub const MAX_ID: u64 = i64::MAX as u64;
 pub enum IdError {
     #[error("must be an integer between 1 and 9223372036854775807")]
     OutOfRange,
-    #[error("must be a decimal integer")]
+    #[error("must be a decimal integer (no sign, no leading zeros)")]
     NotANumber,
+}
+
+/// Whether `text` is a canonical decimal integer: digits only, and no leading zero
+/// unless it is `0` itself (so every number has one spelling).
+pub fn is_canonical_decimal(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text.len() == 1 || !text.starts_with('0'))
 }
 
 macro_rules! id_type {
@@ -38,7 +46,7 @@ macro_rules! id_type {
             /// # Errors
             /// [`IdError`] when the text is not a decimal integer in range.
             pub fn parse(text: &str) -> Result<Self, IdError> {
-                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                if !is_canonical_decimal(text) {
                     return Err(IdError::NotANumber);
                 }
                 let raw: u64 = text.parse().map_err(|_| IdError::OutOfRange)?;

@@ -17,7 +17,7 @@ mod user;
 mod view;
 
 pub use channel::ChannelWindow;
-pub use ids::{ChannelId, IdError, MessageId, UserId};
+pub use ids::{ChannelId, IdError, MessageId, UserId, is_canonical_decimal};
 pub use model::Model;
 pub use ops::{ChannelEffect, Op, UserChange, UserEffect, apply_user_effect, expand};
 pub use user::{Changed, ReadPos, StateRef, UserStates};

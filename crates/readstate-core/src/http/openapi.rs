@@ -233,6 +233,19 @@ impl Modify for ProblemExamples {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                // Every path parameter is an id: say exactly which text is one.
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let RefOr::T(parameter) = parameter
+                        && parameter.parameter_in == utoipa::openapi::path::ParameterIn::Path
+                    {
+                        parameter.schema = Some(RefOr::T(Schema::Object(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(crate::api::ids::ID_PATTERN))
+                                .build(),
+                        )));
+                    }
+                }
                 // Every API route refuses a browser page of a foreign origin.
                 if path.starts_with("/v1/") {
                     operation

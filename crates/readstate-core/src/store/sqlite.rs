@@ -569,7 +569,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = open(&dir, true).await;
         // (Before `migrate`, whose own short-lived connection runs at normal priority.)
-        assert_eq!(lowered_threads("sqlite-writer", base), vec![true]);
+        assert!(lowered_threads("sqlite-writer", base).contains(&true));
         // Readers serve requests: normal priority.
         assert!(lowered_threads("sqlx-sqlite", base).iter().all(|&l| !l));
         // A reopened writer (after a failure discarded it) is lowered again.
@@ -595,8 +595,10 @@ mod tests {
             pos: 7,
         }];
         store.checkpoint(&write, true).await.expect("commits");
+        // (Other tests of this process may have writer threads of their own, at
+        // normal priority, so the check is that one exists, not how many.)
         let lowered = lowered_threads("sqlite-writer", base);
-        assert_eq!(lowered.iter().filter(|&&l| !l).count(), 1, "{lowered:?}");
+        assert!(lowered.contains(&false), "{lowered:?}");
         store.checkpoint(&write, false).await.expect("commits");
         let states = store.load_user(1, 4).await.expect("loads");
         assert_eq!(states.get(2).map(|s| s.read.pos), Some(7));
