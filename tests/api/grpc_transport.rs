@@ -154,9 +154,8 @@ fn batch_reply(r: pb::BatchReply) -> Reply {
 /// errors are the server's to find).
 fn id(value: &Value) -> Option<u64> {
     match value {
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
+        // Only the one spelling protobuf can carry: `"007"` stays on HTTP.
+        Value::String(s) if readstate::domain::is_canonical_decimal(s) => s.parse().ok(),
         Value::Number(n) => n.as_u64(),
         _ => None,
     }
