@@ -86,8 +86,11 @@ fn field_suffix(field: &Option<String>) -> String {
 
 /// An error and its sources, `: `-separated (transport errors say little at the top).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+    with_causes(e.to_string(), e.source())
+}
+
+/// `text`, then each of `source` and its sources not already said, `: `-separated.
+fn with_causes(mut text: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
     while let Some(s) = source {
         let s_text = s.to_string();
         if !text.contains(&s_text) {
@@ -206,17 +209,7 @@ fn retry_delay(status: &tonic::Status) -> Option<Duration> {
 }
 
 fn with_sources(status: &tonic::Status) -> String {
-    let mut text = status.message().to_owned();
-    let mut source = status.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+    with_causes(status.message().to_owned(), status.source())
 }
 
 impl Problem {

@@ -291,7 +291,8 @@ impl ReadStates for GrpcService {
         let (metadata, _, mut stream) = request.into_parts();
         // Only the client's deadline bounds a producer's stream; each group's
         // commit is bounded by `storage.commit_timeout_ms`.
-        let deadline = Self::client_deadline(&metadata).map(|d| tokio::time::Instant::now() + d);
+        let client_deadline = Self::client_deadline(&metadata);
+        let deadline = client_deadline.map(|d| tokio::time::Instant::now() + d);
         let max_group = self.service.limits().max_batch_ops.max(1);
         let closing = self.service.closing().clone();
         let mut results: Vec<pb::OpResult> = Vec::new();
@@ -302,7 +303,7 @@ impl ReadStates for GrpcService {
                 () = closing.cancelled() => break,
                 () = sleep_until(deadline) => {
                     return Err(problem_status(&Problem::timed_out(
-                        Self::client_deadline(&metadata).unwrap_or_default(),
+                        client_deadline.unwrap_or_default(),
                     )));
                 }
             };
