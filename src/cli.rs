@@ -45,7 +45,7 @@ impl Cli {
         let config = match &command {
             Command::Serve(args) => args.config.config.clone(),
             Command::Migrate(args) | Command::CheckConfig(args) => args.config.clone(),
-            Command::Bench(_) | Command::BenchFloor(_) => None,
+            Command::Bench(_) | Command::BenchFloor(_) | Command::ApiKey(_) => None,
         }
         .or(self.config);
         (command, config)
@@ -63,6 +63,9 @@ pub enum Command {
     Migrate(ConfigArgs),
     /// Load and validate the configuration, print the effective settings, and exit.
     CheckConfig(ConfigArgs),
+    /// Manage API keys (`readstate api-key new --name NAME --scopes read,write`).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Measure readstate against an empty HTTP handler, Redis scripts and plain
     /// PostgreSQL on the same machine and load (see docs/BENCH.md); `--capacity`
     /// turns the results into a node and cost projection. Reads no service
@@ -71,6 +74,25 @@ pub enum Command {
     /// The bench's `floor` target: constant answers on readstate's HTTP stack.
     #[command(hide = true)]
     BenchFloor(FloorArgs),
+}
+
+/// `readstate api-key ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Print a fresh random key (once: only its SHA-256 goes in the configuration)
+    /// and the `auth.api_keys` entry to paste. Reads no configuration.
+    New(NewApiKeyArgs),
+}
+
+/// Options of `readstate api-key new`.
+#[derive(Debug, Clone, Args)]
+pub struct NewApiKeyArgs {
+    /// The key's name, shown in logs and metrics (never the key itself).
+    #[arg(long)]
+    pub name: String,
+    /// What the key may do, comma-separated: read, write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
 }
 
 /// The configuration file option of the commands that read the configuration.

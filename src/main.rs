@@ -43,6 +43,18 @@ fn main() -> ExitCode {
                 runtime.block_on(bench::floor::serve(args.addr, args.states_per_user)),
             );
         }
+        Command::ApiKey(cli::ApiKeyCommand::New(args)) => {
+            return match new_api_key(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("readstate: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
         command => command,
     };
     let settings = match config::load_from(config_path.as_deref()) {
@@ -82,9 +94,44 @@ fn main() -> ExitCode {
             })
         }
         // Answered before the configuration was loaded.
-        Command::Bench(_) | Command::BenchFloor(_) => Ok(()),
+        Command::Bench(_) | Command::BenchFloor(_) | Command::ApiKey(_) => Ok(()),
     };
     exit_code(result)
+}
+
+/// `readstate api-key new`: a fresh key and the configuration entry that accepts it
+/// (TOML and the `READSTATE_AUTH__API_KEYS` form), checked as `serve` checks it.
+fn new_api_key(args: &cli::NewApiKeyArgs) -> Result<String, String> {
+    use readstate::auth::keys;
+    let key = keys::generate();
+    let entry = config::ApiKeySettings {
+        name: args.name.trim().to_owned(),
+        key_sha256: keys::sha256_hex(&key),
+        scopes: args.scopes.iter().map(|s| s.trim().to_owned()).collect(),
+    };
+    keys::ApiKeys::new(std::slice::from_ref(&entry)).map_err(|e| {
+        let field = e.key.rsplit('.').next().unwrap_or_default();
+        format!("--{field}: {}", e.message)
+    })?;
+    let toml_list = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // The entry's own field order: name, key_sha256, scopes.
+    let json = serde_json::to_string(&[&entry]).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "API key (shown only now; give it to the service that calls readstate):\n\n  {key}\n\n\
+         Add it to readstate's configuration file:\n\n\
+         [[auth.api_keys]]\nname = {:?}\nkey_sha256 = \"{}\"\nscopes = [{}]\n\n\
+         or, as the only key, to its environment:\n\n\
+         READSTATE_AUTH__API_KEYS='{json}'\n",
+        entry.name,
+        entry.key_sha256,
+        toml_list(&entry.scopes),
+    ))
 }
 
 /// 0 on success; otherwise logs the error and answers 1.

@@ -123,6 +123,8 @@ fn with_password(url: &str, password: &str) -> String {
 fn no_command_and_no_error_prints_the_database_password() {
     // Always PostgreSQL: its URL carries a password (trust authentication ignores it).
     const PASSWORD: &str = "s3cret-pw-4711";
+    // The HS256 secret is a secret too (and turns auth on, so serving stays allowed).
+    const JWT_SECRET: &str = "jwt-s3cret-that-is-long-enough-4711";
     let storage = TestStorage::postgres();
     let url = with_password(storage.url(), PASSWORD);
     let unreachable = with_password("postgres://postgres@127.0.0.1:1/nothing", PASSWORD);
@@ -132,6 +134,7 @@ fn no_command_and_no_error_prints_the_database_password() {
             .env_clear()
             .env("READSTATE_STORAGE__URL", url)
             .env("READSTATE_STORAGE__TIMEOUT_MS", "2000")
+            .env("READSTATE_AUTH__JWT__HS256_SECRET", JWT_SECRET)
             .output()
             .expect("runs")
     };
@@ -166,6 +169,7 @@ fn no_command_and_no_error_prints_the_database_password() {
         .env_clear()
         .env("READSTATE_HTTP__ADDR", "127.0.0.1:0")
         .env("READSTATE_STORAGE__URL", &url)
+        .env("READSTATE_AUTH__JWT__HS256_SECRET", JWT_SECRET)
         .env("READSTATE_LOG__FILTER", "debug")
         .stdout(log.reopen().unwrap())
         .stderr(log.reopen().unwrap())
@@ -212,10 +216,174 @@ fn no_command_and_no_error_prints_the_database_password() {
             !text.contains(PASSWORD),
             "{what} printed the password:\n{text}"
         );
+        assert!(
+            !text.contains(JWT_SECRET),
+            "{what} printed the JWT secret:\n{text}"
+        );
     }
+    assert!(
+        printed[0].2.contains("\"hs256_secret\": \"***\""),
+        "check-config shows that a JWT secret is set: {}",
+        printed[0].2
+    );
     assert!(
         printed[0].2.contains("postgres:***@"),
         "check-config shows where the password was: {}",
         printed[0].2
     );
+}
+
+#[test]
+fn serving_open_beyond_loopback_is_refused_with_64_naming_auth() {
+    for (key, addr) in [
+        ("READSTATE_HTTP__ADDR", "0.0.0.0:0"),
+        ("READSTATE_HTTP__ADDR", "[::]:0"),
+        ("READSTATE_GRPC__ADDR", "0.0.0.0:0"),
+        ("READSTATE_GRPC__ADDR", "[::]:0"),
+    ] {
+        for command in ["serve", "check-config"] {
+            let out = Command::new(BIN)
+                .arg(command)
+                .env_clear()
+                .env(key, addr)
+                .output()
+                .expect("runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(64),
+                "{command} with {key}={addr}: {stderr}"
+            );
+            assert!(
+                stderr.contains("auth:") && stderr.contains("auth.allow_unauthenticated"),
+                "{command} with {key}={addr}: {stderr}"
+            );
+        }
+    }
+}
+
+/// Starts `readstate serve` with `env`, waits for its listening line and answers
+/// its log so far; the server is stopped with SIGTERM.
+fn serve_and_read_the_log(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env_clear()
+        .env(
+            "READSTATE_STORAGE__URL",
+            format!("sqlite://{}/db", dir.path().display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut server = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("listening") {
+            break text;
+        }
+        if std::time::Instant::now() > deadline || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            panic!("the server did not start:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    text
+}
+
+#[test]
+fn serving_open_is_said_once_at_start_and_warned_about_beyond_loopback() {
+    let loopback = serve_and_read_the_log(&[("READSTATE_HTTP__ADDR", "127.0.0.1:0")]);
+    assert!(
+        loopback.contains("serving open on loopback only"),
+        "{loopback}"
+    );
+
+    let open = serve_and_read_the_log(&[
+        ("READSTATE_HTTP__ADDR", "0.0.0.0:0"),
+        ("READSTATE_AUTH__ALLOW_UNAUTHENTICATED", "true"),
+    ]);
+    assert!(
+        open.contains("WARN") && open.contains("authentication is OFF"),
+        "{open}"
+    );
+}
+
+#[tokio::test]
+async fn api_key_new_prints_a_key_and_the_entry_that_makes_the_server_accept_it() {
+    let out = Command::new(BIN)
+        .args([
+            "api-key",
+            "new",
+            "--name",
+            "chat-backend",
+            "--scopes",
+            "read,write",
+        ])
+        .env_clear()
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("rsk_"))
+        .unwrap_or_else(|| panic!("a key line: {text}"))
+        .to_owned();
+    assert!(
+        text.contains("[[auth.api_keys]]") && text.contains("name = \"chat-backend\""),
+        "{text}"
+    );
+    // The environment form, pasted as printed (without the shell's quotes).
+    let keys = text
+        .lines()
+        .find_map(|l| l.strip_prefix("READSTATE_AUTH__API_KEYS='"))
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("an environment line: {text}"))
+        .to_owned();
+    assert!(!keys.contains(&key), "only the hash is configured");
+
+    let storage = TestStorage::sqlite();
+    let server = start(storage.url(), &[("READSTATE_AUTH__API_KEYS", &keys)]);
+    let client = binary::client();
+    let summary = |key: Option<String>| {
+        let mut request = client.get(server.url("/v1/users/1/summary"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(summary(Some(key.clone())).await, 200);
+    assert_eq!(summary(None).await, 401);
+    assert_eq!(summary(Some(format!("{key}x"))).await, 401);
+    let delete = client
+        .delete(server.url("/v1/channels/10"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status().as_u16(), 403, "no admin scope");
+
+    let bad = Command::new(BIN)
+        .args(["api-key", "new", "--name", "x", "--scopes", "read,root"])
+        .env_clear()
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--scopes"));
 }

@@ -264,3 +264,64 @@ fn the_readme_says_how_long_the_setup_commands_take() {
         );
     }
 }
+
+/// Whether `line` of the README shows `real`: equal, or, where the README elides a
+/// random value with `…`, equal up to the elision and after the elided value's end.
+fn shows(line: &str, real: &str) -> bool {
+    match line.split_once('…') {
+        None => line == real,
+        Some((head, tail)) => {
+            // The text after the elision's closing `(...)` note must end the line.
+            let after = tail.split_once(')').map_or(tail, |(_, after)| after);
+            let after = after.trim_start_matches(|c: char| c.is_ascii_hexdigit());
+            real.starts_with(head) && real.ends_with(after)
+        }
+    }
+}
+
+#[test]
+fn the_access_sections_api_key_example_is_what_the_command_prints() {
+    let block = block_after("### API keys, for services");
+    let mut lines = block.lines();
+    let command = lines.next().expect("the command line");
+    let args = command
+        .strip_prefix("$ cargo run --release -- ")
+        .expect("a cargo run command");
+    let out = Command::new(env!("CARGO_BIN_EXE_readstate"))
+        .args(args.split_whitespace())
+        .env_clear()
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let shown: Vec<&str> = lines.collect();
+    let real: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        shown.len(),
+        real.len(),
+        "README:\n{block}\nprinted:\n{printed}"
+    );
+    for (line, real) in shown.iter().zip(&real) {
+        assert!(
+            shows(line, real),
+            "README shows {line:?}, the command printed {real:?}"
+        );
+    }
+}
+
+#[test]
+fn the_access_sections_jwt_configuration_is_valid() {
+    let block = block_after("### JWTs, for end users");
+    // The key files are the reader's own; everything else must load as written.
+    let settings = readstate::config::load(
+        Some(block),
+        &[(
+            "READSTATE_AUTH__JWT__PUBLIC_KEY_FILES".to_owned(),
+            "[]".to_owned(),
+        )],
+    )
+    .unwrap_or_else(|e| panic!("README's [auth.jwt] block: {e}"));
+    assert!(settings.auth.is_on());
+    assert_eq!(settings.auth.jwt.audience.as_deref(), Some("readstate"));
+    assert!(block.contains("public_key_files = ["));
+}

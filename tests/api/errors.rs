@@ -235,10 +235,11 @@ async fn a_body_that_is_not_a_json_object_is_rejected_naming_the_body() {
 #[tokio::test]
 async fn a_body_without_a_json_content_type_is_unsupported() {
     let app = one_mention().await;
-    let expected = problem(
+    let mut expected = problem(
         "unsupported-media-type",
         "the request body must be JSON (Content-Type: application/json)",
     );
+    expected["field"] = json!("content-type");
 
     let missing = app
         .raw(
@@ -272,13 +273,12 @@ async fn a_body_over_the_limit_is_too_large() {
 
     let reply = app.post("/v1/channels/10/messages", Some(body)).await;
 
-    assert_problem(
-        &reply,
-        &problem(
-            "payload-too-large",
-            "the request body is larger than the configured limit",
-        ),
+    let mut expected = problem(
+        "payload-too-large",
+        "the request body is larger than the configured limit",
     );
+    expected["field"] = json!("body");
+    assert_problem(&reply, &expected);
     assert_unchanged(&app).await;
 }
 
@@ -306,13 +306,12 @@ async fn a_chunked_body_over_the_limit_is_too_large() {
     let (status, _, answer) = read_response(&mut stream, Duration::from_secs(10)).await;
 
     assert_eq!(status, 413, "{answer}");
-    assert_eq!(
-        answer,
-        problem(
-            "payload-too-large",
-            "the request body is larger than the configured limit"
-        )
+    let mut expected = problem(
+        "payload-too-large",
+        "the request body is larger than the configured limit",
     );
+    expected["field"] = json!("body");
+    assert_eq!(answer, expected);
     assert_unchanged(&app).await;
 }
 

@@ -47,6 +47,7 @@ fn json_reply(status: StatusCode, body: Value) -> Reply {
 fn problem_reply(status: &tonic::Status) -> Reply {
     let (http, slug, title) = match status.code() {
         tonic::Code::InvalidArgument => (400, "invalid-input", "Invalid input"),
+        tonic::Code::Unauthenticated => (401, "unauthorized", "Unauthorized"),
         tonic::Code::PermissionDenied => (403, "forbidden", "Forbidden"),
         tonic::Code::NotFound => (404, "not-found", "Not found"),
         tonic::Code::ResourceExhausted => (503, "overloaded", "Overloaded"),

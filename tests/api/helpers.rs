@@ -439,11 +439,15 @@ pub fn summary(unread_channels: u64, mentions: u64) -> Value {
 pub fn problem(slug: &str, detail: &str) -> Value {
     let (status, title) = match slug {
         "invalid-input" => (400, "Invalid input"),
+        "unauthorized" => (401, "Unauthorized"),
         "forbidden" => (403, "Forbidden"),
         "not-found" => (404, "Not found"),
         "method-not-allowed" => (405, "Method not allowed"),
         "payload-too-large" => (413, "Payload too large"),
+        "uri-too-long" => (414, "URI too long"),
+        "headers-too-large" => (431, "Request header fields too large"),
         "unsupported-media-type" => (415, "Unsupported media type"),
+        "too-many-requests" => (429, "Too many requests"),
         "overloaded" => (503, "Overloaded"),
         "unavailable" => (503, "Service unavailable"),
         "timeout" => (503, "Request timed out"),

@@ -9,6 +9,7 @@ mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
 mod ack_all;
 mod acks;
 mod batch;

@@ -2,7 +2,7 @@ import type { Problem } from "./types.js";
 
 /**
  * An error answer of readstate: the RFC 9457 problem body (`type`, `title`,
- * `status`, `detail`, `field` for invalid input) and, on 503, `retryAfter`.
+ * `status`, `detail`, `field` where one applies) and, on 503, `retryAfter`.
  *
  * Network failures are not wrapped: they reject with what `fetch` throws
  * (a `TypeError` in Node and browsers; an `AbortError` `DOMException` when the
@@ -17,7 +17,7 @@ export class ReadStateError extends Error {
   readonly status: number;
   /** What happened in this occurrence. */
   readonly detail: string;
-  /** The offending input field (`invalid-input` only), e.g. `user_id` or `ops[1].channel_id`. */
+  /** The offending input, where one applies: the field of an `invalid-input` (`user_id`, `ops[1].channel_id`), `body` on 413, `content-type` on 415. */
   readonly field: string | undefined;
   /** Seconds to wait before retrying (from `Retry-After`, sent with every 503). */
   readonly retryAfter: number | undefined;

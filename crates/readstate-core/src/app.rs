@@ -130,6 +130,27 @@ async fn follow_changes(
     }
 }
 
+/// Says at start who may call: whether auth is on, and a warning when it is off on
+/// a non-loopback address (only possible with `auth.allow_unauthenticated`).
+fn announce_access(settings: &Settings) {
+    let auth = &settings.auth;
+    if auth.is_on() {
+        tracing::info!(
+            api_keys = auth.api_keys.len(),
+            jwt = auth.jwt.is_configured(),
+            "authentication is on: every /v1 request needs an API key or a JWT"
+        );
+    } else if settings.listens_beyond_loopback() {
+        tracing::warn!(
+            "authentication is OFF on a non-loopback address (auth.allow_unauthenticated = true): anyone who can reach this server may read and change every read state"
+        );
+    } else {
+        tracing::info!(
+            "authentication is off: serving open on loopback only (configure auth to listen elsewhere)"
+        );
+    }
+}
+
 fn caps(settings: &Settings) -> Caps {
     Caps {
         unread: settings.state.unread_cap,
@@ -225,8 +246,25 @@ impl App {
             nats_cancel.clone(),
             &tracker,
         );
+        let access = Arc::new(
+            crate::auth::Access::new(&settings.auth, &settings.limits)
+                .context("while loading the auth keys")?,
+        );
+        announce_access(&settings);
+        let sweep_access = access.clone();
+        let sweep_cancel = writer_cancel.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sweep_access.sweep(),
+                    () = sweep_cancel.cancelled() => break,
+                }
+            }
+        });
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
+            access: access.clone(),
             service: service.clone(),
             metrics: handle.clone(),
             ready: ready.clone(),
@@ -251,6 +289,7 @@ impl App {
                 in_flight: in_flight.clone(),
                 request_timeout: settings.http.request_timeout(),
                 max_body_bytes: settings.http.max_body_bytes.as_usize(),
+                body_read_timeout: settings.http.body_read_timeout(),
                 allowed_origins: crate::http::browser::AllowedOrigins::new(
                     &settings.http.cors_origins,
                 ),
@@ -260,6 +299,7 @@ impl App {
             Some(addr) => Some((
                 GrpcServer::bind(addr).await?,
                 GrpcLimits {
+                    access,
                     in_flight,
                     request_timeout: settings.http.request_timeout(),
                     max_message_bytes: settings.http.max_body_bytes.as_usize(),

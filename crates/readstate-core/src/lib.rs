@@ -8,6 +8,7 @@
 //! - `readstate bench` (the load tool) is the crate `readstate_bench`, which depends on this one.
 
 pub mod api;
+pub mod auth;
 pub mod background;
 pub mod backoff;
 pub mod cache;

@@ -27,6 +27,8 @@ pub const HTTP_CONNECTIONS: &str = "readstate_http_connections";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "readstate_http_connections_closed_total";
 /// Why the server closed a connection itself.
 pub const CONNECTION_CLOSE_REASONS: &[&str] = &["limit", "silent"];
+pub const AUTH_DENIED: &str = "readstate_auth_denied_total";
+pub const RATE_LIMITED: &str = "readstate_rate_limited_total";
 pub const CACHE_BYTES: &str = "readstate_cache_bytes";
 pub const CACHE_BUDGET: &str = "readstate_cache_budget_bytes";
 pub const CACHE_USERS: &str = "readstate_cache_users";
@@ -136,6 +138,14 @@ fn describe() {
     describe_counter!(
         HTTP_CONNECTIONS_CLOSED,
         "HTTP connections the server closed itself: at limits.max_connections (limit), or sending nothing within http.header_read_timeout_ms (silent)"
+    );
+    describe_counter!(
+        AUTH_DENIED,
+        "Requests refused by access control (401 and 403), by reason"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused with 429: a caller over limits.per_caller_rps"
     );
     describe_gauge!(
         CACHE_BYTES,
@@ -270,6 +280,7 @@ fn export_at_zero() {
         LOG_APPENDS,
         LOG_APPENDED_BYTES,
         CHECKPOINT_URGENT,
+        RATE_LIMITED,
     ] {
         counter!(name).increment(0);
     }
@@ -280,6 +291,7 @@ fn export_at_zero() {
         (NATS_EVENTS, "outcome", NATS_EVENT_OUTCOMES),
         (NATS_PUBLISHED, "outcome", NATS_PUBLISH_OUTCOMES),
         (HTTP_CONNECTIONS_CLOSED, "reason", CONNECTION_CLOSE_REASONS),
+        (AUTH_DENIED, "reason", &crate::auth::Denied::REASONS),
     ] {
         for &value in values {
             counter!(name, label => value).increment(0);
@@ -815,6 +827,8 @@ mod tests {
             HTTP_SHED,
             HTTP_CONNECTIONS,
             HTTP_CONNECTIONS_CLOSED,
+            AUTH_DENIED,
+            RATE_LIMITED,
             CACHE_BYTES,
             CACHE_BUDGET,
             CACHE_USERS,

@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
 
 use super::ids::{BodyId, BodyPosition, IdInput, PositionInput};
 use super::problem::ProblemBody;
@@ -20,7 +24,7 @@ pub struct CreateMessageRequest {
     #[schema(value_type = Option<IdInput>)]
     pub author_id: Option<BodyId<UserId>>,
     /// Users the message mentions (the author is skipped; duplicates count once).
-    #[schema(value_type = Option<Vec<IdInput>>)]
+    #[schema(value_type = Option<Vec<IdInput>>, max_items = 100)]
     pub mentions: Option<Vec<BodyId<UserId>>>,
 }
 
@@ -43,6 +47,7 @@ pub struct AckRequest {
     pub message_id: BodyId<MessageId>,
     /// When the ack was made (ms since the Unix epoch). An ack older than the latest
     /// mark-unread of the state is ignored, so a redelivered old ack cannot undo it.
+    #[schema(schema_with = optional_timestamp_schema)]
     pub at: Option<u64>,
 }
 
@@ -60,7 +65,7 @@ pub struct UnreadRequest {
 #[serde(deny_unknown_fields)]
 pub struct SummariesRequest {
     /// The users (duplicates are answered once).
-    #[schema(value_type = Vec<IdInput>)]
+    #[schema(value_type = Vec<IdInput>, max_items = 1000)]
     pub user_ids: Vec<BodyId<UserId>>,
 }
 
@@ -69,7 +74,7 @@ pub struct SummariesRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The operations; each is parsed on its own, so a bad one fails alone.
-    #[schema(value_type = Vec<BatchOp>)]
+    #[schema(value_type = Vec<BatchOp>, max_items = 1000)]
     pub ops: Vec<serde_json::Value>,
 }
 
@@ -95,33 +100,109 @@ pub enum BatchOpKind {
     DeleteChannel,
 }
 
-/// One batch operation (documentation of the shape; parsed field by field so that
-/// errors name `ops[i].field`). Fields that do not apply to `op` must be absent or null.
-#[derive(Debug, Clone, ToSchema)]
-#[allow(dead_code)] // a documentation shape only: batch ops are parsed from JSON values
-pub struct BatchOp {
-    /// What to do.
-    pub op: BatchOpKind,
-    /// The user (join, ack, ack_all, unread, leave).
-    #[schema(value_type = Option<IdInput>)]
-    pub user_id: Option<String>,
-    /// The channel (all but ack_all).
-    #[schema(value_type = Option<IdInput>)]
-    pub channel_id: Option<String>,
-    /// The message (message_created, message_deleted, ack, unread).
-    #[schema(value_type = Option<IdInput>)]
-    pub message_id: Option<String>,
-    /// The author (message_created).
-    #[schema(value_type = Option<IdInput>)]
-    pub author_id: Option<String>,
-    /// Mentioned users (message_created).
-    #[schema(value_type = Option<Vec<IdInput>>)]
-    pub mentions: Option<Vec<String>>,
-    /// Starting read position (join; 0 = nothing read).
-    #[schema(value_type = Option<PositionInput>)]
-    pub last_read_message_id: Option<String>,
-    /// When the ack was made, ms since the Unix epoch (ack).
-    pub at: Option<u64>,
+/// One batch operation, as the batch parser accepts it (see [`super::ops`]): an
+/// object with `op` and the fields of that op, ids required or optional as the op
+/// needs them; a field of another op may only be absent or null, and any other key
+/// is refused. The document has one variant per op (`oneOf`, told apart by `op`).
+#[derive(Debug)]
+pub struct BatchOp;
+
+impl utoipa::PartialSchema for BatchOp {
+    fn schema() -> RefOr<Schema> {
+        let variants = super::ops::OP_NAMES.iter().map(|&kind| {
+            let (required, optional) = super::ops::op_fields(kind).unwrap_or_default();
+            let mut variant = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .title(Some(kind))
+                .description(Some(op_description(kind, required, optional)))
+                .property(
+                    "op",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind])),
+                )
+                .required("op")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            for &field in &super::ops::OP_FIELDS[1..] {
+                let schema = if required.contains(&field) {
+                    variant = variant.required(field);
+                    op_field_schema(field)
+                } else if optional.contains(&field) {
+                    OneOfBuilder::new()
+                        .item(op_field_schema(field))
+                        .item(ObjectBuilder::new().schema_type(Type::Null))
+                        .into()
+                } else {
+                    // Another op's field: absent or null only.
+                    ObjectBuilder::new().schema_type(Type::Null).into()
+                };
+                variant = variant.property(field, schema);
+            }
+            variant
+        });
+        variants
+            .fold(OneOfBuilder::new(), OneOfBuilder::item)
+            .description(Some(
+                "One write operation: `op` and its fields (ids as numbers or decimal strings). \
+                 Fields of other ops may be present only as null; other keys are refused.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for BatchOp {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("BatchOp")
+    }
+}
+
+fn op_description(kind: &str, required: &[&str], optional: &[&str]) -> String {
+    let list = |fields: &[&str]| {
+        fields
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("`{kind}`: needs {}", list(required));
+    if !optional.is_empty() {
+        text.push_str(&format!("; takes {}", list(optional)));
+    }
+    text
+}
+
+/// The schema of a batch op's field when it is given.
+fn op_field_schema(field: &str) -> RefOr<Schema> {
+    match field {
+        "mentions" => ArrayBuilder::new()
+            .items(RefOr::Ref(Ref::from_schema_name("IdInput")))
+            .max_items(Some(crate::config::LimitsSettings::default().max_mentions))
+            .description(Some(
+                "Mentioned users (at most `limits.max_mentions`, 100 by default)",
+            ))
+            .into(),
+        "last_read_message_id" => RefOr::Ref(Ref::from_schema_name("PositionInput")),
+        "at" => timestamp_schema(),
+        _ => RefOr::Ref(Ref::from_schema_name("IdInput")),
+    }
+}
+
+/// `at` of an ack: ms since the Unix epoch, any unsigned 64-bit integer.
+fn timestamp_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0_u64))
+        .maximum(Some(u64::MAX))
+        .description(Some("When the ack was made, ms since the Unix epoch"))
+        .into()
+}
+
+/// `at` of an ack body: a timestamp, or null.
+fn optional_timestamp_schema() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(timestamp_schema())
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 /// A read state with its derived fields.

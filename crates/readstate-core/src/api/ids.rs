@@ -24,13 +24,36 @@ pub fn id_reason() -> String {
     IdError::OutOfRange.to_string()
 }
 
-/// An id as text: a canonical decimal (no sign, no leading zeros) of at most 19
-/// digits; the range check (up to 2^63-1) is the schema's `maximum` on numbers and
-/// the server's on text.
-pub const ID_PATTERN: &str = "^[1-9][0-9]{0,18}$";
+/// The canonical decimals of 1..=2^63-1 as a regular expression (no anchors): up
+/// to 18 digits, or 19 digits not above 9223372036854775807, spelled out digit by
+/// digit (checked against [`MAX_ID`] by a test), so that every string the pattern
+/// accepts is an id and the other way round.
+macro_rules! id_digits {
+    () => {
+        "(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}\
+         |9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}\
+         |922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}\
+         |922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}\
+         |922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-7])"
+    };
+}
+
+/// An id as text: a canonical decimal (no sign, no leading zeros) in
+/// 1..=9223372036854775807, exactly what the server accepts.
+pub const ID_PATTERN: &str = concat!("^", id_digits!(), "$");
 
 /// A read position as text: `0`, or an id.
-pub const POSITION_PATTERN: &str = "^(0|[1-9][0-9]{0,18})$";
+pub const POSITION_PATTERN: &str = concat!("^(?:0|", id_digits!(), ")$");
+
+/// A comma-separated list of ids (`1,2,3`), as `?channels=` takes it: empty, or
+/// up to 1000 ids (`limits.max_channels_filter`'s default).
+pub const ID_LIST_PATTERN: &str = concat!(
+    "^(?:",
+    id_digits!(),
+    "(?:,",
+    id_digits!(),
+    "){0,999})?$"
+);
 
 /// Why a value is not a read position (0 is allowed: nothing read).
 pub const POSITION_REASON: &str = "must be an integer between 0 and 9223372036854775807";
@@ -196,7 +219,8 @@ impl PartialSchema for IdInput {
     fn schema() -> RefOr<Schema> {
         integer_or_string(
             1,
-            "An id: an integer between 1 and 9223372036854775807, as a JSON number or a decimal string",
+            "An id: an integer between 1 and 9223372036854775807, as a JSON number written without a fraction \
+             or exponent (`42`, not `42.0`) or as a canonical decimal string (`\"42\"`)",
         )
     }
 }
@@ -215,7 +239,8 @@ impl PartialSchema for PositionInput {
     fn schema() -> RefOr<Schema> {
         integer_or_string(
             0,
-            "A read position: an integer between 0 and 9223372036854775807, as a JSON number or a decimal string",
+            "A read position: an integer between 0 and 9223372036854775807, as a JSON number written without a \
+             fraction or exponent or as a canonical decimal string",
         )
     }
 }
@@ -248,4 +273,41 @@ fn integer_or_string(minimum: u64, description: &str) -> RefOr<Schema> {
         .description(Some(description))
         .examples([serde_json::json!("1234567890123456789")])
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alternation of canonical decimals in 1..=`max`, built digit by digit.
+    fn decimals_up_to(max: u64) -> String {
+        let digits = max.to_string();
+        let n = digits.len();
+        let mut alternatives = vec![format!("[1-9][0-9]{{0,{}}}", n - 2)];
+        for (i, d) in digits.bytes().map(|b| b - b'0').enumerate() {
+            let low = u8::from(i == 0);
+            if i == n - 1 {
+                alternatives.push(format!("{}[0-{d}]", &digits[..i]));
+            } else if d > low {
+                alternatives.push(format!(
+                    "{}[{low}-{}][0-9]{{{}}}",
+                    &digits[..i],
+                    d - 1,
+                    n - i - 1
+                ));
+            }
+        }
+        format!("(?:{})", alternatives.join("|"))
+    }
+
+    #[test]
+    fn the_id_pattern_spells_out_exactly_the_range_of_ids() {
+        let expected = decimals_up_to(MAX_ID);
+        assert_eq!(ID_PATTERN, format!("^{expected}$"));
+        assert_eq!(POSITION_PATTERN, format!("^(?:0|{expected})$"));
+        assert_eq!(
+            ID_LIST_PATTERN,
+            format!("^(?:{expected}(?:,{expected}){{0,999}})?$")
+        );
+    }
 }

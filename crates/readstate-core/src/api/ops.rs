@@ -32,6 +32,24 @@ pub const OP_NAMES: [&str; 8] = [
     "delete_channel",
 ];
 
+/// The fields (besides `op`) an op of `kind` needs, and those it may take: what
+/// [`parse_op`] checks, for the OpenAPI document of a batch op.
+pub fn op_fields(
+    kind: &str,
+) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    Some(match kind {
+        "message_created" => (&["channel_id", "message_id"], &["author_id", "mentions"]),
+        "message_deleted" => (&["channel_id", "message_id"], &[]),
+        "join" => (&["user_id", "channel_id"], &["last_read_message_id"]),
+        "ack" => (&["user_id", "channel_id", "message_id"], &["at"]),
+        "ack_all" => (&["user_id"], &[]),
+        "unread" => (&["user_id", "channel_id", "message_id"], &[]),
+        "leave" => (&["user_id", "channel_id"], &[]),
+        "delete_channel" => (&["channel_id"], &[]),
+        _ => return None,
+    })
+}
+
 /// The fields (besides `op`) an op of `kind` takes.
 fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
@@ -339,6 +357,33 @@ mod tests {
 
         for (value, expected) in cases {
             assert_eq!(parse(value.clone()).expect("valid op"), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_documented_fields_of_each_op_are_the_ones_it_takes_and_needs() {
+        for kind in OP_NAMES {
+            let (required, optional) = op_fields(kind).expect("every op is documented");
+            let mut documented: Vec<&str> = required.iter().chain(optional).copied().collect();
+            let mut taken = fields_of(kind).expect("every op parses").to_vec();
+            documented.sort_unstable();
+            taken.sort_unstable();
+            assert_eq!(documented, taken, "{kind}");
+            // Without one of its required fields the op is refused naming it, and a
+            // minimal op (required fields only) parses.
+            let minimal: Map<String, Value> = std::iter::once(("op".to_owned(), json!(kind)))
+                .chain(required.iter().map(|f| ((*f).to_owned(), json!("1"))))
+                .collect();
+            assert!(parse(Value::Object(minimal.clone())).is_ok(), "{kind}");
+            for field in required {
+                let mut without = minimal.clone();
+                without.remove(*field);
+                assert_eq!(
+                    field_of(parse(Value::Object(without))),
+                    (format!("ops[3].{field}"), "required".to_owned()),
+                    "{kind}"
+                );
+            }
         }
     }
 

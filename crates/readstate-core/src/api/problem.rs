@@ -19,8 +19,11 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 pub enum ProblemKind {
     /// 400: the request is malformed or a value is out of range; fix `field`.
     InvalidInput,
-    /// 403: the caller may not do this (a browser page of an origin that is not
-    /// allowed).
+    /// 401 + `WWW-Authenticate: Bearer`: no credentials, or credentials that are not
+    /// valid (unknown API key, bad signature, expired or malformed token).
+    Unauthorized,
+    /// 403: the caller may not do this (a scope it lacks, another user's data for an
+    /// end-user token, or a browser page of an origin that is not allowed).
     Forbidden,
     /// 404: the resource (or route) does not exist.
     NotFound,
@@ -28,8 +31,17 @@ pub enum ProblemKind {
     MethodNotAllowed,
     /// 413: the body is larger than `http.max_body_bytes`.
     PayloadTooLarge,
+    /// 414: the request target (path and query) is longer than the server reads
+    /// (answered by the connection layer, before routing).
+    UriTooLong,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 429 + `Retry-After`: this caller (API key or token subject) sent more than
+    /// `limits.per_caller_rps` requests per second; retry after the given time.
+    TooManyRequests,
+    /// 431: the request head (header fields) is larger, or has more fields, than the
+    /// server reads (answered by the connection layer, before routing).
+    HeadersTooLarge,
     /// 503 + `Retry-After`: too much work in flight or queued; retry shortly.
     Overloaded,
     /// 503 + `Retry-After`: storage is failing, or the service is starting or draining.
@@ -42,13 +54,17 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [ProblemKind; 10] = [
+    pub const ALL: [ProblemKind; 14] = [
         ProblemKind::InvalidInput,
+        ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::PayloadTooLarge,
+        ProblemKind::UriTooLong,
         ProblemKind::UnsupportedMediaType,
+        ProblemKind::TooManyRequests,
+        ProblemKind::HeadersTooLarge,
         ProblemKind::Overloaded,
         ProblemKind::Unavailable,
         ProblemKind::Timeout,
@@ -59,11 +75,15 @@ impl ProblemKind {
     pub fn slug(self) -> &'static str {
         match self {
             ProblemKind::InvalidInput => "invalid-input",
+            ProblemKind::Unauthorized => "unauthorized",
             ProblemKind::Forbidden => "forbidden",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::PayloadTooLarge => "payload-too-large",
+            ProblemKind::UriTooLong => "uri-too-long",
+            ProblemKind::HeadersTooLarge => "headers-too-large",
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
+            ProblemKind::TooManyRequests => "too-many-requests",
             ProblemKind::Overloaded => "overloaded",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::Timeout => "timeout",
@@ -75,11 +95,15 @@ impl ProblemKind {
     pub fn title(self) -> &'static str {
         match self {
             ProblemKind::InvalidInput => "Invalid input",
+            ProblemKind::Unauthorized => "Unauthorized",
             ProblemKind::Forbidden => "Forbidden",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::PayloadTooLarge => "Payload too large",
+            ProblemKind::UriTooLong => "URI too long",
+            ProblemKind::HeadersTooLarge => "Request header fields too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
+            ProblemKind::TooManyRequests => "Too many requests",
             ProblemKind::Overloaded => "Overloaded",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::Timeout => "Request timed out",
@@ -91,11 +115,15 @@ impl ProblemKind {
     pub fn status(self) -> StatusCode {
         match self {
             ProblemKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProblemKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Overloaded | ProblemKind::Unavailable | ProblemKind::Timeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -117,12 +145,15 @@ impl ProblemKind {
             ProblemKind::InvalidInput | ProblemKind::UnsupportedMediaType => {
                 tonic::Code::InvalidArgument
             }
+            ProblemKind::Unauthorized => tonic::Code::Unauthenticated,
             ProblemKind::Forbidden => tonic::Code::PermissionDenied,
             ProblemKind::NotFound => tonic::Code::NotFound,
             ProblemKind::MethodNotAllowed => tonic::Code::Unimplemented,
-            ProblemKind::PayloadTooLarge | ProblemKind::Overloaded => {
-                tonic::Code::ResourceExhausted
-            }
+            ProblemKind::PayloadTooLarge
+            | ProblemKind::UriTooLong
+            | ProblemKind::HeadersTooLarge
+            | ProblemKind::TooManyRequests
+            | ProblemKind::Overloaded => tonic::Code::ResourceExhausted,
             ProblemKind::Unavailable => tonic::Code::Unavailable,
             ProblemKind::Timeout => tonic::Code::DeadlineExceeded,
             ProblemKind::Internal => tonic::Code::Internal,
@@ -135,19 +166,22 @@ impl ProblemKind {
     }
 }
 
-/// An error on its way to the client: a kind, a detail and, for invalid input, the field.
+/// An error on its way to the client: a kind, a detail and, where one applies, the
+/// field (the input at fault: a body field, a parameter, `body`, a header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// What went wrong, which fixes the status, type and title.
     pub kind: ProblemKind,
     /// The explanation of this occurrence (generic for internal errors).
     pub detail: String,
-    /// The offending input, for [`ProblemKind::InvalidInput`] (`ops[3].channel_id`).
+    /// The offending input: always for [`ProblemKind::InvalidInput`]
+    /// (`ops[3].channel_id`), `body` for [`ProblemKind::PayloadTooLarge`],
+    /// `content-type` for [`ProblemKind::UnsupportedMediaType`].
     pub field: Option<String>,
 }
 
 /// The JSON body of a problem, as serialized: `type`, `title`, `status`, `detail`, then
-/// `field` for invalid input, in this order. The examples show every kind.
+/// `field` where one applies, in this order. The examples show every kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(as = Problem)]
 pub struct ProblemBody {
@@ -161,7 +195,9 @@ pub struct ProblemBody {
     pub status: u16,
     /// What happened in this occurrence.
     pub detail: String,
-    /// The offending input field (only for `invalid-input`), e.g. `ops[3].channel_id`.
+    /// The offending input, where one applies: a body field or parameter for
+    /// `invalid-input` (e.g. `ops[3].channel_id`, always present there), `body` for
+    /// `payload-too-large`, the `content-type` header for `unsupported-media-type`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
@@ -174,6 +210,13 @@ impl Problem {
             detail: detail.into(),
             field: None,
         }
+    }
+
+    /// The same problem naming `field` (the detail is kept as it is).
+    #[must_use]
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// Invalid input naming `field`; the detail reads `field: reason`.

@@ -191,11 +191,12 @@ impl EnvLayer {
                 });
             }
             // Values stay strings (`extract_lossy` turns them into numbers where one is
-            // expected), except `[...]`, a list such as `["a.>", "b.>"]`.
+            // expected), except `[...]`, a list such as `["a.>", "b.>"]`, in JSON
+            // (`[{"name": "a", ...}]`) or figment's own syntax (`[{name = "a"}]`).
             let parsed = match value.trim_start().starts_with('[') {
-                true => value
-                    .parse::<Value>()
+                true => serde_json::from_str::<Value>(value)
                     .ok()
+                    .or_else(|| value.parse::<Value>().ok())
                     .filter(|v| v.as_array().is_some()),
                 false => None,
             };

@@ -62,6 +62,8 @@ pub struct Settings {
     pub events: EventsSettings,
     /// NATS JetStream ingest and change publishing.
     pub nats: NatsSettings,
+    /// Who may call the API: API keys for services, JWTs for end users.
+    pub auth: AuthSettings,
 }
 
 /// `[http]`: the HTTP/JSON API server.
@@ -77,6 +79,11 @@ pub struct HttpSettings {
     pub header_read_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: ByteSize,
+    /// Time a request has to deliver its whole body once its handler starts reading
+    /// it, in milliseconds: a body that stops short of its `Content-Length` gets 400
+    /// `invalid-input` (`field`: `body`) after this, not 503 after the request
+    /// timeout. At most `request_timeout_ms`.
+    pub body_read_timeout_ms: u64,
     /// Origins (`https://app.example`) whose browser pages may call the API besides
     /// the server's own: they get CORS headers, and every other origin's requests
     /// are refused with 403. Empty (the default): only the server's own pages.
@@ -90,6 +97,7 @@ impl Default for HttpSettings {
             request_timeout_ms: 10_000,
             header_read_timeout_ms: 5_000,
             max_body_bytes: ByteSize::mib(1),
+            body_read_timeout_ms: 5_000,
             cors_origins: Vec::new(),
         }
     }
@@ -99,6 +107,11 @@ impl HttpSettings {
     /// `http.request_timeout_ms` as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `http.body_read_timeout_ms` as a [`Duration`].
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     /// `http.header_read_timeout_ms` as a [`Duration`].
@@ -316,6 +329,12 @@ pub struct LimitsSettings {
     /// Most open HTTP connections; beyond it a new connection is accepted and closed
     /// at once (and counted), so a flood cannot use up the file descriptors.
     pub max_connections: usize,
+    /// Requests per second each caller (API key, or JWT subject) may make on average;
+    /// beyond it (and the burst) 429 + `Retry-After`. 0 turns the limit off. Callers
+    /// are only told apart when auth is on.
+    pub per_caller_rps: u32,
+    /// Requests a caller may make at once above its rate (the bucket size).
+    pub per_caller_burst: u32,
 }
 
 impl Default for LimitsSettings {
@@ -329,6 +348,8 @@ impl Default for LimitsSettings {
             max_summary_users: 1000,
             max_channels_filter: 1000,
             max_connections: 10_000,
+            per_caller_rps: 1_000,
+            per_caller_burst: 2_000,
         }
     }
 }
@@ -426,6 +447,79 @@ pub struct GrpcSettings {
     /// Listen address; unset disables the gRPC server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<SocketAddr>,
+}
+
+/// `[auth]`: who may call the API. With neither API keys nor a JWT key configured,
+/// auth is off: allowed on loopback addresses only (see [`AuthSettings::is_on`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Serve without auth on a non-loopback address (a warning at every start).
+    pub allow_unauthenticated: bool,
+    /// Service keys, sent as `Authorization: Bearer <key>`; only their SHA-256 is
+    /// configured (`readstate api-key new` makes one).
+    pub api_keys: Vec<ApiKeySettings>,
+    /// End-user JSON Web Tokens, sent as `Authorization: Bearer <jwt>`.
+    pub jwt: JwtSettings,
+}
+
+impl AuthSettings {
+    /// Whether any credential is configured: then every `/v1` request (and gRPC call)
+    /// needs one.
+    pub fn is_on(&self) -> bool {
+        !self.api_keys.is_empty() || self.jwt.is_configured()
+    }
+}
+
+/// One entry of `auth.api_keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// A name for logs and metrics (never the key).
+    pub name: String,
+    /// The key's SHA-256, 64 hex digits.
+    pub key_sha256: String,
+    /// What the key may do: `read`, `write`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// `[auth.jwt]`: end-user tokens. `sub` is the user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// The HS256 shared secret (at least 32 bytes); unset: no HS256 tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<Secret>,
+    /// PEM public keys (RSA for RS256, P-256 for ES256); each token is checked
+    /// against the keys of its `alg`.
+    pub public_key_files: Vec<PathBuf>,
+    /// When set, a token's `iss` must be this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must include this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            public_key_files: Vec::new(),
+            issuer: None,
+            audience: None,
+            leeway_s: 30,
+        }
+    }
+}
+
+impl JwtSettings {
+    /// Whether any JWT key is configured.
+    pub fn is_configured(&self) -> bool {
+        self.hs256_secret.is_some() || !self.public_key_files.is_empty()
+    }
 }
 
 /// `[events]`: live change streams (Server-Sent Events and WebSocket).

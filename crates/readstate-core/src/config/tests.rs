@@ -27,6 +27,7 @@ fn defaults_with_no_file_and_no_env() {
     assert_eq!(s.cache.max_bytes.get(), 512 * 1024 * 1024);
     assert_eq!(s.http.max_body_bytes.get(), 1024 * 1024);
     assert_eq!(s.http.request_timeout(), Duration::from_secs(10));
+    assert_eq!(s.http.body_read_timeout(), Duration::from_secs(5));
     assert_eq!(s.shutdown.grace_period(), Duration::from_secs(30));
     assert_eq!(s.grpc.addr, None);
     assert_eq!(s.nats.url, None);
@@ -44,7 +45,7 @@ fn unrelated_env_is_ignored() {
 
 #[test]
 fn file_overrides_default() {
-    let file = "[http]\naddr = \"0.0.0.0:9000\"\n[storage]\ndurability = \"async\"\n";
+    let file = "[http]\naddr = \"0.0.0.0:9000\"\n[storage]\ndurability = \"async\"\n[auth]\nallow_unauthenticated = true\n";
     let s = load(Some(file), &[]).unwrap();
     assert_eq!(s.http.addr, "0.0.0.0:9000".parse().unwrap());
     assert_eq!(s.storage.durability, Durability::Async);
@@ -177,6 +178,36 @@ fn soft_above_hard_rejected() {
             .starts_with("limits.soft_in_flight: must be <= limits.hard_in_flight"),
         "{e}"
     );
+}
+
+#[test]
+fn body_read_timeout_is_positive_and_within_the_request_timeout() {
+    let e = err(None, &[("READSTATE_HTTP__BODY_READ_TIMEOUT_MS", "0")]);
+    assert!(
+        e.to_string()
+            .starts_with("http.body_read_timeout_ms: must be > 0"),
+        "{e}"
+    );
+    let e = err(
+        Some("[http]\nrequest_timeout_ms = 1000\nbody_read_timeout_ms = 1001\n"),
+        &[],
+    );
+    assert_eq!(e.key(), Some("http.body_read_timeout_ms"), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "http.body_read_timeout_ms: must be <= http.request_timeout_ms (1001 > 1000)"
+        ),
+        "{e}"
+    );
+    let s = load(
+        None,
+        &env(&[
+            ("READSTATE_HTTP__REQUEST_TIMEOUT_MS", "1000"),
+            ("READSTATE_HTTP__BODY_READ_TIMEOUT_MS", "1000"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.http.body_read_timeout_ms, 1000);
 }
 
 #[test]
@@ -351,4 +382,100 @@ fn settings_serialize_round_trip() {
     assert_eq!(json["storage"]["durability"], "sync");
     let back: Settings = serde_json::from_value(json).unwrap();
     assert_eq!(back, s);
+}
+
+#[test]
+fn serving_open_beyond_loopback_is_refused_naming_auth() {
+    for (name, value) in [
+        ("READSTATE_HTTP__ADDR", "0.0.0.0:0"),
+        ("READSTATE_HTTP__ADDR", "[::]:0"),
+        ("READSTATE_HTTP__ADDR", "192.0.2.1:8080"),
+        ("READSTATE_GRPC__ADDR", "0.0.0.0:50051"),
+        ("READSTATE_GRPC__ADDR", "[::]:50051"),
+    ] {
+        let e = err(None, &[(name, value)]);
+        assert_eq!(e.key(), Some("auth"), "{name}={value}: {e}");
+        assert!(e.to_string().contains("auth.allow_unauthenticated"), "{e}");
+    }
+    // Loopback stays open, as does any address once the operator says so.
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        assert!(
+            !load(None, &env(&[("READSTATE_HTTP__ADDR", addr)]))
+                .unwrap()
+                .auth
+                .is_on()
+        );
+    }
+    let open = load(
+        None,
+        &env(&[
+            ("READSTATE_HTTP__ADDR", "0.0.0.0:0"),
+            ("READSTATE_AUTH__ALLOW_UNAUTHENTICATED", "true"),
+        ]),
+    )
+    .unwrap();
+    assert!(open.auth.allow_unauthenticated && !open.auth.is_on());
+}
+
+#[test]
+fn api_keys_come_from_the_file_or_from_json_in_the_environment() {
+    let hash = "a".repeat(64);
+    let json =
+        format!(r#"[{{"name": "chat", "key_sha256": "{hash}", "scopes": ["read", "write"]}}]"#);
+    let from_env = load(
+        None,
+        &env(&[
+            ("READSTATE_HTTP__ADDR", "0.0.0.0:0"),
+            ("READSTATE_AUTH__API_KEYS", &json),
+        ]),
+    )
+    .unwrap();
+    let expected = vec![ApiKeySettings {
+        name: "chat".into(),
+        key_sha256: hash.clone(),
+        scopes: vec!["read".into(), "write".into()],
+    }];
+    assert_eq!(from_env.auth.api_keys, expected);
+    assert!(from_env.auth.is_on());
+
+    let file = format!(
+        "[http]\naddr = \"0.0.0.0:0\"\n[[auth.api_keys]]\nname = \"chat\"\nkey_sha256 = \"{hash}\"\nscopes = [\"read\", \"write\"]\n"
+    );
+    assert_eq!(load(Some(&file), &[]).unwrap().auth.api_keys, expected);
+
+    let bad = format!(r#"[{{"name": "chat", "key_sha256": "{hash}", "scopes": ["root"]}}]"#);
+    let e = err(None, &[("READSTATE_AUTH__API_KEYS", &bad)]);
+    assert_eq!(e.key(), Some("auth.api_keys[0].scopes"), "{e}");
+}
+
+#[test]
+fn jwt_settings_are_checked_as_serve_loads_them() {
+    let e = err(None, &[("READSTATE_AUTH__JWT__HS256_SECRET", "short")]);
+    assert_eq!(e.key(), Some("auth.jwt.hs256_secret"), "{e}");
+    assert!(
+        !e.to_string().contains("short"),
+        "the secret is never shown: {e}"
+    );
+    let e = err(
+        None,
+        &[(
+            "READSTATE_AUTH__JWT__PUBLIC_KEY_FILES",
+            r#"["/nonexistent/key.pem"]"#,
+        )],
+    );
+    assert_eq!(e.key(), Some("auth.jwt.public_key_files[0]"), "{e}");
+    let s = load(
+        None,
+        &env(&[
+            ("READSTATE_AUTH__JWT__HS256_SECRET", &"s".repeat(32)),
+            ("READSTATE_AUTH__JWT__ISSUER", "https://auth.example"),
+            ("READSTATE_AUTH__JWT__LEEWAY_S", "5"),
+            ("READSTATE_LIMITS__PER_CALLER_RPS", "50"),
+            ("READSTATE_LIMITS__PER_CALLER_BURST", "100"),
+        ]),
+    )
+    .unwrap();
+    assert!(s.auth.is_on());
+    assert_eq!(s.auth.jwt.leeway_s, 5);
+    assert_eq!(s.limits.per_caller_rps, 50);
 }

@@ -53,6 +53,16 @@ impl Settings {
         positive("http.request_timeout_ms", http.request_timeout_ms)?;
         positive("http.header_read_timeout_ms", http.header_read_timeout_ms)?;
         positive("http.max_body_bytes", http.max_body_bytes.get())?;
+        positive("http.body_read_timeout_ms", http.body_read_timeout_ms)?;
+        if http.body_read_timeout_ms > http.request_timeout_ms {
+            return Err(ConfigError::invalid(
+                "http.body_read_timeout_ms",
+                format!(
+                    "must be <= http.request_timeout_ms ({} > {})",
+                    http.body_read_timeout_ms, http.request_timeout_ms
+                ),
+            ));
+        }
         for (i, origin) in http.cors_origins.iter().enumerate() {
             let authority = origin
                 .strip_prefix("https://")
@@ -172,12 +182,43 @@ impl Settings {
             ));
         }
 
+        crate::auth::Access::new(&self.auth, &self.limits)
+            .map_err(|e| ConfigError::invalid(e.key, e.message))?;
+        if !self.auth.is_on() && !self.auth.allow_unauthenticated && self.listens_beyond_loopback()
+        {
+            return Err(ConfigError::invalid(
+                "auth",
+                format!(
+                    "no credentials are configured, and the server would listen beyond loopback ({}): configure auth.api_keys or auth.jwt, or set auth.allow_unauthenticated = true to serve open",
+                    self.public_addrs().join(", ")
+                ),
+            ));
+        }
+
         let events = &self.events;
         positive("events.replay_window", count(events.replay_window))?;
         positive("events.subscriber_buffer", count(events.subscriber_buffer))?;
         positive("events.heartbeat_ms", events.heartbeat_ms)?;
         positive("events.max_subscribers", count(events.max_subscribers))?;
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The listen addresses (`http.addr`, `grpc.addr`) that are not loopback.
+    fn public_addrs(&self) -> Vec<String> {
+        let http = std::iter::once(("http.addr", self.http.addr));
+        let grpc = self.grpc.addr.map(|addr| ("grpc.addr", addr));
+        http.chain(grpc)
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(key, addr)| format!("{key} = {addr}"))
+            .collect()
+    }
+
+    /// Whether the HTTP or gRPC server listens on a non-loopback address (where auth
+    /// is required unless `auth.allow_unauthenticated`).
+    pub fn listens_beyond_loopback(&self) -> bool {
+        !self.public_addrs().is_empty()
     }
 }
 

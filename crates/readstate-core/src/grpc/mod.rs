@@ -50,6 +50,8 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Limits of the gRPC server.
 #[derive(Debug, Clone)]
 pub struct GrpcLimits {
+    /// Who may call what (the same rules as the HTTP API).
+    pub access: std::sync::Arc<crate::auth::Access>,
     /// The in-flight limits, shared with the HTTP API.
     pub in_flight: InFlightLayer,
     /// A unary call not answered within this (or the client's deadline, when
@@ -71,6 +73,19 @@ pub fn problem_status(problem: &Problem) -> Status {
     }
     if problem.kind.is_retryable() {
         details.set_retry_info(Some(RETRY_DELAY));
+    }
+    Status::with_error_details(problem.kind.grpc_code(), problem.detail.clone(), details)
+}
+
+/// The status of an access refusal: UNAUTHENTICATED, PERMISSION_DENIED, or
+/// RESOURCE_EXHAUSTED with a `RetryInfo` of the caller's wait.
+pub fn denied_status(problem: &Problem, denied: &crate::auth::Denied) -> Status {
+    let mut details = ErrorDetails::new();
+    if let Some(field) = &problem.field {
+        details.add_bad_request_violation(field.clone(), problem.detail.clone());
+    }
+    if let Some(seconds) = denied.retry_after() {
+        details.set_retry_info(Some(Duration::from_secs(seconds)));
     }
     Status::with_error_details(problem.kind.grpc_code(), problem.detail.clone(), details)
 }
@@ -165,6 +180,7 @@ impl GrpcServer {
             .context("while building gRPC reflection")?;
         let api = pb::read_states_server::ReadStatesServer::new(GrpcService::new(
             service,
+            limits.access.clone(),
             limits.request_timeout,
         ))
         .max_decoding_message_size(limits.max_message_bytes);

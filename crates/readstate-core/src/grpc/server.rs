@@ -12,9 +12,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{Fields, op_result, read_states};
 use super::pb::read_states_server::ReadStates;
-use super::{parse_timeout, pb, problem_status, status};
+use super::{denied_status, parse_timeout, pb, problem_status, status};
 use crate::api::problem::{Problem, log_batch_errors};
+use crate::auth::{Access, Caller, Denied, Invalid, Operation};
 use crate::domain::Op;
+use crate::domain::UserId;
 use crate::live::wire::{LiveEvent, live_event};
 use crate::service::{Service, ServiceError};
 
@@ -26,6 +28,7 @@ pub const MAX_WRITE_OPS: usize = 1_000_000;
 #[derive(Clone)]
 pub struct GrpcService {
     service: Arc<Service>,
+    access: Arc<Access>,
     request_timeout: Duration,
 }
 
@@ -34,11 +37,50 @@ type Reply<T> = Result<Response<T>, Status>;
 impl GrpcService {
     /// Serves `service`; unary calls end within `request_timeout` or the client's
     /// deadline, whichever is shorter.
-    pub fn new(service: Arc<Service>, request_timeout: Duration) -> Self {
+    pub fn new(service: Arc<Service>, access: Arc<Access>, request_timeout: Duration) -> Self {
         Self {
             service,
+            access,
             request_timeout,
         }
+    }
+
+    /// Checks the call against the access rules: the `authorization` metadata
+    /// (`Bearer <API key or JWT>`), the operation and the user the message names.
+    #[allow(clippy::result_large_err)]
+    fn access(
+        &self,
+        metadata: &MetadataMap,
+        op: Operation,
+        user: Option<u64>,
+    ) -> Result<Caller, Status> {
+        if !self.access.is_on() {
+            return Ok(Caller::Anonymous);
+        }
+        let token = match metadata.get("authorization").map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(value)) => crate::http::access::bearer_value(value).map(Some),
+            Some(Err(_)) => Err(Denied::Invalid(Invalid::Malformed)),
+        };
+        let user = user.and_then(|id| UserId::new(id).ok());
+        token
+            .and_then(|token| self.access.check(token, op, user))
+            .map_err(|denied| denied_status(&denied.problem(), &denied))
+    }
+
+    /// Checks the ops of a batch (or a `Write` group) against what `caller` may do.
+    #[allow(clippy::result_large_err)]
+    fn access_ops(
+        &self,
+        caller: &Caller,
+        ops: &[(usize, Result<Op, ServiceError>)],
+    ) -> Result<(), Status> {
+        let parsed = ops
+            .iter()
+            .filter_map(|(i, op)| op.as_ref().ok().map(|op| (*i, op)));
+        self.access
+            .authorize_ops(caller, parsed)
+            .map_err(|(i, denied)| denied_status(&denied.problem_at(i), &denied))
     }
 
     /// The client's deadline (`grpc-timeout`), if any, a little early: tonic also
@@ -111,6 +153,7 @@ impl ReadStates for GrpcService {
         request: Request<pb::MessageCreatedRequest>,
     ) -> Reply<pb::WriteReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::MessageCreated, None)?;
         self.write_op(&metadata, Fields::BARE.message_created(message))
             .await
     }
@@ -120,6 +163,7 @@ impl ReadStates for GrpcService {
         request: Request<pb::MessageDeletedRequest>,
     ) -> Reply<pb::WriteReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::MessageDeleted, None)?;
         self.write_op(&metadata, Fields::BARE.message_deleted(message))
             .await
     }
@@ -129,12 +173,14 @@ impl ReadStates for GrpcService {
         request: Request<pb::DeleteChannelRequest>,
     ) -> Reply<pb::WriteReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::DeleteChannel, None)?;
         self.write_op(&metadata, Fields::BARE.delete_channel(message))
             .await
     }
 
     async fn readers(&self, request: Request<pb::ReadersRequest>) -> Reply<pb::ReadersReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Readers, None)?;
         self.within(&metadata, async {
             let (channel, msg, after) = Fields::BARE.readers(&message)?;
             let (readers, next) = self
@@ -151,6 +197,7 @@ impl ReadStates for GrpcService {
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::ReadState> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Join, Some(message.user_id))?;
         let op = Fields::BARE.join(&message);
         self.write_and_read(&metadata, op, message.user_id, message.channel_id)
             .await
@@ -158,6 +205,7 @@ impl ReadStates for GrpcService {
 
     async fn leave(&self, request: Request<pb::LeaveRequest>) -> Reply<pb::WriteReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Leave, Some(message.user_id))?;
         self.write_op(&metadata, Fields::BARE.leave(&message)).await
     }
 
@@ -166,6 +214,7 @@ impl ReadStates for GrpcService {
         request: Request<pb::GetReadStateRequest>,
     ) -> Reply<pb::ReadState> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetReadState, Some(message.user_id))?;
         self.within(&metadata, async {
             let (user, channel) = Fields::BARE.user_channel(message.user_id, message.channel_id)?;
             Ok(self.service.read_state(user, channel).await?.into())
@@ -178,6 +227,7 @@ impl ReadStates for GrpcService {
         request: Request<pb::GetReadStatesRequest>,
     ) -> Reply<pb::ReadStatesReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetReadStates, Some(message.user_id))?;
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
             let channels = Fields::BARE.channels(&message.channels)?;
@@ -190,6 +240,7 @@ impl ReadStates for GrpcService {
 
     async fn ack(&self, request: Request<pb::AckRequest>) -> Reply<pb::ReadState> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Ack, Some(message.user_id))?;
         let op = Fields::BARE.ack(&message);
         self.write_and_read(&metadata, op, message.user_id, message.channel_id)
             .await
@@ -197,6 +248,7 @@ impl ReadStates for GrpcService {
 
     async fn mark_unread(&self, request: Request<pb::MarkUnreadRequest>) -> Reply<pb::ReadState> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::MarkUnread, Some(message.user_id))?;
         let op = Fields::BARE.unread(&message);
         self.write_and_read(&metadata, op, message.user_id, message.channel_id)
             .await
@@ -204,6 +256,7 @@ impl ReadStates for GrpcService {
 
     async fn ack_all(&self, request: Request<pb::AckAllRequest>) -> Reply<pb::ReadStatesReply> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::AckAll, Some(message.user_id))?;
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
             self.service.execute(&Op::AckAll { user }).await?;
@@ -214,6 +267,7 @@ impl ReadStates for GrpcService {
 
     async fn get_summary(&self, request: Request<pb::GetSummaryRequest>) -> Reply<pb::Summary> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetSummary, Some(message.user_id))?;
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
             Ok(self.service.summary(user).await?.into())
@@ -226,6 +280,7 @@ impl ReadStates for GrpcService {
         request: Request<pb::GetSummariesRequest>,
     ) -> Reply<pb::Summaries> {
         let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetSummaries, None)?;
         self.within(&metadata, async {
             let users = Fields::BARE.users(&message.user_ids)?;
             let summaries = self.service.summaries(&users).await?;
@@ -245,13 +300,16 @@ impl ReadStates for GrpcService {
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Reply<pb::BatchReply> {
         let (metadata, _, message) = request.into_parts();
+        let caller = self.access(&metadata, Operation::Batch, None)?;
+        let ops: Vec<(usize, Result<Op, ServiceError>)> = message
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| (i, Fields::op(i).batch_op(op)))
+            .collect();
+        self.access_ops(&caller, &ops)?;
         self.within(&metadata, async {
-            let ops = message
-                .ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, op)| Fields::op(i).batch_op(op))
-                .collect();
+            let ops = ops.into_iter().map(|(_, op)| op).collect();
             let results = self.service.execute_batch(ops).await?;
             log_batch_errors(&results);
             Ok(pb::BatchReply {
@@ -264,7 +322,8 @@ impl ReadStates for GrpcService {
     type SubscribeStream = EventStream;
 
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Reply<EventStream> {
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Subscribe, Some(message.user_id))?;
         let user = Fields::BARE
             .user_only(message.user_id)
             .map_err(|e| status(&e))?;
@@ -289,6 +348,7 @@ impl ReadStates for GrpcService {
 
     async fn write(&self, request: Request<Streaming<pb::Op>>) -> Reply<pb::BatchReply> {
         let (metadata, _, mut stream) = request.into_parts();
+        let caller = self.access(&metadata, Operation::Batch, None)?;
         // Only the client's deadline bounds a producer's stream; each group's
         // commit is bounded by `storage.commit_timeout_ms`.
         let client_deadline = Self::client_deadline(&metadata);
@@ -329,8 +389,10 @@ impl ReadStates for GrpcService {
             for (i, next) in group.into_iter().enumerate() {
                 // A broken stream (not a bad op) ends the call.
                 let op = next?;
-                ops.push(Fields::op(start + i).batch_op(op));
+                ops.push((start + i, Fields::op(start + i).batch_op(op)));
             }
+            self.access_ops(&caller, &ops)?;
+            let ops = ops.into_iter().map(|(_, op)| op).collect();
             let applied = self
                 .service
                 .execute_ops(start, ops)

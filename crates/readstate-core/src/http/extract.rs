@@ -44,26 +44,58 @@ pub fn has_json_content_type(headers: &HeaderMap) -> bool {
             .is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
-fn unsupported_media_type() -> Problem {
+/// The 415 of a body that is not JSON; `field` names the `content-type` header.
+pub fn unsupported_media_type() -> Problem {
     Problem::new(
         ProblemKind::UnsupportedMediaType,
         "the request body must be JSON (Content-Type: application/json)",
     )
+    .with_field("content-type")
+}
+
+/// The 413 of a body over `http.max_body_bytes`; `field` is `body`.
+pub fn payload_too_large() -> Problem {
+    Problem::new(
+        ProblemKind::PayloadTooLarge,
+        "the request body is larger than the configured limit",
+    )
+    .with_field("body")
+}
+
+/// How long a request has to deliver its whole body once an extractor starts reading
+/// it (`http.body_read_timeout_ms`), a request extension set by [`super::router`];
+/// without it, the default of the setting.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+/// The 400 of a body not received in full within `timeout`: the client sent fewer
+/// bytes than its `Content-Length` (or sent them too slowly).
+pub fn body_timed_out(timeout: std::time::Duration) -> Problem {
+    Problem::invalid(
+        "body",
+        format!(
+            "not received in full within {} ms (fewer bytes than its Content-Length arrived)",
+            timeout.as_millis()
+        ),
+    )
 }
 
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    ProblemKind::PayloadTooLarge,
-                    "the request body is larger than the configured limit",
-                )
-            } else {
-                Problem::invalid("body", "could not be read")
-            }
-        })
+    let timeout = request.extensions().get::<BodyReadTimeout>().map_or_else(
+        || crate::config::HttpSettings::default().body_read_timeout(),
+        |t| t.0,
+    );
+    let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(request, state)).await else {
+        tracing::debug!(timeout_ms = timeout.as_millis(), "request body timed out");
+        return Err(body_timed_out(timeout));
+    };
+    read.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            payload_too_large()
+        } else {
+            Problem::invalid("body", "could not be read")
+        }
+    })
 }
 
 /// Parses a JSON object (every request body is one), naming the offending field on
@@ -628,6 +660,7 @@ mod tests {
             body["type"],
             "https://readstate.dev/problems/unsupported-media-type"
         );
+        assert_eq!(body["field"], "content-type");
 
         let (status, _) = call(
             json_router(),
@@ -666,6 +699,7 @@ mod tests {
             "https://readstate.dev/problems/payload-too-large"
         );
         assert_eq!(body["status"], 413);
+        assert_eq!(body["field"], "body");
     }
 
     #[tokio::test]

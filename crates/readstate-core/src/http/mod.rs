@@ -3,6 +3,7 @@
 //! body limit, request timeout and the in-flight limits. Handlers only parse, call the
 //! service and render; errors render through [`problem`].
 
+pub mod access;
 pub mod browser;
 pub mod extract;
 pub mod json;
@@ -39,6 +40,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// When the process started (uptime on the dashboard).
     pub started: Instant,
+    /// Who may call what (API keys, JWTs, per-caller limits).
+    pub access: Arc<crate::auth::Access>,
     /// The durability mode (`sync` or `async`), shown on `/metrics` and the dashboard.
     pub durability: &'static str,
     /// The last minutes of request rates, latency and gauges, for the dashboard's
@@ -56,6 +59,9 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// A body not received in full within this (shorter than its `Content-Length`)
+    /// gets 400 `invalid-input` naming `body` (`http.body_read_timeout_ms`).
+    pub body_read_timeout: Duration,
     /// Origins besides the server's own that browsers may call the API from
     /// (`http.cors_origins`).
     pub allowed_origins: browser::AllowedOrigins,
@@ -78,6 +84,10 @@ pub fn router(state: HttpState, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(limits.in_flight)
         .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            access::guard,
+        ))
+        .layer(middleware::from_fn_with_state(
             limits.allowed_origins.clone(),
             browser::guard_api,
         ));
@@ -98,6 +108,10 @@ pub fn router(state: HttpState, limits: HttpLimits) -> Router {
     let ops = routes::ops()
         .merge(routes::ops::dashboard())
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            access::guard,
+        ))
         .layer(middleware::from_fn(browser::page_headers));
     Router::new()
         .merge(api)
@@ -108,6 +122,9 @@ pub fn router(state: HttpState, limits: HttpLimits) -> Router {
             enforce_timeout,
         ))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::Extension(extract::BodyReadTimeout(
+            limits.body_read_timeout,
+        )))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }

@@ -5,8 +5,13 @@ use std::collections::BTreeMap;
 
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
+
+use axum::http::Method;
+
+use crate::auth::Operation;
 
 use super::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemBody, ProblemKind};
 use super::routes;
@@ -20,18 +25,19 @@ use crate::service::ServiceError;
 pub fn problem_example(kind: ProblemKind) -> Problem {
     match kind {
         ProblemKind::InvalidInput => Problem::invalid("user_id", id_reason()),
+        ProblemKind::Unauthorized => crate::auth::Denied::Missing.problem(),
         ProblemKind::Forbidden => crate::http::browser::foreign_origin(),
         ProblemKind::NotFound => {
             Problem::from_service_error(&ServiceError::NotFound { what: "read state" })
         }
         ProblemKind::MethodNotAllowed => Problem::new(kind, "this route does not accept PATCH"),
-        ProblemKind::PayloadTooLarge => {
-            Problem::new(kind, "the request body is larger than the configured limit")
+        ProblemKind::PayloadTooLarge => crate::http::extract::payload_too_large(),
+        ProblemKind::UriTooLong => crate::http::serve::uri_too_long(),
+        ProblemKind::UnsupportedMediaType => crate::http::extract::unsupported_media_type(),
+        ProblemKind::TooManyRequests => {
+            crate::auth::Denied::RateLimited(std::time::Duration::from_secs(1)).problem()
         }
-        ProblemKind::UnsupportedMediaType => Problem::new(
-            kind,
-            "the request body must be JSON (Content-Type: application/json)",
-        ),
+        ProblemKind::HeadersTooLarge => crate::http::serve::headers_too_large(),
         ProblemKind::Overloaded => Problem::new(kind, "too many requests in flight; retry later"),
         ProblemKind::Unavailable => Problem::from_service_error(&ServiceError::Unavailable {
             reason: "storage unavailable",
@@ -72,12 +78,29 @@ fn problem_response(description: &str, problems: &[Problem]) -> RefOr<Response> 
     let mut builder = ResponseBuilder::new()
         .description(description)
         .content(PROBLEM_CONTENT_TYPE, content.build());
-    if problems.iter().any(|p| p.kind.is_retryable()) {
+    let rate_limited = problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::TooManyRequests);
+    if rate_limited || problems.iter().any(|p| p.kind.is_retryable()) {
         builder = builder.header(
             "Retry-After",
             HeaderBuilder::new()
                 .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
-                .description(Some("Seconds to wait before retrying (always 1)"))
+                .description(Some(match rate_limited {
+                    true => "Seconds until this caller may send again",
+                    false => "Seconds to wait before retrying (always 1)",
+                }))
+                .build(),
+        );
+    }
+    if problems.iter().any(|p| p.kind == ProblemKind::Unauthorized) {
+        builder = builder.header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(
+                    "`Bearer realm=\"readstate\"`, with `error=\"invalid_token\"` when a token was sent",
+                ))
                 .build(),
         );
     }
@@ -120,9 +143,34 @@ impl IntoResponses for ForbiddenResponse {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         responses(&[(
             "403",
-            "`forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins`",
+            "`forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, \
+             or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins`",
             &[ProblemKind::Forbidden],
         )])
+    }
+}
+
+/// 401 `unauthorized` and 429 `too-many-requests`: every route behind access control
+/// (added by [`ProblemExamples`]; only answered when auth is on).
+#[derive(Debug)]
+pub struct AccessResponses;
+
+impl IntoResponses for AccessResponses {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        responses(&[
+            (
+                "401",
+                "`unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, \
+                 expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience)",
+                &[ProblemKind::Unauthorized],
+            ),
+            (
+                "429",
+                "`too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; \
+                 retry after `Retry-After` seconds",
+                &[ProblemKind::TooManyRequests],
+            ),
+        ])
     }
 }
 
@@ -224,34 +272,82 @@ impl Modify for ProblemExamples {
                 .map(|p| p.to_json())
                 .collect();
         }
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(API_KEY_SCHEME, SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("API key")
+                    .description(Some(
+                        "A service's API key (`readstate api-key new`), sent as `Authorization: Bearer <key>`. \
+                         The scopes listed by a route are the ones the key needs: read, write or admin.",
+                    ))
+                    .build(),
+            ));
+            components.add_security_scheme(USER_TOKEN_SCHEME, SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An end user's JWT (HS256, RS256 or ES256; `sub` is the user id), sent as `Authorization: Bearer <jwt>` \
+                         (or `?access_token=` on the event streams). Accepted only by the routes that list it, for the path's own user.",
+                    ))
+                    .build(),
+            ));
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (Method::GET, &mut item.get),
+                (Method::PUT, &mut item.put),
+                (Method::POST, &mut item.post),
+                (Method::DELETE, &mut item.delete),
+                (Method::PATCH, &mut item.patch),
             ];
-            for operation in operations.into_iter().flatten() {
-                // Every path parameter is an id: say exactly which text is one.
+            for (method, operation) in operations
+                .into_iter()
+                .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
+            {
+                // Every path parameter is an id, and so is the `after` cursor, and
+                // `channels` is a list of them: say exactly which text is one.
                 for parameter in operation.parameters.iter_mut().flatten() {
-                    if let RefOr::T(parameter) = parameter
-                        && parameter.parameter_in == utoipa::openapi::path::ParameterIn::Path
-                    {
-                        parameter.schema = Some(RefOr::T(Schema::Object(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .pattern(Some(crate::api::ids::ID_PATTERN))
-                                .build(),
-                        )));
-                    }
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                        (utoipa::openapi::path::ParameterIn::Path, _)
+                        | (utoipa::openapi::path::ParameterIn::Query, "after") => {
+                            crate::api::ids::ID_PATTERN
+                        }
+                        (utoipa::openapi::path::ParameterIn::Query, "channels") => {
+                            crate::api::ids::ID_LIST_PATTERN
+                        }
+                        _ => continue,
+                    };
+                    parameter.schema = Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(pattern))
+                            .build(),
+                    )));
                 }
-                // Every API route refuses a browser page of a foreign origin.
+                // Every API route refuses a browser page of a foreign origin, and
+                // every route behind access control says what it needs.
                 if path.starts_with("/v1/") {
                     operation
                         .responses
                         .responses
                         .extend(ForbiddenResponse::responses());
+                }
+                if let Some(op) = crate::http::access::operation(&method, path) {
+                    operation
+                        .responses
+                        .responses
+                        .extend(AccessResponses::responses());
+                    operation.security = Some(security_requirements(op));
+                    let note = access_note(op);
+                    operation.description = Some(match operation.description.take() {
+                        Some(description) => format!("{description}\n\n{note}"),
+                        None => note,
+                    });
                 }
                 let Some(RefOr::T(response)) = operation.responses.responses.get_mut("400") else {
                     continue;
@@ -265,6 +361,39 @@ impl Modify for ProblemExamples {
             }
         }
     }
+}
+
+/// The name of the API-key security scheme in the document.
+pub const API_KEY_SCHEME: &str = "apiKey";
+/// The name of the end-user JWT security scheme in the document.
+pub const USER_TOKEN_SCHEME: &str = "userToken";
+
+/// Who may call an operation: an API key with its scope, or for end-user operations
+/// also a user token.
+fn security_requirements(op: Operation) -> Vec<SecurityRequirement> {
+    let mut list = vec![SecurityRequirement::new(
+        API_KEY_SCHEME,
+        [op.scope().as_str()],
+    )];
+    if op.for_end_users() {
+        list.push(SecurityRequirement::new(
+            USER_TOKEN_SCHEME,
+            Vec::<String>::new(),
+        ));
+    }
+    list
+}
+
+/// The sentence each route's description gets about who may call it.
+fn access_note(op: Operation) -> String {
+    let who = match op.for_end_users() {
+        true => " or a user token (JWT) for the path's own user",
+        false => "",
+    };
+    format!(
+        "**Access** (when auth is on): an API key with the `{}` scope{who}.",
+        op.scope().as_str()
+    )
 }
 
 /// The 400 of a route: its first path parameter (every one is an id) out of range, or,
@@ -287,9 +416,11 @@ fn invalid_input_example(path: &str) -> Problem {
         title = "readstate",
         description = "Read states for chat: what every user has read in every channel, exact unread and mention counts, read receipts. \
             Ids are integers in 1..=2^63-1: responses write them as decimal strings, requests accept a string or a number. \
-            Every error is an RFC 9457 `application/problem+json` body (`type`, `title`, `status`, `detail`, and `field` for invalid input): \
+            Every answer from 400 up is an RFC 9457 `application/problem+json` body (`type`, `title`, `status`, `detail`, and `field` where one applies: \
+            the input field for invalid input, `body` for a body too large, `content-type` for one that is not JSON): \
             the `Problem` schema shows an example of every kind. Besides the errors each route lists, any request may get \
-            404 `not-found` (no such route), 405 `method-not-allowed` (with `Allow`) or 500 `internal`."
+            404 `not-found` (no such route), 405 `method-not-allowed` (with `Allow`), 500 `internal`, and, for an HTTP/1 request \
+            the server cannot parse, 400 `invalid-input` (`field`: `request`), 414 `uri-too-long` or 431 `headers-too-large`."
     ),
     paths(
         routes::channels::create_message,
@@ -411,21 +542,37 @@ mod tests {
                     example["detail"].as_str().is_some_and(|d| !d.is_empty()),
                     "{route}: {example}"
                 );
-                assert_eq!(
-                    example.get("field").is_some(),
-                    kind == ProblemKind::InvalidInput,
-                    "{route}: {example}"
-                );
+                // `field` where one applies: the input at fault.
+                let field = match kind {
+                    ProblemKind::PayloadTooLarge => Some("body"),
+                    ProblemKind::UnsupportedMediaType => Some("content-type"),
+                    _ => None,
+                };
+                if kind == ProblemKind::InvalidInput {
+                    assert!(example["field"].is_string(), "{route}: {example}");
+                } else {
+                    assert_eq!(
+                        example.get("field").and_then(Value::as_str),
+                        field,
+                        "{route}: {example}"
+                    );
+                }
                 assert!(
                     description.contains(&format!("`{}`", kind.slug())),
                     "{route}: the description does not name {}",
                     kind.slug()
                 );
-                retryable |= kind.is_retryable();
+                // 429 says when this caller may send again.
+                retryable |= kind.is_retryable() || kind == ProblemKind::TooManyRequests;
             }
             assert_eq!(
                 response["headers"].get("Retry-After").is_some(),
                 retryable,
+                "{route}"
+            );
+            assert_eq!(
+                response["headers"].get("WWW-Authenticate").is_some(),
+                status == "401",
                 "{route}"
             );
         }

@@ -107,6 +107,12 @@ mod tests {
                     "invalid-input",
                     "Invalid input"
                 ),
+                (
+                    ProblemKind::Unauthorized,
+                    401,
+                    "unauthorized",
+                    "Unauthorized"
+                ),
                 (ProblemKind::Forbidden, 403, "forbidden", "Forbidden"),
                 (ProblemKind::NotFound, 404, "not-found", "Not found"),
                 (
@@ -121,11 +127,24 @@ mod tests {
                     "payload-too-large",
                     "Payload too large"
                 ),
+                (ProblemKind::UriTooLong, 414, "uri-too-long", "URI too long"),
                 (
                     ProblemKind::UnsupportedMediaType,
                     415,
                     "unsupported-media-type",
                     "Unsupported media type"
+                ),
+                (
+                    ProblemKind::TooManyRequests,
+                    429,
+                    "too-many-requests",
+                    "Too many requests"
+                ),
+                (
+                    ProblemKind::HeadersTooLarge,
+                    431,
+                    "headers-too-large",
+                    "Request header fields too large"
                 ),
                 (ProblemKind::Overloaded, 503, "overloaded", "Overloaded"),
                 (

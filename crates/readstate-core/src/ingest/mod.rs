@@ -213,7 +213,17 @@ async fn ingest_loop(
 }
 
 fn parse(message: &jetstream::Message) -> Result<Op, ServiceError> {
-    match serde_json::from_slice::<Value>(&message.payload) {
+    parse_payload(&message.payload)
+}
+
+/// Parses the payload of one ingest message: a JSON event (see [`parse_event`]).
+/// Pure, so that it can be fuzzed (`fuzz/fuzz_targets/ops.rs`).
+///
+/// # Errors
+/// [`ServiceError::Invalid`]: `event` when the payload is not JSON or not an object,
+/// else the field [`parse_event`] names.
+pub fn parse_payload(payload: &[u8]) -> Result<Op, ServiceError> {
+    match serde_json::from_slice::<Value>(payload) {
         Ok(value) => parse_event(&value),
         Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
     }

@@ -3,11 +3,12 @@
 //! an error naming `ops[i].field` while the others still apply.
 
 use crate::http::json::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 
 use crate::api::dto::{BatchRequest, BatchResponse, BatchResult};
 use crate::api::ops::parse_op;
 use crate::api::problem::log_batch_errors;
+use crate::auth::{Caller, Denied};
 use crate::http::HttpState;
 use crate::http::extract::ApiJson;
 use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
@@ -39,14 +40,29 @@ use crate::http::problem::Problem;
 #[tracing::instrument(level = "debug", skip_all, fields(ops = body.ops.len()))]
 pub async fn post_batch(
     State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, Problem> {
-    let ops = body
+    let ops: Vec<_> = body
         .ops
         .iter()
         .enumerate()
         .map(|(i, v)| parse_op(i, v))
         .collect();
+    // The access guard put the caller here; each op needs its own scope too (a
+    // `channel_deleted` op needs `admin`).
+    let caller = match caller {
+        Some(Extension(caller)) => caller,
+        None if !state.access.is_on() => Caller::Anonymous,
+        None => return Err(Denied::Missing.problem()),
+    };
+    let parsed = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| op.as_ref().ok().map(|op| (i, op)));
+    if let Err((i, denied)) = state.access.authorize_ops(&caller, parsed) {
+        return Err(denied.problem_at(i));
+    }
     let results = state.service.execute_batch(ops).await?;
     log_batch_errors(&results);
     let results = results

@@ -134,8 +134,8 @@ pub struct ReadersQuery {
     params(
         ("channel_id" = String, Path, description = "Channel id (1..=2^63-1)"),
         ("message_id" = String, Path, description = "Message id (1..=2^63-1)"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1..=limits.max_page (default 100)"),
-        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..=limits.max_page (1000 unless configured); 100 when absent"),
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page (a user id)"),
     ),
     responses(
         (status = 200, description = "One page", body = ReadersBody),

@@ -29,12 +29,34 @@ use crate::live::wire::{ChangeBody, LiveEvent, UserBody, live_event};
 use crate::live::{EventId, Item, Subscription};
 use crate::service::Service;
 
+/// One event of `GET /v1/users/{user_id}/events` as Server-Sent Events carry it
+/// (the OpenAPI schema of each event of the stream; heartbeats are comments).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = StreamEvent)]
+#[allow(dead_code)] // a documentation shape only: events are written by `Frame::sse`
+pub struct StreamEventDoc {
+    /// `ready` (first, when nothing was missed), `read_state` (a change), or `resync`
+    /// (changes were missed: refetch the read states).
+    #[schema(pattern = "^(ready|read_state|resync)$")]
+    pub event: String,
+    /// The event id, to resume after (`Last-Event-ID`).
+    #[schema(example = "187a3f0c9d2e4b10-42")]
+    pub id: String,
+    /// JSON: `{"user_id"}` for `ready` and `resync`; for `read_state`, `type`,
+    /// `user_id`, `channel_id` and the `read_state` as it is now (`null` once gone).
+    pub data: String,
+}
+
 /// Query of the event streams.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Resume after this event id (the `Last-Event-ID` header wins when both are set).
     pub last_event_id: Option<String>,
+    /// The bearer token, for browsers' `EventSource` (which cannot set headers);
+    /// read by the access guard, never logged.
+    #[serde(rename = "access_token")]
+    pub _access_token: Option<crate::secret::Secret>,
 }
 
 /// One event as both transports send it; `data` is already JSON, so its keys keep
@@ -129,11 +151,12 @@ fn subscribe(
     params(
         ("user_id" = String, Path, description = "User id (1..=2^63-1)"),
         ("last_event_id" = Option<String>, Query, description = "Resume after this event id (or send the Last-Event-ID header)"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot send `Authorization` (a browser's EventSource); the header wins when both are sent"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String,
-            example = "event: read_state\nid: 187a3f0c9d2e4b10-42\ndata: {\"type\":\"ack\",\"user_id\":\"1\",\"channel_id\":\"10\",\"read_state\":{\"channel_id\":\"10\",\"last_read_message_id\":\"500\",\"last_message_id\":\"500\",\"has_unread\":false,\"unread_count\":0,\"unread_capped\":false,\"mention_count\":0,\"mention_capped\":false}}\n\n"),
+        (status = 200, description = "An endless event stream; the schema is that of each event", content_type = "text/event-stream", body = StreamEventDoc,
+            example = json!({"event": "read_state", "id": "187a3f0c9d2e4b10-42", "data": "{\"type\":\"ack\",\"user_id\":\"1\",\"channel_id\":\"10\",\"read_state\":{\"channel_id\":\"10\",\"last_read_message_id\":\"500\",\"last_message_id\":\"500\",\"has_unread\":false,\"unread_count\":0,\"unread_capped\":false,\"mention_count\":0,\"mention_capped\":false}}"})),
         InvalidInputResponse,
         UnavailableResponse,
     )
@@ -175,6 +198,11 @@ pub async fn get_events(
     params(
         ("user_id" = String, Path, description = "User id (1..=2^63-1)"),
         ("last_event_id" = Option<String>, Query, description = "Resume after this event id"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot send `Authorization` (browsers' WebSocket); the header wins when both are sent"),
+        ("Connection" = String, Header, description = "The WebSocket handshake (RFC 6455): a token list that includes `upgrade`; without it, 400 naming `upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce (16 random bytes, base64)"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
