@@ -865,16 +865,18 @@ async fn the_documented_401_and_429_examples_are_real_answers() {
     let missing = app.get("/v1/users/7/summary", None).await;
     assert_eq!(missing.0, StatusCode::UNAUTHORIZED);
     assert_eq!(missing.2, example("401"));
-    assert_eq!(
-        missing.1["www-authenticate"],
-        "Bearer realm=\"readstate\""
-    );
+    assert_eq!(missing.1["www-authenticate"], "Bearer realm=\"readstate\"");
 
     let key = format!("Bearer {}", fixture.keys["read"]);
     let mut limited = None;
     for _ in 0..5 {
         let reply = app
-            .raw(Method::GET, "/v1/users/7/summary", &[("authorization", &key)], "")
+            .raw(
+                Method::GET,
+                "/v1/users/7/summary",
+                &[("authorization", &key)],
+                "",
+            )
             .await;
         if reply.0 == StatusCode::TOO_MANY_REQUESTS {
             limited = Some(reply);

@@ -473,6 +473,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "readstate_http_soft_limit_exceeded_total",
     "readstate_auth_denied_total",
     "readstate_rate_limited_total",
+    "readstate_ready",
     "readstate_cache_bytes",
     "readstate_cache_budget_bytes",
     "readstate_cache_users",

@@ -2,8 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
@@ -12,8 +16,99 @@ use crate::proto::{self, Op, Problem, ReadState, Summary, read_states_client::Re
 use crate::retry::RetryPolicy;
 use crate::subscribe::Subscription;
 
-/// The generated tonic client the [`Client`] wraps.
-pub type Grpc = ReadStatesClient<Channel>;
+/// The generated tonic client the [`Client`] wraps: over the channel, through the
+/// [`Credentials`] interceptor that adds the client's token to every call.
+pub type Grpc = ReadStatesClient<InterceptedService<Channel, Credentials>>;
+
+/// The bearer token of a [`Client`] ([`Client::with_token`]), as the tonic
+/// interceptor that sends it: the `authorization` metadata `Bearer <token>` on every
+/// call (unary, `Write` streams, `Subscribe` and its reconnections), unless the
+/// request already carries one. Shared by the clones of a client, so that
+/// [`Client::set_token`] replaces it for all of them.
+///
+/// Its `Debug` output never shows the token (`Credentials("***")`).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `Bearer <token>`, marked sensitive (never indexed by HPACK); `None`: no
+    /// token, calls go out without `authorization`.
+    value: Arc<RwLock<Option<AsciiMetadataValue>>>,
+}
+
+impl Credentials {
+    /// Credentials sending `token`.
+    fn new(token: &str) -> Result<Credentials, Error> {
+        Ok(Credentials {
+            value: Arc::new(RwLock::new(Some(bearer(token)?))),
+        })
+    }
+
+    fn get(&self) -> Option<AsciiMetadataValue> {
+        self.value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, value: Option<AsciiMetadataValue>) {
+        *self.value.write().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    fn is_set(&self) -> bool {
+        self.value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = if self.is_set() { "\"***\"" } else { "None" };
+        write!(f, "Credentials({shown})")
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = self.get() {
+            let metadata = request.metadata_mut();
+            if !metadata.contains_key("authorization") {
+                metadata.insert("authorization", value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// The `authorization` value of `token`: `Bearer <token>`, the token trimmed of
+/// surrounding whitespace (a key read from a file ends with a newline).
+fn bearer(token: &str) -> Result<AsciiMetadataValue, Error> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::InvalidToken {
+            reason: "it is empty",
+        });
+    }
+    if token.starts_with("Bearer ") || token.starts_with("bearer ") {
+        return Err(Error::InvalidToken {
+            reason: "give the token alone, without the `Bearer ` prefix",
+        });
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidToken {
+            reason: "it may only hold visible ASCII characters (no spaces)",
+        });
+    }
+    let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Error::InvalidToken {
+            reason: "it is not a valid metadata value",
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
 
 /// One page of read receipts ([`Client::readers`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,11 +128,17 @@ pub struct ReadersPage {
 ///
 /// Ids are `u64` in `1..=2^63-1`; `0` is rejected by the server with
 /// [`Error::InvalidArgument`] naming the field (e.g. `channel_id`).
+///
+/// A server with access control needs a token on every call: an API key or a
+/// user's JWT, given with [`Client::with_token`] (and replaced with
+/// [`Client::set_token`]). The `Debug` output never shows it.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) grpc: Grpc,
     pub(crate) retry: RetryPolicy,
     timeout: Option<Duration>,
+    channel: Channel,
+    credentials: Credentials,
 }
 
 impl fmt::Debug for Client {
@@ -45,6 +146,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -87,11 +189,64 @@ impl Client {
 
     /// A client over a channel configured by the caller (TLS, interceptors, ...).
     pub fn from_channel(channel: Channel) -> Client {
+        let credentials = Credentials::default();
         Client {
-            grpc: ReadStatesClient::new(channel),
+            grpc: ReadStatesClient::with_interceptor(channel.clone(), credentials.clone()),
             retry: RetryPolicy::default(),
             timeout: None,
+            channel,
+            credentials,
         }
+    }
+
+    /// The same client sending `token` — an API key (`rsk_…`, from `readstate
+    /// api-key new`) or a user's JWT — as the `authorization` metadata
+    /// `Bearer <token>` on every call: unary calls, [`Client::write`] streams and
+    /// every (re)connection of [`Client::subscribe`]. Give the token alone, without
+    /// `Bearer `; surrounding whitespace is trimmed.
+    ///
+    /// The token is this client's and its clones' from now on (another client made
+    /// from the same one with `with_token` has its own); [`Client::set_token`]
+    /// replaces it for all of them. It never appears in `Debug` output or in
+    /// errors.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), readstate_client::Error> {
+    /// let key = std::env::var("READSTATE_API_KEY").expect("an API key");
+    /// let client = readstate_client::Client::connect("http://127.0.0.1:50051")
+    ///     .await?
+    ///     .with_token(key)?;
+    /// client.ack(42, 1000, 1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] when the token is empty or holds characters that
+    /// cannot be sent (spaces, control or non-ASCII characters).
+    pub fn with_token(mut self, token: impl AsRef<str>) -> Result<Client, Error> {
+        self.credentials = Credentials::new(token.as_ref())?;
+        self.grpc =
+            ReadStatesClient::with_interceptor(self.channel.clone(), self.credentials.clone());
+        Ok(self)
+    }
+
+    /// Replaces the token of this client and of every clone of it, e.g. with a
+    /// fresh JWT before the old one expires. Calls from now on send the new one;
+    /// a [`Subscription`] in progress sends it when it reconnects, a
+    /// [`Client::write`] when it retries. Works on a client that had no token too.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`], as [`Client::with_token`]; the token in use is
+    /// then unchanged.
+    pub fn set_token(&self, token: impl AsRef<str>) -> Result<(), Error> {
+        self.credentials.set(Some(bearer(token.as_ref())?));
+        Ok(())
+    }
+
+    /// Whether this client sends a token.
+    pub fn has_token(&self) -> bool {
+        self.credentials.is_set()
     }
 
     /// The same client with another retry policy ([`RetryPolicy::none`] to
@@ -118,7 +273,8 @@ impl Client {
         self.retry
     }
 
-    /// The generated tonic client, for what this one does not cover.
+    /// The generated tonic client, for what this one does not cover (it sends this
+    /// client's token too).
     pub fn grpc(&self) -> Grpc {
         self.grpc.clone()
     }

@@ -30,6 +30,27 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// `UNAUTHENTICATED`: the server needs credentials and got none, or the token
+    /// ([`Client::with_token`](crate::Client::with_token)) is not valid: an unknown
+    /// API key, a badly signed or expired JWT. Never retried: fix the token (for an
+    /// expired JWT, [`Client::set_token`](crate::Client::set_token) a fresh one).
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// The server's explanation (it never repeats the token).
+        message: String,
+    },
+    /// `PERMISSION_DENIED`: the token is valid but may not do this: an API key
+    /// without the scope the call needs (`read`, `write`, `admin`), or a user's JWT
+    /// on another user or on a call end users may not make. Never retried. `field`
+    /// names the op of a batch or `Write` stream that was refused (`ops[2]`): the
+    /// whole call (or `Write` group) is refused then.
+    #[error("permission denied{}: {message}", field_suffix(.field))]
+    PermissionDenied {
+        /// The refused op of a batch or `Write` stream, when the server named one.
+        field: Option<String>,
+        /// The server's explanation.
+        message: String,
+    },
     /// `NOT_FOUND`: the resource does not exist.
     /// ([`Client::read_state`](crate::Client::read_state) answers `None` instead.)
     #[error("not found: {message}")]
@@ -39,8 +60,9 @@ pub enum Error {
     },
     /// The server cannot take the call now: `UNAVAILABLE` (storage failing,
     /// starting, draining, or no connection to the server at all) or
-    /// `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` (overloaded). Retry after
-    /// `retry_after` (the server's `RetryInfo` delay, when it sent one).
+    /// `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` (overloaded, or this
+    /// caller is over its rate limit: HTTP's 429). Retry after `retry_after` (the
+    /// server's `RetryInfo` delay, when it sent one).
     #[error("unavailable ({code:?}): {message}")]
     Unavailable {
         /// `Unavailable` or `ResourceExhausted` as the server answered; another
@@ -67,6 +89,15 @@ pub enum Error {
         endpoint: String,
         /// Why it is invalid.
         source: tonic::transport::Error,
+    },
+    /// The token given to [`Client::with_token`](crate::Client::with_token) or
+    /// [`Client::set_token`](crate::Client::set_token) cannot be sent: it is empty
+    /// or holds spaces, control or non-ASCII characters (the token itself is never
+    /// part of the error).
+    #[error("invalid token: {reason}")]
+    InvalidToken {
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// Connecting failed ([`Client::connect`](crate::Client::connect)).
     #[error("cannot connect: {}", chain(.0))]
@@ -121,19 +152,39 @@ impl Error {
         }
     }
 
-    /// The offending field of an [`Error::InvalidArgument`].
+    /// The offending field of an [`Error::InvalidArgument`], or the refused op
+    /// (`ops[2]`) of an [`Error::PermissionDenied`] batch or `Write` stream.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::InvalidArgument { field, .. } => field.as_deref(),
+            Error::InvalidArgument { field, .. } | Error::PermissionDenied { field, .. } => {
+                field.as_deref()
+            }
             _ => None,
         }
     }
 
+    /// Whether the server refused the credentials (`UNAUTHENTICATED`, HTTP's 401):
+    /// none were sent, or the token is unknown, badly signed or expired.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, Error::Unauthenticated { .. })
+    }
+
+    /// Whether the credentials are valid but may not make this call
+    /// (`PERMISSION_DENIED`, HTTP's 403): a missing scope, or a user's JWT on
+    /// another user.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Error::PermissionDenied { .. })
+    }
+
     /// The gRPC code of the error (`Unavailable` for [`Error::Transport`],
-    /// `InvalidArgument` for [`Error::InvalidEndpoint`]).
+    /// `InvalidArgument` for [`Error::InvalidEndpoint`] and [`Error::InvalidToken`]).
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument { .. } | Error::InvalidEndpoint { .. } => Code::InvalidArgument,
+            Error::InvalidArgument { .. }
+            | Error::InvalidEndpoint { .. }
+            | Error::InvalidToken { .. } => Code::InvalidArgument,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::NotFound { .. } => Code::NotFound,
             Error::Unavailable { code, .. } => *code,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
@@ -148,12 +199,12 @@ impl From<tonic::Status> for Error {
         let message = status.message().to_owned();
         match status.code() {
             Code::InvalidArgument => Error::InvalidArgument {
-                field: status.get_details_bad_request().and_then(|b| {
-                    b.field_violations
-                        .into_iter()
-                        .map(|v| v.field)
-                        .find(|f| !f.is_empty())
-                }),
+                field: bad_request_field(&status),
+                message,
+            },
+            Code::Unauthenticated => Error::Unauthenticated { message },
+            Code::PermissionDenied => Error::PermissionDenied {
+                field: bad_request_field(&status),
                 message,
             },
             Code::NotFound => Error::NotFound { message },
@@ -163,8 +214,8 @@ impl From<tonic::Status> for Error {
                 retry_after: retry_delay(&status),
                 message: with_sources(&status),
             },
-            // Overloaded comes with a RetryInfo; without one (a message too large)
-            // waiting does not help.
+            // Overloaded and rate limited (429) come with a RetryInfo; without one
+            // (a message too large) waiting does not help.
             Code::ResourceExhausted => match status.get_details_retry_info() {
                 Some(info) => Error::Unavailable {
                     code: Code::ResourceExhausted,
@@ -202,6 +253,16 @@ fn caused_by<T: std::error::Error + 'static>(status: &tonic::Status) -> bool {
         source = s.source();
     }
     false
+}
+
+/// The first field named by the status's `google.rpc.BadRequest` detail.
+fn bad_request_field(status: &tonic::Status) -> Option<String> {
+    status.get_details_bad_request().and_then(|b| {
+        b.field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .find(|f| !f.is_empty())
+    })
 }
 
 fn retry_delay(status: &tonic::Status) -> Option<Duration> {
@@ -278,6 +339,35 @@ mod tests {
         ));
         // The server's INTERNAL (no source) is not a broken connection.
         assert!(!Error::from(tonic::Status::internal("bug")).is_retryable());
+    }
+
+    #[test]
+    fn access_refusals_are_never_retried() {
+        let e = Error::from(tonic::Status::unauthenticated("credentials are required"));
+        assert!(e.is_unauthenticated() && !e.is_permission_denied());
+        assert!(!e.is_retryable());
+        assert_eq!(e.code(), Code::Unauthenticated);
+
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("ops[1]", "ops[1]: this API key lacks the `admin` scope");
+        let e = Error::from(tonic::Status::with_error_details(
+            Code::PermissionDenied,
+            "ops[1]: this API key lacks the `admin` scope",
+            details,
+        ));
+        assert!(e.is_permission_denied() && !e.is_unauthenticated());
+        assert!(!e.is_retryable());
+        assert_eq!(e.field(), Some("ops[1]"));
+        assert_eq!(e.code(), Code::PermissionDenied);
+
+        // The rate limit (429): retryable after the server's delay.
+        let e = Error::from(tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "too many requests from this caller; retry in 2 s",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(2))),
+        ));
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -68,21 +68,52 @@
 //! Ids are `u64` in `1..=2^63-1`; 0 means absent and is rejected where an id is
 //! required ([`Error::InvalidArgument`] with the field, e.g. `channel_id`).
 //!
+//! # Access
+//!
+//! A server with credentials configured needs a token on every call: an API key
+//! for a service (`readstate api-key new`), or a user's JWT (`sub` = the user id),
+//! which may only read, ack, mark unread and subscribe for that user.
+//! [`Client::with_token`] sends it as the `authorization` metadata
+//! (`Bearer <token>`) on every call, `Write` streams and every (re)connection of a
+//! subscription included; [`Client::set_token`] replaces it for the client and its
+//! clones (a fresh JWT before the old one expires). The token never appears in
+//! `Debug` output or in errors.
+//!
+//! ```no_run
+//! # async fn demo(key: String) -> Result<(), readstate_client::Error> {
+//! use readstate_client::Client;
+//!
+//! let client = Client::connect("http://127.0.0.1:50051").await?.with_token(key)?;
+//! match client.ack(42, 1000, 1).await {
+//!     Ok(state) => println!("{} unread", state.unread_count),
+//!     // No token, or a bad one: UNAUTHENTICATED (HTTP's 401).
+//!     Err(e) if e.is_unauthenticated() => eprintln!("check the API key: {e}"),
+//!     // A valid token without the right: PERMISSION_DENIED (HTTP's 403).
+//!     Err(e) if e.is_permission_denied() => eprintln!("this key may not ack: {e}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Errors and retries
 //!
 //! Statuses become [`Error`]s: `INVALID_ARGUMENT` → [`Error::InvalidArgument`]
 //! (with the field of the server's `google.rpc.BadRequest`), `NOT_FOUND` →
 //! [`Error::NotFound`] (but [`Client::read_state`] answers `None`),
+//! `UNAUTHENTICATED` → [`Error::Unauthenticated`], `PERMISSION_DENIED` →
+//! [`Error::PermissionDenied`] (with the refused op of a batch, `ops[i]`),
 //! `UNAVAILABLE` and `RESOURCE_EXHAUSTED` → [`Error::Unavailable`] (with the
-//! `google.rpc.RetryInfo` delay), `DEADLINE_EXCEEDED` →
-//! [`Error::DeadlineExceeded`].
+//! `google.rpc.RetryInfo` delay; also the per-caller rate limit, HTTP's 429),
+//! `DEADLINE_EXCEEDED` → [`Error::DeadlineExceeded`].
 //!
 //! Every write of readstate is idempotent, so every call — read or write — that
 //! fails with a retryable error ([`Error::is_retryable`]: unavailable,
 //! overloaded, deadline exceeded, a refused or broken connection) is tried again
 //! with exponential backoff, never sooner than the server's `RetryInfo` delay, up
 //! to [`RetryPolicy::attempts`] tries in all (default 3; see
-//! [`Client::with_retries`]). Other errors are answered at once. A
+//! [`Client::with_retries`]). Other errors, `UNAUTHENTICATED` and
+//! `PERMISSION_DENIED` among them, are answered at once. A
 //! [`Client::batch`] is resent whole; a [`Client::write`] resends the ops not
 //! answered yet; a [`Subscription`] reconnects without a limit on tries and
 //! resumes after the last event it saw.
@@ -116,7 +147,7 @@ pub mod proto {
     tonic::include_proto!("readstate.v1");
 }
 
-pub use client::{Client, Grpc, ReadersPage};
+pub use client::{Client, Credentials, Grpc, ReadersPage};
 pub use error::Error;
 pub use proto::{Op, Problem, ReadState, Summary};
 pub use retry::RetryPolicy;

@@ -7,6 +7,12 @@ use std::time::Duration;
 /// [`Error`](crate::Error) (`UNAVAILABLE`, `RESOURCE_EXHAUSTED` with `RetryInfo`,
 /// `DEADLINE_EXCEEDED`, a broken or refused connection).
 ///
+/// `RESOURCE_EXHAUSTED` with `RetryInfo` is the server overloaded or this caller
+/// over its rate limit (`limits.per_caller_rps`, HTTP's 429): the next try waits
+/// at least the delay the server asked for. `UNAUTHENTICATED` and
+/// `PERMISSION_DENIED` (HTTP's 401 and 403) are never retried: the same token
+/// would be refused again.
+///
 /// Every call may be retried: reads change nothing and every write of readstate
 /// is idempotent (applying it twice is applying it once). The wait before try
 /// `n + 1` is `first_backoff · 2^(n-1)`, capped at `max_backoff`, jittered down

@@ -82,9 +82,14 @@ impl Event {
 /// after the last event id it saw. A server that still knows that id answers
 /// [`Event::Ready`] and what was missed follows; otherwise (a new process) it
 /// answers [`Event::Resync`]: refetch the read states, the changes follow. Only
-/// a non-retryable error (e.g. [`Error::InvalidArgument`] for user id 0) is
-/// yielded, as the last item: the stream then ends. Retryable errors are not
-/// yielded.
+/// a non-retryable error (e.g. [`Error::InvalidArgument`] for user id 0, or
+/// [`Error::Unauthenticated`] when the client's token is refused, say a JWT that
+/// expired) is yielded, as the last item: the stream then ends. Retryable errors
+/// (a rate limit's `RESOURCE_EXHAUSTED` among them) are not yielded.
+///
+/// Every (re)connection sends the client's current token
+/// ([`Client::with_token`]); replace it with [`Client::set_token`] before it
+/// expires and the next reconnection uses the new one.
 ///
 /// Dropping the subscription closes it.
 pub struct Subscription {

@@ -112,7 +112,7 @@ impl Client {
                     Err(e) => {
                         failures += 1;
                         if !e.is_retryable() || !self.retry.may_retry(failures) {
-                            return Err(e);
+                            return Err(shift_error(e, start));
                         }
                         e.retry_after()
                     }
@@ -172,17 +172,31 @@ fn requests(
 /// The problem of an op of a resumed stream, its field counted from the first op
 /// of the whole (`ops[2].x` of a stream starting at op 10 is `ops[12].x`).
 fn shift(mut problem: Problem, start: usize) -> Problem {
-    if start == 0 {
-        return problem;
+    shift_field(&mut problem.field, start);
+    problem
+}
+
+/// The error that ended a resumed stream, the op it names (a refused op of
+/// [`Error::PermissionDenied`]) counted from the first op of the whole.
+fn shift_error(mut e: Error, start: usize) -> Error {
+    if let Error::PermissionDenied { field, .. } = &mut e {
+        shift_field(field, start);
     }
-    if let Some(field) = &problem.field
-        && let Some(rest) = field.strip_prefix("ops[")
+    e
+}
+
+/// `ops[i]...` as `ops[i + start]...`.
+fn shift_field(field: &mut Option<String>, start: usize) {
+    if start == 0 {
+        return;
+    }
+    if let Some(f) = field.as_deref()
+        && let Some(rest) = f.strip_prefix("ops[")
         && let Some((index, tail)) = rest.split_once(']')
         && let Ok(index) = index.parse::<usize>()
     {
-        problem.field = Some(format!("ops[{}]{tail}", index + start));
+        *field = Some(format!("ops[{}]{tail}", index + start));
     }
-    problem
 }
 
 #[cfg(test)]
@@ -205,5 +219,10 @@ mod tests {
             ..Problem::default()
         };
         assert_eq!(shift(other, 10).field.as_deref(), Some("ops"));
+        let denied = Error::PermissionDenied {
+            field: Some("ops[1]".to_owned()),
+            message: "ops[1]: this API key lacks the `admin` scope".to_owned(),
+        };
+        assert_eq!(shift_error(denied, 5).field(), Some("ops[6]"));
     }
 }

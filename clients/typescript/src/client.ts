@@ -2,9 +2,12 @@
  * `ReadStateClient`: one typed method per route of the readstate HTTP API.
  *
  * - Ids are accepted as `string | bigint | number` and sent as decimal strings.
+ * - With access control on, `token` (an API key or a user's JWT, or a function
+ *   returning a fresh one) is sent as `Authorization: Bearer <token>` on every
+ *   request, the event stream included.
  * - An error answer rejects with a {@link ReadStateError} carrying the problem body
- *   and, on 503, `retryAfter` (seconds). Network failures reject with what `fetch`
- *   throws.
+ *   and, on 429 and 503, `retryAfter` (seconds). Network failures reject with what
+ *   `fetch` throws.
  * - Nothing is retried behind the caller's back. Every write of readstate is
  *   idempotent, so retrying a write that failed with 503 (outcome unknown) or a
  *   network error is safe: wait `error.retryAfter` seconds and call it again.
@@ -43,13 +46,28 @@ export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 /** Headers sent with every request: fixed, or computed per request (e.g. a fresh token). */
 export type HeadersOption = HeadersInit | (() => HeadersInit | Promise<HeadersInit>);
 
+/**
+ * The bearer token of every request: an API key (`rsk_...`) or a user's JWT, or a
+ * function called before each request (and each reconnection of a live stream)
+ * that returns it, e.g. a fresh JWT from the identity provider. A function may
+ * answer `undefined` (or `""`) to send no token.
+ */
+export type TokenOption = string | (() => string | undefined | null | Promise<string | undefined | null>);
+
 /** Options of {@link ReadStateClient}. */
 export interface ReadStateClientOptions {
   /** Where readstate is served, e.g. `http://127.0.0.1:8080` (a path prefix is kept). */
   baseUrl: string;
   /** The `fetch` to use (default: the global one). */
   fetch?: FetchLike;
-  /** Headers of every request, e.g. `{ authorization: "Bearer ..." }`. */
+  /**
+   * The credential sent as `Authorization: Bearer <token>` on every request (when
+   * the server has access control on): an API key, a user's JWT, or a function
+   * returning one per request. It wins over an `authorization` of `headers`; the
+   * per-call `headers` win over it. Never part of an error message.
+   */
+  token?: TokenOption;
+  /** Headers of every request, e.g. `{ "x-request-id": "..." }`. */
   headers?: HeadersOption;
 }
 
@@ -79,6 +97,7 @@ export class ReadStateClient {
   readonly baseUrl: string;
   readonly #fetch: FetchLike;
   readonly #headers: HeadersOption | undefined;
+  readonly #token: TokenOption | undefined;
 
   constructor(options: ReadStateClientOptions) {
     if (!options || typeof options.baseUrl !== "string" || options.baseUrl === "") {
@@ -88,6 +107,12 @@ export class ReadStateClient {
     // Called through a closure: browsers' fetch must not be called with another `this`.
     this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.#headers = options.headers;
+    if (options.token !== undefined && typeof options.token !== "string" && typeof options.token !== "function") {
+      throw new TypeError("ReadStateClient: token must be a string or a function returning one");
+    }
+    // Checked now when fixed, so that a bad one fails here and not on every call.
+    if (typeof options.token === "string") bearer(options.token);
+    this.#token = options.token;
   }
 
   // -- operations --------------------------------------------------------------
@@ -297,11 +322,16 @@ export class ReadStateClient {
   /**
    * The URL of `GET /v1/users/{user_id}/events/ws` (the same events as WebSocket
    * text messages `{event, id, data}`), for the platform's `WebSocket`.
+   *
+   * A `WebSocket` cannot send an `Authorization` header: with access control on,
+   * pass the token as `accessToken` and it goes in the URL as `?access_token=`
+   * (readstate never logs request URIs; keep the URL out of your own logs).
    */
-  eventsWebSocketUrl(userId: Id, lastEventId?: string): string {
+  eventsWebSocketUrl(userId: Id, lastEventId?: string, accessToken?: string): string {
     const url = new URL(`${this.baseUrl}/v1/users/${seg(userId, "user_id")}/events/ws`);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     if (lastEventId !== undefined) url.searchParams.set("last_event_id", lastEventId);
+    if (accessToken !== undefined) url.searchParams.set("access_token", checkedToken(accessToken));
     return url.toString();
   }
 
@@ -328,6 +358,10 @@ export class ReadStateClient {
       const base = typeof this.#headers === "function" ? await this.#headers() : this.#headers;
       new Headers(base).forEach((value, key) => headers.set(key, value));
     }
+    if (this.#token !== undefined) {
+      const token = typeof this.#token === "function" ? await this.#token() : this.#token;
+      if (token !== undefined && token !== null && token !== "") headers.set("authorization", bearer(token));
+    }
     if (request.options?.headers !== undefined) {
       new Headers(request.options.headers).forEach((value, key) => headers.set(key, value));
     }
@@ -351,6 +385,28 @@ interface SendRequest {
   body?: unknown;
   accept?: string;
   options?: RequestOptions | undefined;
+}
+
+/**
+ * A token as sent: trimmed (a key read from a file ends with a newline), visible
+ * ASCII without spaces. The error never shows the token.
+ */
+function checkedToken(token: string): string {
+  if (typeof token !== "string") throw new TypeError("ReadStateClient: the token must be a string");
+  const trimmed = token.trim();
+  if (trimmed === "") throw new TypeError("ReadStateClient: the token is empty");
+  if (/^bearer\s/i.test(trimmed)) {
+    throw new TypeError("ReadStateClient: give the token alone, without the `Bearer ` prefix");
+  }
+  if (!/^[\x21-\x7e]+$/.test(trimmed)) {
+    throw new TypeError("ReadStateClient: the token may only hold visible ASCII characters (no spaces)");
+  }
+  return trimmed;
+}
+
+/** The `Authorization` value of a token. */
+function bearer(token: string): string {
+  return `Bearer ${checkedToken(token)}`;
 }
 
 /** A path segment: the id's decimal string, URL-encoded (strings are sent as given). */

@@ -2,7 +2,12 @@ import type { Problem } from "./types.js";
 
 /**
  * An error answer of readstate: the RFC 9457 problem body (`type`, `title`,
- * `status`, `detail`, `field` where one applies) and, on 503, `retryAfter`.
+ * `status`, `detail`, `field` where one applies) and, on 429 and 503, `retryAfter`.
+ *
+ * With access control on: 401 `unauthorized` (no token, or one the server does not
+ * accept: unknown API key, bad or expired JWT), 403 `forbidden` (a valid token
+ * that may not do this: a key without the scope, a user's JWT on another user),
+ * 429 `too-many-requests` (this caller is over its rate; wait `retryAfter`).
  *
  * Network failures are not wrapped: they reject with what `fetch` throws
  * (a `TypeError` in Node and browsers; an `AbortError` `DOMException` when the
@@ -19,7 +24,7 @@ export class ReadStateError extends Error {
   readonly detail: string;
   /** The offending input, where one applies: the field of an `invalid-input` (`user_id`, `ops[1].channel_id`), `body` on 413, `content-type` on 415. */
   readonly field: string | undefined;
-  /** Seconds to wait before retrying (from `Retry-After`, sent with every 503). */
+  /** Seconds to wait before retrying (from `Retry-After`, sent with every 429 and 503). */
   readonly retryAfter: number | undefined;
   /** The problem body as received (or built from a non-problem answer). */
   readonly problem: Problem;
@@ -36,7 +41,10 @@ export class ReadStateError extends Error {
     this.retryAfter = retryAfter;
   }
 
-  /** The last path segment of `type`: `invalid-input`, `not-found`, `overloaded`, ... */
+  /**
+   * The last path segment of `type`: `invalid-input`, `not-found`, `overloaded`,
+   * `unauthorized`, `forbidden`, `too-many-requests`, ...
+   */
   get kind(): string {
     return this.type.slice(this.type.lastIndexOf("/") + 1);
   }

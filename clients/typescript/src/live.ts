@@ -14,6 +14,11 @@
  *    `Last-Event-ID`, and gets exactly the changes it missed, or `resync`.
  * 4. On `resync` (the missed changes are no longer known, or this client fell
  *    behind) it refetches all read states.
+ * 5. Every request goes through the client, with its `token`: a token function is
+ *    called again for each reconnection and refetch, so a JWT refreshed there is
+ *    used from the next one. After the start, a 401, 403 or 429 is told to
+ *    `onError` and retried like any failure (a 429 or 503 not before its
+ *    `Retry-After`).
  *
  * Not streamed by the server: new messages in a channel (the chat gateway delivers
  * those), so `unread_count`/`last_message_id` of a channel grow stale until the next

@@ -35,6 +35,8 @@ export interface paths {
         /**
          * Prometheus metrics.
          * @description The text exposition format, version 0.0.4.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope.
          */
         get: operations["get_metrics"];
         put?: never;
@@ -80,6 +82,8 @@ export interface paths {
          * @description Applies many write operations in order, each with its own result. A bad op fails
          *     alone (`ok: false`, with the problem naming `ops[i].field`) and the others still
          *     apply; a body that is not a batch at all is a 400.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
          */
         post: operations["post_batch"];
         delete?: never;
@@ -102,6 +106,8 @@ export interface paths {
          * Delete a channel.
          * @description Removes the channel and every read state in it. A message arriving afterwards
          *     starts the channel afresh.
+         *
+         *     **Access** (when auth is on): an API key with the `admin` scope.
          */
         delete: operations["delete_channel"];
         options?: never;
@@ -123,6 +129,8 @@ export interface paths {
          * @description The channel learns the message, the author's read position moves to it (you have
          *     read what you wrote) and each mentioned user other than the author gets the mention.
          *     Idempotent and order-insensitive.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
          */
         post: operations["create_message"];
         delete?: never;
@@ -145,6 +153,8 @@ export interface paths {
          * Message deleted.
          * @description The message stops counting as unread and as a mention everywhere. The deletion is
          *     remembered, so a late create does not bring the message back.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
          */
         delete: operations["delete_message"];
         options?: never;
@@ -163,6 +173,8 @@ export interface paths {
          * Read receipts.
          * @description The users whose read position is at or past the message, sorted by user id, one
          *     page at a time: pass `next` as `after` to get the following page.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope.
          */
         get: operations["get_readers"];
         put?: never;
@@ -186,6 +198,8 @@ export interface paths {
          * Summaries of many users.
          * @description The summary of each listed user, keyed by user id (duplicates answered once), for
          *     push and e-mail digests.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope.
          */
         post: operations["post_summaries"];
         delete?: never;
@@ -207,6 +221,8 @@ export interface paths {
          * Mark all as read.
          * @description Every read state of the user moves forward to its channel's newest message (never
          *     backwards), in one operation.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope or a user token (JWT) for the path's own user.
          */
         post: operations["ack_all"];
         delete?: never;
@@ -225,6 +241,8 @@ export interface paths {
         /**
          * Get one read state.
          * @description The read state with its derived fields; 404 when the user has none in the channel.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
         get: operations["get_read_state"];
         /**
@@ -232,12 +250,16 @@ export interface paths {
          * @description Creates the read state, by default at the channel's newest message (nothing
          *     unread), or at `last_read_message_id` (`0`: nothing read). A no-op when the read
          *     state exists. The body is optional.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
          */
         put: operations["join_channel"];
         post?: never;
         /**
          * Leave a channel.
          * @description Removes the read state (idempotent).
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
          */
         delete: operations["leave_channel"];
         options?: never;
@@ -258,6 +280,8 @@ export interface paths {
          * Ack.
          * @description The read position moves forward to the message, never backwards. Creates the read
          *     state (at 0) when absent; the message may be one the service has not seen yet.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope or a user token (JWT) for the path's own user.
          */
         post: operations["ack_channel"];
         delete?: never;
@@ -279,6 +303,8 @@ export interface paths {
          * Mark unread.
          * @description The read position becomes `message_id - 1`, so that message and later ones
          *     (mentions included) are unread again.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope or a user token (JWT) for the path's own user.
          */
         post: operations["unread_channel"];
         delete?: never;
@@ -303,6 +329,8 @@ export interface paths {
          *     (refetch the read states: changes were missed). Heartbeat comments keep idle
          *     connections open. Resume with `Last-Event-ID`. New messages in a channel are not
          *     streamed (the chat gateway delivers them).
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
         get: operations["get_events"];
         put?: never;
@@ -326,6 +354,8 @@ export interface paths {
          *     `{"event": "ready"|"read_state"|"resync", "id": "...", "data": {...}}`. Pings keep
          *     idle connections open; messages from the client are ignored. Resume with the
          *     `last_event_id` query parameter.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
         get: operations["get_events_ws"];
         put?: never;
@@ -347,6 +377,8 @@ export interface paths {
          * Get a user's read states.
          * @description All of them, or those of the listed channels, sorted by channel id. A user with
          *     none gets an empty list.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
         get: operations["get_read_states"];
         put?: never;
@@ -367,6 +399,8 @@ export interface paths {
         /**
          * Get a user's summary.
          * @description Unread channel count and mention total (zero for a user with no read states).
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
         get: operations["get_summary"];
         put?: never;
@@ -385,32 +419,89 @@ export interface components {
         AckRequest: {
             /** @description The newest message read; the position never moves backwards. */
             message_id: components["schemas"]["IdInput"];
-            /**
-             * Format: int64
-             * @description When the ack was made (ms since the Unix epoch). An ack older than the latest
-             *     mark-unread of the state is ignored, so a redelivered old ack cannot undo it.
-             */
             at?: number | null;
         };
-        /**
-         * @description One batch operation (documentation of the shape; parsed field by field so that
-         *     errors name `ops[i].field`). Fields that do not apply to `op` must be absent or null.
-         */
+        /** @description One write operation: `op` and its fields (ids as numbers or decimal strings). Fields of other ops may be present only as null; other keys are refused. */
         BatchOp: {
-            /** @description What to do. */
-            op: components["schemas"]["BatchOpKind"];
-            user_id?: components["schemas"]["IdInput"] | null;
-            channel_id?: components["schemas"]["IdInput"] | null;
-            message_id?: components["schemas"]["IdInput"] | null;
+            /** @enum {string} */
+            op: "message_created";
+            user_id?: null;
+            channel_id: components["schemas"]["IdInput"];
+            message_id: components["schemas"]["IdInput"];
             author_id?: components["schemas"]["IdInput"] | null;
-            /** @description Mentioned users (message_created). */
             mentions?: components["schemas"]["IdInput"][] | null;
+            last_read_message_id?: null;
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "message_deleted";
+            user_id?: null;
+            channel_id: components["schemas"]["IdInput"];
+            message_id: components["schemas"]["IdInput"];
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "join";
+            user_id: components["schemas"]["IdInput"];
+            channel_id: components["schemas"]["IdInput"];
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
             last_read_message_id?: components["schemas"]["PositionInput"] | null;
-            /**
-             * Format: int64
-             * @description When the ack was made, ms since the Unix epoch (ack).
-             */
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "ack";
+            user_id: components["schemas"]["IdInput"];
+            channel_id: components["schemas"]["IdInput"];
+            message_id: components["schemas"]["IdInput"];
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
             at?: number | null;
+        } | {
+            /** @enum {string} */
+            op: "ack_all";
+            user_id: components["schemas"]["IdInput"];
+            channel_id?: null;
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "unread";
+            user_id: components["schemas"]["IdInput"];
+            channel_id: components["schemas"]["IdInput"];
+            message_id: components["schemas"]["IdInput"];
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "leave";
+            user_id: components["schemas"]["IdInput"];
+            channel_id: components["schemas"]["IdInput"];
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
+        } | {
+            /** @enum {string} */
+            op: "delete_channel";
+            user_id?: null;
+            channel_id: components["schemas"]["IdInput"];
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
         };
         /**
          * @description The kind of a batch operation.
@@ -442,7 +533,7 @@ export interface components {
             mentions?: components["schemas"]["IdInput"][] | null;
         };
         /**
-         * @description An id: an integer between 1 and 9223372036854775807, as a JSON number or a decimal string
+         * @description An id: an integer between 1 and 9223372036854775807, as a JSON number written without a fraction or exponent (`42`, not `42.0`) or as a canonical decimal string (`"42"`)
          * @example 1234567890123456789
          */
         IdInput: number | string;
@@ -451,19 +542,25 @@ export interface components {
             last_read_message_id?: components["schemas"]["PositionInput"] | null;
         };
         /**
-         * @description A read position: an integer between 0 and 9223372036854775807, as a JSON number or a decimal string
+         * @description A read position: an integer between 0 and 9223372036854775807, as a JSON number written without a fraction or exponent or as a canonical decimal string
          * @example 1234567890123456789
          */
         PositionInput: number | string;
         /**
          * @description The JSON body of a problem, as serialized: `type`, `title`, `status`, `detail`, then
-         *     `field` for invalid input, in this order. The examples show every kind.
+         *     `field` where one applies, in this order. The examples show every kind.
          * @example {
          *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
          *       "field": "user_id",
          *       "status": 400,
          *       "title": "Invalid input",
          *       "type": "https://readstate.dev/problems/invalid-input"
+         *     }
+         * @example {
+         *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+         *       "status": 401,
+         *       "title": "Unauthorized",
+         *       "type": "https://readstate.dev/problems/unauthorized"
          *     }
          * @example {
          *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
@@ -485,15 +582,35 @@ export interface components {
          *     }
          * @example {
          *       "detail": "the request body is larger than the configured limit",
+         *       "field": "body",
          *       "status": 413,
          *       "title": "Payload too large",
          *       "type": "https://readstate.dev/problems/payload-too-large"
          *     }
          * @example {
+         *       "detail": "the request target (path and query) is longer than 65534 bytes",
+         *       "status": 414,
+         *       "title": "URI too long",
+         *       "type": "https://readstate.dev/problems/uri-too-long"
+         *     }
+         * @example {
          *       "detail": "the request body must be JSON (Content-Type: application/json)",
+         *       "field": "content-type",
          *       "status": 415,
          *       "title": "Unsupported media type",
          *       "type": "https://readstate.dev/problems/unsupported-media-type"
+         *     }
+         * @example {
+         *       "detail": "too many requests from this caller; retry in 1 s",
+         *       "status": 429,
+         *       "title": "Too many requests",
+         *       "type": "https://readstate.dev/problems/too-many-requests"
+         *     }
+         * @example {
+         *       "detail": "the request head is larger than 417792 bytes or has more than 100 header fields",
+         *       "status": 431,
+         *       "title": "Request header fields too large",
+         *       "type": "https://readstate.dev/problems/headers-too-large"
          *     }
          * @example {
          *       "detail": "too many requests in flight; retry later",
@@ -532,7 +649,11 @@ export interface components {
             status: number;
             /** @description What happened in this occurrence. */
             detail: string;
-            /** @description The offending input field (only for `invalid-input`), e.g. `ops[3].channel_id`. */
+            /**
+             * @description The offending input, where one applies: a body field or parameter for
+             *     `invalid-input` (e.g. `ops[3].channel_id`, always present there), `body` for
+             *     `payload-too-large`, the `content-type` header for `unsupported-media-type`.
+             */
             field?: string | null;
         };
         /** @description A read state with its derived fields. */
@@ -588,6 +709,27 @@ export interface components {
              * @example ok
              */
             status: string;
+        };
+        /**
+         * @description One event of `GET /v1/users/{user_id}/events` as Server-Sent Events carry it
+         *     (the OpenAPI schema of each event of the stream; heartbeats are comments).
+         */
+        StreamEvent: {
+            /**
+             * @description `ready` (first, when nothing was missed), `read_state` (a change), or `resync`
+             *     (changes were missed: refetch the read states).
+             */
+            event: string;
+            /**
+             * @description The event id, to resume after (`Last-Event-ID`).
+             * @example 187a3f0c9d2e4b10-42
+             */
+            id: string;
+            /**
+             * @description JSON: `{"user_id"}` for `ready` and `resync`; for `read_state`, `type`,
+             *     `user_id`, `channel_id` and the `read_state` as it is now (`null` once gone).
+             */
+            data: string;
         };
         /** @description Summaries keyed by user id (decimal string), in request order. */
         Summaries: {
@@ -669,6 +811,44 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -789,7 +969,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -815,6 +1014,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -832,9 +1032,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -890,7 +1110,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -902,6 +1141,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -961,7 +1219,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -987,6 +1264,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -1004,9 +1282,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1064,7 +1362,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1076,6 +1393,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1097,9 +1433,9 @@ export interface operations {
     get_readers: {
         parameters: {
             query?: {
-                /** @description Page size, 1..=limits.max_page (default 100) */
+                /** @description Page size, 1..=limits.max_page (1000 unless configured); 100 when absent */
                 limit?: number;
-                /** @description Cursor: the `next` of the previous page */
+                /** @description Cursor: the `next` of the previous page (a user id) */
                 after?: string;
             };
             header?: never;
@@ -1140,7 +1476,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1152,6 +1507,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1220,7 +1594,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1246,6 +1639,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -1263,9 +1657,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1323,7 +1737,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1335,6 +1768,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1394,7 +1846,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1423,6 +1894,25 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not found",
                      *       "type": "https://readstate.dev/problems/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1487,7 +1977,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1513,6 +2022,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -1530,9 +2040,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1590,7 +2120,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1602,6 +2151,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1665,7 +2233,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1691,6 +2278,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -1708,9 +2296,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1774,7 +2382,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1800,6 +2427,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
                      *       "status": 413,
                      *       "title": "Payload too large",
                      *       "type": "https://readstate.dev/problems/payload-too-large"
@@ -1817,9 +2445,29 @@ export interface operations {
                     /**
                      * @example {
                      *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
                      *       "status": 415,
                      *       "title": "Unsupported media type",
                      *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1843,6 +2491,8 @@ export interface operations {
             query?: {
                 /** @description Resume after this event id (or send the Last-Event-ID header) */
                 last_event_id?: string;
+                /** @description The bearer token, for clients that cannot send `Authorization` (a browser's EventSource); the header wins when both are sent */
+                access_token?: string;
             };
             header?: {
                 /** @description Resume after this event id */
@@ -1856,18 +2506,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An endless event stream */
+            /** @description An endless event stream; the schema is that of each event */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     /**
-                     * @example event: read_state
-                     *     id: 187a3f0c9d2e4b10-42
-                     *     data: {"type":"ack","user_id":"1","channel_id":"10","read_state":{"channel_id":"10","last_read_message_id":"500","last_message_id":"500","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false}}
+                     * @example {
+                     *       "data": "{\"type\":\"ack\",\"user_id\":\"1\",\"channel_id\":\"10\",\"read_state\":{\"channel_id\":\"10\",\"last_read_message_id\":\"500\",\"last_message_id\":\"500\",\"has_unread\":false,\"unread_count\":0,\"unread_capped\":false,\"mention_count\":0,\"mention_capped\":false}}",
+                     *       "event": "read_state",
+                     *       "id": "187a3f0c9d2e4b10-42"
+                     *     }
                      */
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["StreamEvent"];
                 };
             };
             /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
@@ -1888,7 +2540,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1900,6 +2571,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1923,8 +2613,19 @@ export interface operations {
             query?: {
                 /** @description Resume after this event id */
                 last_event_id?: string;
+                /** @description The bearer token, for clients that cannot send `Authorization` (browsers' WebSocket); the header wins when both are sent */
+                access_token?: string;
             };
-            header?: never;
+            header: {
+                /** @description The WebSocket handshake (RFC 6455): a token list that includes `upgrade`; without it, 400 naming `upgrade` */
+                Connection: string;
+                /** @description `websocket` */
+                Upgrade: string;
+                /** @description `13` */
+                "Sec-WebSocket-Version": string;
+                /** @description The client's handshake nonce (16 random bytes, base64) */
+                "Sec-WebSocket-Key": string;
+            };
             path: {
                 /** @description User id (1..=2^63-1) */
                 user_id: string;
@@ -1958,7 +2659,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1970,6 +2690,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2030,7 +2769,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2042,6 +2800,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2099,7 +2876,26 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden`: the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2111,6 +2907,25 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];

@@ -27,6 +27,7 @@ pub const HTTP_CONNECTIONS: &str = "readstate_http_connections";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "readstate_http_connections_closed_total";
 /// Why the server closed a connection itself.
 pub const CONNECTION_CLOSE_REASONS: &[&str] = &["limit", "silent"];
+pub const READY: &str = "readstate_ready";
 pub const AUTH_DENIED: &str = "readstate_auth_denied_total";
 pub const RATE_LIMITED: &str = "readstate_rate_limited_total";
 pub const CACHE_BYTES: &str = "readstate_cache_bytes";
@@ -138,6 +139,10 @@ fn describe() {
     describe_counter!(
         HTTP_CONNECTIONS_CLOSED,
         "HTTP connections the server closed itself: at limits.max_connections (limit), or sending nothing within http.header_read_timeout_ms (silent)"
+    );
+    describe_gauge!(
+        READY,
+        "1 when /readyz would answer 200 (started, not draining, storage answering, last commit ok), else 0; sampled per scrape"
     );
     describe_counter!(
         AUTH_DENIED,
@@ -298,6 +303,7 @@ fn export_at_zero() {
         }
     }
     for name in [
+        READY,
         HTTP_IN_FLIGHT,
         HTTP_CONNECTIONS,
         CACHE_BYTES,
@@ -829,6 +835,7 @@ mod tests {
             HTTP_CONNECTIONS_CLOSED,
             AUTH_DENIED,
             RATE_LIMITED,
+            READY,
             CACHE_BYTES,
             CACHE_BUDGET,
             CACHE_USERS,

@@ -35,6 +35,9 @@ pub fn binary() -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Settings of this server besides the addresses and the storage
+    /// (`READSTATE_AUTH__API_KEYS`, ...), kept for restarts.
+    env: Vec<(String, String)>,
     /// `host:port` of the HTTP API.
     pub http_addr: String,
     /// `host:port` of the gRPC API.
@@ -44,14 +47,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on free ports over a new, empty database.
     pub fn start() -> Server {
+        Server::start_with(Vec::new())
+    }
+
+    /// [`Server::start`] with more settings (`READSTATE_*` variables).
+    pub fn start_with(env: Vec<(String, String)>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("readstate-client-test-")
             .tempdir()
             .expect("a temporary directory");
-        let (child, http_addr, grpc_addr) = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0");
+        let (child, http_addr, grpc_addr) = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &env);
         Server {
             child: Some(child),
             dir,
+            env,
             http_addr,
             grpc_addr,
         }
@@ -99,7 +108,8 @@ impl Server {
     /// Starts the server again on the same ports over the same data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, http_addr, grpc_addr) = spawn(&self.dir, &self.http_addr, &self.grpc_addr);
+        let (child, http_addr, grpc_addr) =
+            spawn(&self.dir, &self.http_addr, &self.grpc_addr, &self.env);
         assert_eq!((&http_addr, &grpc_addr), (&self.http_addr, &self.grpc_addr));
         self.child = Some(child);
     }
@@ -116,7 +126,12 @@ impl Drop for Server {
 
 /// Starts `readstate serve` over `dir`, waits for its `listening` lines and for
 /// `/readyz` to answer 200; answers the process and its HTTP and gRPC addresses.
-fn spawn(dir: &tempfile::TempDir, http: &str, grpc: &str) -> (Child, String, String) {
+fn spawn(
+    dir: &tempfile::TempDir,
+    http: &str,
+    grpc: &str,
+    env: &[(String, String)],
+) -> (Child, String, String) {
     let bin = binary();
     assert!(
         bin.exists(),
@@ -143,6 +158,7 @@ fn spawn(dir: &tempfile::TempDir, http: &str, grpc: &str) -> (Child, String, Str
             format!("sqlite://{}", db.display()),
         )
         .env("READSTATE_LOG__FORMAT", "json")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -250,4 +266,45 @@ pub async fn wait_for(events: &mut Subscription, wanted: impl Fn(&Event) -> bool
 /// The process part of an event id (`<process>-<sequence>`).
 pub fn process_of(id: &str) -> &str {
     id.rsplit_once('-').map_or(id, |(process, _)| process)
+}
+
+/// The SHA-256 of `key` in hex: what `auth.api_keys[].key_sha256` holds.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `READSTATE_AUTH__API_KEYS` for these `(name, key, scopes)`.
+pub fn api_keys_env(keys: &[(&str, &str, &[&str])]) -> (String, String) {
+    let entries: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(name, key, scopes)| {
+            serde_json::json!({"name": name, "key_sha256": sha256_hex(key), "scopes": scopes})
+        })
+        .collect();
+    (
+        "READSTATE_AUTH__API_KEYS".to_owned(),
+        serde_json::Value::Array(entries).to_string(),
+    )
+}
+
+/// An HS256 JWT for user `sub` signed with `secret`, expiring `expires_in_s`
+/// seconds from now (negative: already expired, beyond the server's leeway when
+/// below -30).
+pub fn jwt(secret: &str, sub: u64, expires_in_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let exp = now.saturating_add_signed(expires_in_s);
+    let claims = serde_json::json!({"sub": sub.to_string(), "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a signed token")
 }

@@ -577,6 +577,23 @@ impl Access {
     }
 }
 
+/// The token of an `Authorization` value (HTTP header or gRPC metadata):
+/// `Bearer <token>`, the scheme case-insensitive (RFC 9110).
+///
+/// # Errors
+/// [`Invalid::Malformed`] for any other scheme or an empty token.
+pub fn bearer_value(value: &str) -> Result<&str, Denied> {
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(Denied::Invalid(Invalid::Malformed))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Denied::Invalid(Invalid::Malformed));
+    }
+    Ok(token)
+}
+
 /// Whether `caller` may do `op` on `user`.
 fn authorize(caller: &Caller, op: Operation, user: Option<UserId>) -> Result<(), Denied> {
     match caller {

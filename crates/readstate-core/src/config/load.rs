@@ -178,7 +178,7 @@ impl EnvLayer {
             let Some(rest) = strip_prefix_ignore_case(name, ENV_PREFIX) else {
                 continue;
             };
-            if name.eq_ignore_ascii_case(CONFIG_PATH_ENV) {
+            if name.eq_ignore_ascii_case(CONFIG_PATH_ENV) || is_service_link(rest) {
                 continue;
             }
             let key = rest.to_ascii_lowercase();
@@ -208,6 +208,20 @@ impl EnvLayer {
         }
         Ok(Self { dict })
     }
+}
+
+/// Whether the rest of a `READSTATE_` name is one of the variables Kubernetes puts
+/// in every pod for a Service named `readstate` (`READSTATE_SERVICE_HOST`,
+/// `READSTATE_SERVICE_PORT[_NAME]`, `READSTATE_PORT[_8080_TCP[_PROTO|_PORT|_ADDR]]`):
+/// not settings (which always have a `__`), and not typos to refuse either.
+fn is_service_link(rest: &str) -> bool {
+    let rest = rest.to_ascii_uppercase();
+    !rest.contains(ENV_SPLIT)
+        && (rest == "SERVICE_HOST"
+            || rest == "SERVICE_PORT"
+            || rest.starts_with("SERVICE_PORT_")
+            || rest == "PORT"
+            || rest.starts_with("PORT_"))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

@@ -479,3 +479,22 @@ fn jwt_settings_are_checked_as_serve_loads_them() {
     assert_eq!(s.auth.jwt.leeway_s, 5);
     assert_eq!(s.limits.per_caller_rps, 50);
 }
+
+#[test]
+fn kubernetes_service_links_are_not_settings_but_typos_still_fail() {
+    let s = load(
+        None,
+        &env(&[
+            ("READSTATE_SERVICE_HOST", "10.0.0.1"),
+            ("READSTATE_SERVICE_PORT", "8080"),
+            ("READSTATE_SERVICE_PORT_HTTP", "8080"),
+            ("READSTATE_PORT", "tcp://10.0.0.1:8080"),
+            ("READSTATE_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+            ("READSTATE_PORT_8080_TCP_PROTO", "tcp"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s, Settings::default());
+    let e = err(None, &[("READSTATE_HTTP_ADDR", "127.0.0.1:1")]);
+    assert_eq!(e.key(), Some("http_addr"), "{e}");
+}

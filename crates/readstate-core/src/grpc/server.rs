@@ -59,7 +59,7 @@ impl GrpcService {
         }
         let token = match metadata.get("authorization").map(|v| v.to_str()) {
             None => Ok(None),
-            Some(Ok(value)) => crate::http::access::bearer_value(value).map(Some),
+            Some(Ok(value)) => crate::auth::bearer_value(value).map(Some),
             Some(Err(_)) => Err(Denied::Invalid(Invalid::Malformed)),
         };
         let user = user.and_then(|id| UserId::new(id).ok());

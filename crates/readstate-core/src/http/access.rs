@@ -57,7 +57,7 @@ pub fn bearer<'a>(
         let value = value
             .to_str()
             .map_err(|_| Denied::Invalid(Invalid::Malformed))?;
-        return bearer_value(value).map(|t| Some(std::borrow::Cow::Borrowed(t)));
+        return crate::auth::bearer_value(value).map(|t| Some(std::borrow::Cow::Borrowed(t)));
     }
     if op != Operation::Subscribe {
         return Ok(None);
@@ -69,19 +69,6 @@ pub fn bearer<'a>(
         .into_iter()
         .find(|(name, _)| name == "access_token")
         .map(|(_, token)| std::borrow::Cow::Owned(token)))
-}
-
-/// `Bearer <token>` (the scheme is case-insensitive, RFC 9110) to the token.
-pub fn bearer_value(value: &str) -> Result<&str, Denied> {
-    let (scheme, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or(Denied::Invalid(Invalid::Malformed))?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(Denied::Invalid(Invalid::Malformed));
-    }
-    Ok(token)
 }
 
 /// The answer to a refused request.

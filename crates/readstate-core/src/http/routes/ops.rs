@@ -90,9 +90,12 @@ pub async fn get_metrics(State(state): State<HttpState>) -> Response {
     // state: one scrape samples and renders at a time, so a scrape never shows
     // another one's sample (tests run several apps in one process).
     static SCRAPE: Mutex<()> = Mutex::new(());
+    // What /readyz would answer, as a gauge (alerts need not probe /readyz).
+    let ready = state.ready.load(Ordering::Acquire) && state.service.ready().await.is_ok();
     let body = {
         let _one_at_a_time = SCRAPE.lock();
         crate::metrics::sample(&state.service.stats());
+        gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
         gauge!(UPTIME).set(state.started.elapsed().as_secs_f64());
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "durability" => state.durability)
             .set(1.0);
