@@ -25,7 +25,7 @@ lists every key with its default.";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "readstate", version, about, long_about, propagate_version = true, after_help = SERVE_HELP)]
 pub struct Cli {
-    /// TOML config file for serve, migrate and check-config; `READSTATE_*`
+    /// TOML config file for serve, migrate, check-config, backup and restore; `READSTATE_*`
     /// environment variables override it.
     #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
     pub config: Option<PathBuf>,
@@ -45,6 +45,8 @@ impl Cli {
         let config = match &command {
             Command::Serve(args) => args.config.config.clone(),
             Command::Migrate(args) | Command::CheckConfig(args) => args.config.clone(),
+            Command::Backup(args) => args.config.config.clone(),
+            Command::Restore(args) => args.config.config.clone(),
             Command::Bench(_) | Command::BenchFloor(_) | Command::ApiKey(_) => None,
         }
         .or(self.config);
@@ -63,6 +65,20 @@ pub enum Command {
     Migrate(ConfigArgs),
     /// Load and validate the configuration, print the effective settings, and exit.
     CheckConfig(ConfigArgs),
+    /// Back up a SQLite deployment, commit log included, into one file while it serves.
+    ///
+    /// Writes a consistent backup of the configured SQLite database, with every write
+    /// acknowledged before the command started (including those only in the commit
+    /// log so far), to one new SQLite file, while the server keeps serving; see
+    /// docs/OPERATIONS.md, "Backups". PostgreSQL is refused: use pg_dump or
+    /// point-in-time recovery.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data directory.
+    ///
+    /// Checks the file (integrity, migrations, tables) and installs it as the
+    /// configured SQLite database; refused (exit 64) when that database or commit log
+    /// records already exist there.
+    Restore(RestoreArgs),
     /// Manage API keys (`readstate api-key new --name NAME --scopes read,write`).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
@@ -103,6 +119,31 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Options of `readstate backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The configuration file (the same as `serve`'s: it names the database and its
+    /// commit log).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// The backup file to write; it must not exist (its directory is created).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+}
+
+/// Options of `readstate restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The configuration file; the backup is restored as its SQLite `storage.url`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// The backup file (written by `readstate backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+}
+
 /// Options of `readstate serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
@@ -122,6 +163,7 @@ mod tests {
     use clap::CommandFactory;
     use readstate_bench::args::BenchTarget;
     use readstate_bench::dataset::Preset;
+    use std::path::Path;
     use std::time::Duration;
 
     #[test]
@@ -151,6 +193,25 @@ mod tests {
         assert_eq!(config, Some(PathBuf::from("b.toml")));
         assert!(matches!(command, Command::CheckConfig(_)));
         assert!(Cli::try_parse_from(["readstate", "serve", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn parses_backup_and_restore() {
+        let cli =
+            Cli::try_parse_from(["readstate", "backup", "--to", "b.db", "--config", "d.toml"])
+                .unwrap();
+        let (command, config) = cli.into_parts();
+        assert_eq!(config, Some(PathBuf::from("d.toml")));
+        match command {
+            Command::Backup(args) => assert_eq!(args.to, PathBuf::from("b.db")),
+            other => panic!("unexpected {other:?}"),
+        }
+        let (command, _) = Cli::try_parse_from(["readstate", "restore", "--from", "b.db"])
+            .unwrap()
+            .into_parts();
+        assert!(matches!(command, Command::Restore(args) if args.from == Path::new("b.db")));
+        assert!(Cli::try_parse_from(["readstate", "backup"]).is_err());
+        assert!(Cli::try_parse_from(["readstate", "restore"]).is_err());
     }
 
     #[test]

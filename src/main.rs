@@ -1,5 +1,5 @@
 //! The `readstate` binary: parse the command line, dispatch, map the result to an
-//! exit code (64 for a bad configuration, 1 for a failure).
+//! exit code (64 for a bad configuration or a refused backup/restore, 1 for a failure).
 
 use std::process::ExitCode;
 
@@ -7,13 +7,13 @@ use clap::Parser;
 mod cli;
 
 use cli::{Cli, Command};
-use readstate::{app, config, telemetry};
+use readstate::{app, backup, config, telemetry};
 use readstate_bench as bench;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// EX_USAGE: the configuration is invalid.
+/// EX_USAGE: the configuration is invalid, or `backup`/`restore` refused.
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
@@ -82,6 +82,41 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Backup(args) => {
+            // The command reports its own progress, the library only warnings. The
+            // commit log it replays is a copy, whose torn tail is expected and reported
+            // in the progress; a corrupt copy fails the command with the error.
+            telemetry::init(settings.log.format, "warn,readstate::wal=error");
+            let outcome = runtime.block_on(backup::backup(&settings, &args.to, &mut |line| {
+                eprintln!("readstate backup: {line}");
+            }));
+            return backup_exit(outcome.map(|r| {
+                eprintln!(
+                    "readstate backup: wrote {} ({} bytes) in {:.1} s: {}; {} commit log record(s) ({} writes) merged from {} segment(s)",
+                    r.path.display(),
+                    r.bytes,
+                    r.took.as_secs_f64(),
+                    r.rows,
+                    r.log_records,
+                    r.log_writes,
+                    r.log_segments,
+                );
+            }));
+        }
+        Command::Restore(args) => {
+            telemetry::init(settings.log.format, "warn");
+            let outcome = runtime.block_on(backup::restore(&settings, &args.from, &mut |line| {
+                eprintln!("readstate restore: {line}");
+            }));
+            return backup_exit(outcome.map(|r| {
+                eprintln!(
+                    "readstate restore: restored {} ({} bytes): {}; start readstate on it",
+                    r.path.display(),
+                    r.bytes,
+                    r.rows,
+                );
+            }));
+        }
         Command::Serve(args) => {
             telemetry::init(
                 args.log_format.unwrap_or(settings.log.format),
@@ -132,6 +167,19 @@ fn new_api_key(args: &cli::NewApiKeyArgs) -> Result<String, String> {
         entry.key_sha256,
         toml_list(&entry.scopes),
     ))
+}
+
+/// `backup` and `restore`: 64 when refused before anything was written (PostgreSQL, a
+/// target that is not empty, a file that is not a readstate backup), 1 on a failure.
+fn backup_exit(outcome: Result<(), backup::Error>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(backup::Error::Refused(why)) => {
+            eprintln!("readstate: {why}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(backup::Error::Failed(e)) => exit_code(Err(e)),
+    }
 }
 
 /// 0 on success; otherwise logs the error and answers 1.

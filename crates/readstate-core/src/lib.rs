@@ -33,6 +33,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod grpc;
 pub mod http;

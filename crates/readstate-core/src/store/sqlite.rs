@@ -30,6 +30,12 @@ use crate::domain::{ChannelWindow, UserStates};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
+/// The SQLite migrations of this build (`migrations/sqlite`), for tools that check a
+/// database file without opening it as a store (`readstate restore`).
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
+
 /// The writer connection's page cache, KiB: grown to as it is used, never beyond.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 

@@ -96,6 +96,25 @@ pub use fs::{DirFs, LogFile, LogFs};
 
 use codec::{CHECKPOINT_FILE, CHECKPOINT_TMP, HEADER_LEN, PrevSegment, SegmentHeader};
 
+/// The name of the checkpoint file in a log directory, for tools that copy a log
+/// (`readstate backup` copies it with the segments it covers).
+pub const CHECKPOINT_FILE_NAME: &str = CHECKPOINT_FILE;
+
+/// The sequence number of a segment file name (`wal-<20 digits>.log`), or `None` for
+/// any other name found in a log directory.
+pub fn segment_seq(name: &str) -> Option<u64> {
+    codec::parse_segment_name(name)
+}
+
+/// Parses the content of a checkpoint file: every record ending at or before the
+/// returned position is in the database. `Err` names what is wrong with it.
+///
+/// # Errors
+/// A wrong length, magic or checksum.
+pub fn parse_checkpoint(data: &[u8]) -> Result<Position, String> {
+    codec::parse_checkpoint(data)
+}
+
 /// Writes the `checkpoint` file durably (temp file, fdatasync, rename, directory
 /// fsync). It touches only that file, so it runs without the [`Wal`]: appends go on.
 #[derive(Debug)]
