@@ -19,6 +19,7 @@ mod durability_modes;
 mod errors;
 mod events;
 mod grpc;
+mod hostile;
 mod ids;
 mod join_leave;
 mod limits;

@@ -47,13 +47,8 @@ pub const POSITION_PATTERN: &str = concat!("^(?:0|", id_digits!(), ")$");
 
 /// A comma-separated list of ids (`1,2,3`), as `?channels=` takes it: empty, or
 /// up to 1000 ids (`limits.max_channels_filter`'s default).
-pub const ID_LIST_PATTERN: &str = concat!(
-    "^(?:",
-    id_digits!(),
-    "(?:,",
-    id_digits!(),
-    "){0,999})?$"
-);
+pub const ID_LIST_PATTERN: &str =
+    concat!("^(?:", id_digits!(), "(?:,", id_digits!(), "){0,999})?$");
 
 /// Why a value is not a read position (0 is allowed: nothing read).
 pub const POSITION_REASON: &str = "must be an integer between 0 and 9223372036854775807";

@@ -34,9 +34,7 @@ pub const OP_NAMES: [&str; 8] = [
 
 /// The fields (besides `op`) an op of `kind` needs, and those it may take: what
 /// [`parse_op`] checks, for the OpenAPI document of a batch op.
-pub fn op_fields(
-    kind: &str,
-) -> Option<(&'static [&'static str], &'static [&'static str])> {
+pub fn op_fields(kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
     Some(match kind {
         "message_created" => (&["channel_id", "message_id"], &["author_id", "mentions"]),
         "message_deleted" => (&["channel_id", "message_id"], &[]),

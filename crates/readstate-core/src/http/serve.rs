@@ -41,8 +41,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// The largest HTTP/1 request head hyper reads (its read buffer, hyper's default):
-/// a larger head gets 431 `headers-too-large`.
+/// The most of an HTTP/1 request head hyper buffers (its read buffer, hyper's
+/// default): a head still incomplete once this much is read gets 431
+/// `headers-too-large` (one that the read crossing the limit completes is served).
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// The most header fields an HTTP/1 request may have (hyper's default): more get 431
@@ -219,7 +220,8 @@ pub async fn accept_until(
 /// HTTP/2 connections (whose first write is not an HTTP/1 status line) and upgraded
 /// ones (after a `101`) pass through untouched. HTTP/2's own refusal of a header
 /// list over its limit (a bodiless `431` in an HPACK-coded frame, then a stream
-/// reset) cannot be rewritten on the wire and stays as h2 sends it.
+/// reset) cannot be rewritten on the wire and stays as h2 sends it (raising that
+/// limit instead would let a few bytes of HPACK references cost unbounded memory).
 #[derive(Debug)]
 pub struct ProblemIo<T> {
     inner: T,
