@@ -130,6 +130,25 @@ async fn follow_changes(
     }
 }
 
+/// Runs `job` every `period` on `tracker` until `cancel`.
+fn every(
+    period: Duration,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+    job: impl Fn() + Send + 'static,
+) {
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => job(),
+                () = cancel.cancelled() => break,
+            }
+        }
+    });
+}
+
 /// Says at start who may call: whether auth is on, and a warning when it is off on
 /// a non-loopback address (only possible with `auth.allow_unauthenticated`).
 fn announce_access(settings: &Settings) {
@@ -251,16 +270,10 @@ impl App {
                 .context("while loading the auth keys")?,
         );
         announce_access(&settings);
+        // The rate limiter forgets idle callers.
         let sweep_access = access.clone();
-        let sweep_cancel = writer_cancel.clone();
-        tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => sweep_access.sweep(),
-                    () = sweep_cancel.cancelled() => break,
-                }
-            }
+        every(Duration::from_secs(60), &writer_cancel, &tracker, move || {
+            sweep_access.sweep();
         });
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
@@ -314,15 +327,8 @@ impl App {
             .local_addr()
             .context("while reading the bound address")?;
         // Histogram buffers of the exporter only drain on upkeep.
-        let upkeep_cancel = writer_cancel.clone();
-        tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => handle.run_upkeep(),
-                    () = upkeep_cancel.cancelled() => break,
-                }
-            }
+        every(Duration::from_secs(5), &writer_cancel, &tracker, move || {
+            handle.run_upkeep();
         });
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "built");
         Ok(Self {
