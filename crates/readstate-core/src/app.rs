@@ -272,9 +272,14 @@ impl App {
         announce_access(&settings);
         // The rate limiter forgets idle callers.
         let sweep_access = access.clone();
-        every(Duration::from_secs(60), &writer_cancel, &tracker, move || {
-            sweep_access.sweep();
-        });
+        every(
+            Duration::from_secs(60),
+            &writer_cancel,
+            &tracker,
+            move || {
+                sweep_access.sweep();
+            },
+        );
         let ready = Arc::new(AtomicBool::new(false));
         let state = HttpState {
             access: access.clone(),
@@ -327,9 +332,14 @@ impl App {
             .local_addr()
             .context("while reading the bound address")?;
         // Histogram buffers of the exporter only drain on upkeep.
-        every(Duration::from_secs(5), &writer_cancel, &tracker, move || {
-            handle.run_upkeep();
-        });
+        every(
+            Duration::from_secs(5),
+            &writer_cancel,
+            &tracker,
+            move || {
+                handle.run_upkeep();
+            },
+        );
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "built");
         Ok(Self {
             settings,
