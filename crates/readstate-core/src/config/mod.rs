@@ -579,6 +579,9 @@ pub struct NatsSettings {
     pub concurrency: usize,
     /// How long JetStream waits for an ack before redelivering, in milliseconds.
     pub ack_wait_ms: u64,
+    /// Replicas of the stream when readstate creates it (1 for a single server, 3
+    /// on a JetStream cluster); an existing stream is used as it is.
+    pub replicas: usize,
     /// Publish every read-state change to `<nats.changes_prefix>.<user_id>`.
     pub publish_changes: bool,
     /// Subject prefix of published changes.
@@ -596,6 +599,7 @@ impl Default for NatsSettings {
             batch: 256,
             concurrency: 1,
             ack_wait_ms: 30_000,
+            replicas: 1,
             publish_changes: false,
             changes_prefix: "readstate.changes".to_owned(),
         }

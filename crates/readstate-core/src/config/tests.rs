@@ -498,3 +498,39 @@ fn kubernetes_service_links_are_not_settings_but_typos_still_fail() {
     let e = err(None, &[("READSTATE_HTTP_ADDR", "127.0.0.1:1")]);
     assert_eq!(e.key(), Some("http_addr"), "{e}");
 }
+
+#[test]
+fn nats_takes_a_server_list_and_stream_replicas() {
+    let s = load(
+        None,
+        &env(&[
+            (
+                "READSTATE_NATS__URL",
+                "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            ),
+            ("READSTATE_NATS__REPLICAS", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.nats.replicas, 3);
+    for (key, value, field) in [
+        (
+            "READSTATE_NATS__URL",
+            "nats://a:4222,,nats://b:4222",
+            "nats.url",
+        ),
+        (
+            "READSTATE_NATS__URL",
+            "nats://a:4222,http://b:80",
+            "nats.url",
+        ),
+        ("READSTATE_NATS__REPLICAS", "0", "nats.replicas"),
+        ("READSTATE_NATS__REPLICAS", "7", "nats.replicas"),
+    ] {
+        assert_eq!(
+            err(None, &[(key, value)]).key(),
+            Some(field),
+            "{key}={value}"
+        );
+    }
+}

@@ -130,17 +130,31 @@ impl Settings {
         }
 
         if let Some(url) = &self.nats.url {
-            let url = url.expose().trim();
-            if url.is_empty() {
-                return Err(ConfigError::invalid("nats.url", "must not be empty"));
-            }
-            if let Some((scheme, _)) = url.split_once("://")
-                && !["nats", "tls", "ws", "wss"].contains(&scheme)
-            {
+            // One server, or several separated by commas (a cluster's seeds).
+            let servers: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+            if servers.iter().any(|s| s.is_empty()) {
                 return Err(ConfigError::invalid(
                     "nats.url",
-                    format!("unsupported scheme {scheme:?} (use nats://, tls://, ws:// or wss://)"),
+                    "must not be empty (several servers: separate them with commas)",
                 ));
+            }
+            for server in servers {
+                if let Some((scheme, _)) = server.split_once("://")
+                    && !["nats", "tls", "ws", "wss"].contains(&scheme)
+                {
+                    return Err(ConfigError::invalid(
+                        "nats.url",
+                        format!(
+                            "unsupported scheme {scheme:?} (use nats://, tls://, ws:// or wss://)"
+                        ),
+                    ));
+                }
+                if server.parse::<async_nats::ServerAddr>().is_err() {
+                    return Err(ConfigError::invalid(
+                        "nats.url",
+                        "not a server address (nats://host:port; several: comma-separated)",
+                    ));
+                }
             }
         }
         let nats = &self.nats;
@@ -175,6 +189,15 @@ impl Settings {
         positive("nats.batch", count(nats.batch))?;
         positive("nats.concurrency", count(nats.concurrency))?;
         positive("nats.ack_wait_ms", nats.ack_wait_ms)?;
+        if !(1..=5).contains(&nats.replicas) {
+            return Err(ConfigError::invalid(
+                "nats.replicas",
+                format!(
+                    "must be between 1 and 5 (JetStream's limit), got {}",
+                    nats.replicas
+                ),
+            ));
+        }
         if !valid_subject(&nats.changes_prefix, false) {
             return Err(ConfigError::invalid(
                 "nats.changes_prefix",

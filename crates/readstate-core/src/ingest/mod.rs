@@ -81,7 +81,8 @@ async fn start(
     let client = async_nats::ConnectOptions::new()
         .name(concat!("readstate ", env!("CARGO_PKG_VERSION")))
         .connection_timeout(Duration::from_secs(5))
-        .connect(url.expose())
+        // One server or a comma-separated list (the client fails over between them).
+        .connect(url.expose().split(',').map(str::trim).collect::<Vec<_>>())
         .await
         .with_context(|| format!("while connecting to nats.url {url}"))?;
     if settings.ingest {
@@ -129,6 +130,7 @@ async fn consumer(
         .get_or_create_stream(jetstream::stream::Config {
             name: settings.stream.clone(),
             subjects: settings.subjects.clone(),
+            num_replicas: settings.replicas,
             ..Default::default()
         })
         .await
@@ -357,4 +359,26 @@ async fn publish_changes(
         }
     }
     let _ = client.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserId;
+
+    #[test]
+    fn payloads_parse_as_events_and_anything_else_is_poison_naming_the_event() {
+        assert_eq!(
+            parse_payload(br#"{"type": "ack_all", "user_id": "7"}"#).ok(),
+            Some(Op::AckAll {
+                user: UserId::new(7).expect("a valid id")
+            })
+        );
+        for bad in [&b"{"[..], b"", b"\xff", b"[1]", b"null"] {
+            match parse_payload(bad) {
+                Err(ServiceError::Invalid { field, .. }) => assert_eq!(field, "event"),
+                other => panic!("{bad:?}: expected invalid input, got {other:?}"),
+            }
+        }
+    }
 }
