@@ -75,6 +75,7 @@ pub struct SummariesRequest {
 pub struct BatchRequest {
     /// The operations; each is parsed on its own, so a bad one fails alone.
     #[schema(value_type = Vec<BatchOp>, max_items = 1000)]
+    #[serde(deserialize_with = "super::ops::literal_values")]
     pub ops: Vec<serde_json::Value>,
 }
 

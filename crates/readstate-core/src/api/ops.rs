@@ -2,11 +2,103 @@
 //! share one parser, so a bad op fails alone with an error naming its field
 //! (`ops[i].field` in a batch, the bare field in an event).
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use super::ids::{ApiId, id_from_value, position_from_value};
 use crate::domain::{ChannelId, MessageId, Op, UserId};
 use crate::service::ServiceError;
+
+/// Reads JSON text as a [`Value`], literally (see [`literal_values`]): how the
+/// ingest reads an event.
+///
+/// # Errors
+/// When `bytes` is not one JSON document.
+pub fn value_from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice::<LiteralValue>(bytes).map(|v| v.0)
+}
+
+/// Reads a JSON array as [`Value`]s, literally (for `#[serde(deserialize_with)]`: the
+/// ops of a batch). `Value`'s own `Deserialize` reads an object whose first member
+/// is named `$serde_json::private::RawValue` (serde_json's `raw_value` feature, which
+/// axum and sqlx turn on) as the JSON text of that member's string, so
+/// `{"$serde_json::private::RawValue": "{\"op\": \"leave\", ...}"}` would be taken
+/// for the op inside the string. Read literally it is an object with an unknown
+/// member, rejected like any other.
+///
+/// # Errors
+/// When the value is not an array.
+pub fn literal_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
+    Vec::<LiteralValue>::deserialize(deserializer).map(|v| v.into_iter().map(|v| v.0).collect())
+}
+
+/// A [`Value`] read member by member, with no special member names.
+struct LiteralValue(Value);
+
+impl<'de> Deserialize<'de> for LiteralValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(LiteralVisitor)
+            .map(LiteralValue)
+    }
+}
+
+struct LiteralVisitor;
+
+impl<'de> Visitor<'de> for LiteralVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(LiteralValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some((name, LiteralValue(value))) = map.next_entry::<String, LiteralValue>()? {
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
+    }
+}
 
 /// Every field a batch op may carry.
 pub const OP_FIELDS: [&str; 8] = [
@@ -432,6 +524,35 @@ mod tests {
         ));
         assert_eq!(field, "ops[3].message_id");
         assert_eq!(reason, "not allowed for op leave");
+    }
+
+    #[test]
+    fn an_op_wrapped_in_serde_jsons_raw_value_member_is_an_unknown_field() {
+        // Found by fuzzing (fuzz/fuzz_targets/json_body.rs): `Value` reads this object
+        // as the op in the string; read literally, the member is unknown.
+        let token = "$serde_json::private::RawValue";
+        let wrapped = format!(r#"{{"{token}": "{{\"op\": \"ack_all\", \"user_id\": 1}}"}}"#);
+        assert_eq!(
+            serde_json::from_str::<Value>(&wrapped).expect("JSON")["op"],
+            "ack_all"
+        );
+
+        let batch: crate::api::dto::BatchRequest =
+            serde_json::from_str(&format!(r#"{{"ops": [{wrapped}]}}"#)).expect("a batch");
+        assert_eq!(batch.ops[0][token], r#"{"op": "ack_all", "user_id": 1}"#);
+        assert_eq!(
+            field_of(parse_op(0, &batch.ops[0])).0,
+            format!("ops[0].{token}")
+        );
+
+        let event = value_from_slice(wrapped.replace("op", "type").as_bytes()).expect("JSON");
+        assert_eq!(field_of(parse_event(&event)).0, token);
+        // Anything else reads as `Value` reads it.
+        let plain = br#"{"a": [1, -2, 0.5, "x", null, true, {}], "b": {"c": []}}"#;
+        assert_eq!(
+            value_from_slice(plain).ok(),
+            serde_json::from_slice::<Value>(plain).ok()
+        );
     }
 
     #[test]

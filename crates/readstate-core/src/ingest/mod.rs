@@ -17,11 +17,10 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures_util::{FutureExt, StreamExt};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::ops::parse_event;
+use crate::api::ops::{parse_event, value_from_slice};
 use crate::backoff::Backoff;
 use crate::config::NatsSettings;
 use crate::domain::Op;
@@ -225,7 +224,7 @@ fn parse(message: &jetstream::Message) -> Result<Op, ServiceError> {
 /// [`ServiceError::Invalid`]: `event` when the payload is not JSON or not an object,
 /// else the field [`parse_event`] names.
 pub fn parse_payload(payload: &[u8]) -> Result<Op, ServiceError> {
-    match serde_json::from_slice::<Value>(payload) {
+    match value_from_slice(payload) {
         Ok(value) => parse_event(&value),
         Err(e) => Err(ServiceError::invalid("event", format!("not JSON: {e}"))),
     }
@@ -374,6 +373,15 @@ mod tests {
                 user: UserId::new(7).expect("a valid id")
             })
         );
+        // Not the event inside the string of serde_json's raw-value member.
+        let wrapped =
+            br#"{"$serde_json::private::RawValue": "{\"type\": \"ack_all\", \"user_id\": 7}"}"#;
+        match parse_payload(wrapped) {
+            Err(ServiceError::Invalid { field, .. }) => {
+                assert_eq!(field, "$serde_json::private::RawValue");
+            }
+            other => panic!("expected an unknown field, got {other:?}"),
+        }
         for bad in [&b"{"[..], b"", b"\xff", b"[1]", b"null"] {
             match parse_payload(bad) {
                 Err(ServiceError::Invalid { field, .. }) => assert_eq!(field, "event"),
