@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use readstate::store::postgres::PgOptions;
 use readstate::store::sqlite::SqliteOptions;
-use readstate::store::{PgStore, SqliteStore, Store, Write};
+use readstate::store::{ACK_NOW, PgStore, SqliteStore, Store, Write};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 const CHANNEL_WINDOW: usize = 6;
@@ -198,18 +198,21 @@ async fn every_write_kind_round_trips_and_trims_like_sqlite() {
                 channel: 10,
                 epoch: 0,
                 pos: 70,
+                at: 0,
             },
             Write::ReadPos {
                 user: 1,
                 channel: 10,
                 epoch: 0,
                 pos: 40,
+                at: 0,
             },
             Write::ReadPos {
                 user: 3,
                 channel: 11,
                 epoch: 0,
                 pos: 5,
+                at: 0,
             },
         ])
         .collect();
@@ -231,12 +234,14 @@ async fn every_write_kind_round_trips_and_trims_like_sqlite() {
             channel: 10,
             epoch: 1_700_000_000_000,
             pos: 49,
+            at: 0,
         },
         Write::ReadPos {
             user: 1,
             channel: 10,
             epoch: 0,
             pos: 100,
+            at: 0,
         },
     ];
     // Removals in the middle of merges, in order: leave then re-create, delete a
@@ -256,6 +261,7 @@ async fn every_write_kind_round_trips_and_trims_like_sqlite() {
             channel: 11,
             epoch: 0,
             pos: 2,
+            at: 0,
         },
         Write::Message {
             channel: 12,
@@ -267,6 +273,7 @@ async fn every_write_kind_round_trips_and_trims_like_sqlite() {
             channel: 12,
             epoch: 0,
             pos: 1,
+            at: 0,
         },
         Write::DeleteChannel { channel: 12 },
         Write::Message {
@@ -335,6 +342,7 @@ async fn random_batches_give_the_same_state_as_sqlite() {
                         channel,
                         epoch: rng.below(3),
                         pos: message,
+                        at: 0,
                     },
                     11..=15 => Write::Mention {
                         user,
@@ -372,12 +380,14 @@ async fn readers_page_by_user_id_like_sqlite() {
             channel: 7,
             epoch: 0,
             pos: if user % 4 == 0 { 10 } else { 50 },
+            at: 0,
         })
         .chain([Write::ReadPos {
             user: 1,
             channel: 8,
             epoch: 0,
             pos: 99,
+            at: 0,
         }])
         .collect();
     pg.commit(&batch).await.unwrap();
@@ -416,6 +426,7 @@ async fn the_change_feed_reports_other_nodes_commits_and_a_resync_after_a_lost_c
         channel: 6,
         epoch: 0,
         pos: 1,
+        at: 0,
     }])
     .await
     .unwrap();
@@ -494,6 +505,7 @@ async fn the_change_feed_reports_other_nodes_commits_and_a_resync_after_a_lost_c
         channel: 6,
         epoch: 0,
         pos: 2,
+        at: 0,
     }])
     .await
     .unwrap();
@@ -527,6 +539,7 @@ async fn a_failed_commit_leaves_its_connection_usable_and_the_retry_lands() {
             channel: 2,
             epoch: 0,
             pos: 3,
+            at: 0,
         },
         Write::Mention {
             user: 1,
@@ -546,4 +559,63 @@ async fn a_failed_commit_leaves_its_connection_usable_and_the_retry_lands() {
     assert_eq!(store.readers(2, 3, 0, 10).await.unwrap(), [1]);
     let _ = admin_conn.close().await;
     store.close().await;
+}
+
+/// An ack written by a node whose cached copy is in an older unread epoch than the
+/// stored state (another node marked it unread a moment before) raises the stored
+/// position within the stored epoch, unless it was made before that epoch began; a
+/// write that is not an ack (`at` 0) still merges by plain lexicographic max.
+#[tokio::test]
+async fn an_ack_in_an_older_epoch_applies_in_the_stored_one_unless_it_is_older() {
+    let db = TestDb::create().await;
+    let x = pg_store(&db, 1).await;
+    let y = pg_store(&db, 2).await;
+    let read = |user, epoch, pos, at| Write::ReadPos {
+        user,
+        channel: 9,
+        epoch,
+        pos,
+        at,
+    };
+    let stored = |store: &PgStore, user: u64| {
+        let store = store.clone();
+        async move {
+            let states = store.load_user(user, MENTION_WINDOW).await.unwrap();
+            states.get(9).map(|s| (s.read.epoch, s.read.pos))
+        }
+    };
+    for user in 1..=5 {
+        // Both nodes saw the state at (0, 20); x marks it unread at 5 in epoch 1000.
+        y.commit(&[read(user, 0, 20, ACK_NOW)]).await.unwrap();
+        x.commit(&[read(user, 1000, 4, 0)]).await.unwrap();
+    }
+    // An ack without a stamp raises the position, above or below y's cached 20.
+    y.commit(&[read(1, 0, 25, ACK_NOW), read(2, 0, 15, ACK_NOW)])
+        .await
+        .unwrap();
+    // Stamped after the mark unread: applies; before it: ignored.
+    y.commit(&[read(3, 0, 12, 1000), read(4, 0, 12, 999)])
+        .await
+        .unwrap();
+    // Not an ack (a join or a stale mark unread): the newer epoch wins.
+    y.commit(&[read(5, 0, 30, 0)]).await.unwrap();
+    assert_eq!(stored(&x, 1).await, Some((1000, 25)));
+    assert_eq!(stored(&x, 2).await, Some((1000, 15)));
+    assert_eq!(stored(&x, 3).await, Some((1000, 12)));
+    assert_eq!(stored(&x, 4).await, Some((1000, 4)));
+    assert_eq!(stored(&x, 5).await, Some((1000, 4)));
+    // An ack never lowers a position, and in a newer epoch than the stored one it is
+    // a plain merge.
+    y.commit(&[read(1, 0, 10, ACK_NOW), read(2, 2000, 3, ACK_NOW)])
+        .await
+        .unwrap();
+    assert_eq!(stored(&y, 1).await, Some((1000, 25)));
+    assert_eq!(stored(&y, 2).await, Some((2000, 3)));
+    // The same through a checkpoint of the commit log.
+    let mut writes: Vec<Write> = (10..2_010).map(|u| read(u, 1000, 4, 0)).collect();
+    x.commit(&writes).await.unwrap();
+    writes = (10..2_010).map(|u| read(u, 0, 50 + u, ACK_NOW)).collect();
+    y.checkpoint(&writes, false).await.unwrap();
+    assert_eq!(stored(&x, 10).await, Some((1000, 60)));
+    assert_eq!(stored(&x, 2_009).await, Some((1000, 2_059)));
 }

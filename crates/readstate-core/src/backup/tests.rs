@@ -19,6 +19,7 @@ fn pos(user: u64, channel: u64, pos: u64) -> Write {
         channel,
         epoch: 0,
         pos,
+        at: 0,
     }
 }
 

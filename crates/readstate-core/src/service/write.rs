@@ -8,10 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::commit::{Entry, Key, Reserved};
 use crate::config::Durability;
 use crate::domain::{
-    ChannelEffect, ChannelWindow, Op, UserChange, UserEffect, apply_user_effect, expand,
+    ChannelEffect, ChannelWindow, Op, UserChange, UserEffect, UserStates, apply_user_effect, expand,
 };
 use crate::live::Kind;
-use crate::store::Write;
+use crate::store::{ACK_NOW, Write};
 
 use super::load::thrashing;
 use super::{Durable, MAX_ATTEMPTS, Service, ServiceError};
@@ -257,6 +257,8 @@ impl Service {
             _ => HashMap::new(),
         };
         let mention_window = self.caps.mention_window();
+        let shared = self.store.shared();
+        let stamp = ack_stamp(&effect);
         for _ in 0..MAX_ATTEMPTS {
             // Cached: one lock. Missing: load it, then try again.
             let applied = {
@@ -264,16 +266,24 @@ impl Service {
                 let head_of = |c: u64| heads.get(&c).copied().unwrap_or(0);
                 shard
                     .update_user(user, |states| {
-                        apply_user_effect(states, &effect, head_of, now, mention_window)
+                        let changes =
+                            apply_user_effect(states, &effect, head_of, now, mention_window);
+                        let mut writes: Vec<Write> = changes
+                            .iter()
+                            .map(|c| user_write(user, *c, stamp))
+                            .collect();
+                        if shared {
+                            unchanged_acks(states, &effect, head_of, &mut writes);
+                        }
+                        (changes, writes)
                     })
-                    .map(|changes| {
-                        if !changes.is_empty() {
-                            for change in &changes {
-                                self.hub
-                                    .publish(user, change.channel(), Kind::of(&effect, change));
-                            }
+                    .map(|(changes, writes)| {
+                        for change in &changes {
+                            self.hub
+                                .publish(user, change.channel(), Kind::of(&effect, change));
+                        }
+                        if !writes.is_empty() {
                             shard.users.add_pending(user);
-                            let writes = changes.iter().map(|c| user_write(user, *c)).collect();
                             reserved.send(Entry {
                                 keys: vec![Key::User(user)],
                                 writes,
@@ -336,13 +346,82 @@ impl Service {
     }
 }
 
-fn user_write(user: u64, change: UserChange) -> Write {
+/// [`Write::ReadPos::at`] of the read positions `effect` writes: when the ack was
+/// made, or 0 for what is not an ack.
+fn ack_stamp(effect: &UserEffect) -> u64 {
+    match *effect {
+        UserEffect::Ack { at, .. } => at.unwrap_or(ACK_NOW),
+        UserEffect::AckAll { .. } => ACK_NOW,
+        UserEffect::Mention { .. }
+        | UserEffect::Unread { .. }
+        | UserEffect::Join { .. }
+        | UserEffect::Leave { .. } => 0,
+    }
+}
+
+/// On a database other nodes write too ([`crate::store::Store::shared`]): the acks of
+/// `effect` that changed nothing in this node's copy, written anyway. The copy may
+/// not yet have another node's mark unread of the state, which the stored state
+/// has; the database applies the ack against that (see [`Write::ReadPos`]). An ack
+/// older than the cached epoch is older than the stored one too: left out.
+fn unchanged_acks(
+    states: &UserStates,
+    effect: &UserEffect,
+    head_of: impl Fn(u64) -> u64,
+    writes: &mut Vec<Write>,
+) {
+    let user = effect.user().get();
+    let written = |writes: &[Write], c: u64| {
+        writes
+            .iter()
+            .any(|w| matches!(*w, Write::ReadPos { channel, .. } if channel == c))
+    };
+    let mut again = |channel: u64, pos: u64, at: Option<u64>| {
+        let Some(state) = states.get(channel) else {
+            return;
+        };
+        if written(writes, channel) || at.is_some_and(|at| at < state.read.epoch) {
+            return;
+        }
+        writes.push(Write::ReadPos {
+            user,
+            channel,
+            epoch: state.read.epoch,
+            pos,
+            at: at.unwrap_or(ACK_NOW),
+        });
+    };
+    match *effect {
+        UserEffect::Ack {
+            channel,
+            message,
+            at,
+            ..
+        } => again(channel.get(), message.get(), at),
+        UserEffect::AckAll { .. } => {
+            let channels: Vec<u64> = states.channels().collect();
+            for channel in channels {
+                let head = head_of(channel);
+                if head != 0 {
+                    again(channel, head, None);
+                }
+            }
+        }
+        UserEffect::Mention { .. }
+        | UserEffect::Unread { .. }
+        | UserEffect::Join { .. }
+        | UserEffect::Leave { .. } => {}
+    }
+}
+
+fn user_write(user: u64, change: UserChange, stamp: u64) -> Write {
     match change {
         UserChange::Read { channel, read } => Write::ReadPos {
             user,
             channel,
             epoch: read.epoch,
             pos: read.pos,
+            at: stamp,
         },
         UserChange::Mention { channel, message } => Write::Mention {
             user,

@@ -40,11 +40,20 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
     /// Read position merged by lexicographic max of `(epoch, pos)`; creates the row.
+    ///
+    /// `at` says whether it is an ack: 0 for any other write (join, mark unread), else
+    /// when the ack was made (ms; [`ACK_NOW`] for an ack without a stamp). An ack was
+    /// applied in the epoch of the writing node's cached copy, which on a database
+    /// shared by several nodes may be older than the stored one (another node marked
+    /// the state unread a moment before): the database then raises the stored
+    /// position within its own epoch, unless the ack is older than that epoch, as
+    /// [`crate::domain::UserStates::ack`] does in memory.
     ReadPos {
         user: u64,
         channel: u64,
         epoch: u64,
         pos: u64,
+        at: u64,
     },
     /// A mention id added to the state's set; creates the state at position 0.
     Mention {
@@ -63,6 +72,10 @@ pub enum Write {
     /// Removes a channel, its messages and every read state in it.
     DeleteChannel { channel: u64 },
 }
+
+/// [`Write::ReadPos::at`] of an ack without an `at` stamp: it applies in whatever
+/// epoch the stored state is in.
+pub const ACK_NOW: u64 = i64::MAX as u64;
 
 /// Keys that another node committed writes for: cached copies of them are stale.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,6 +160,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// alone. 1 for a single-writer database (SQLite).
     fn commit_concurrency(&self) -> usize {
         1
+    }
+
+    /// Whether other nodes may write the same database (PostgreSQL). A node's cached
+    /// copy can then lag behind the stored state by a change notification, so an ack
+    /// that changes nothing in the cache is still written: the database applies it
+    /// against what it holds (see [`Write::ReadPos`]).
+    fn shared(&self) -> bool {
+        false
     }
 
     /// Closes connections (after the commit writer has drained).

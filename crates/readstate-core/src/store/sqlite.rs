@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 
-use super::batch::{Segment, Step, chunks, steps};
+use super::batch::{Segment, Step, steps};
 use super::rows::{ChannelRows, UserRows, id, uid};
 use super::{Store, StoreError, Write, parse_id_list};
 use crate::domain::{ChannelWindow, UserStates};
@@ -38,17 +38,6 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
 
 /// The writer connection's page cache, KiB: grown to as it is used, never beyond.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
-
-/// Rows a checkpoint writes per transaction. A row changes about one leaf page, so
-/// a chunk puts at most about this many pages into SQLite's WAL, which is what its
-/// automatic WAL checkpoint (every 1,000 pages) then copies and flushes: the device
-/// flushes that the commit log's fdatasync queues behind stay a few MiB each
-/// instead of the whole checkpoint at once.
-const CHECKPOINT_CHUNK_ROWS: usize = 1_000;
-
-/// Pause between the chunks of a checkpoint that can wait, so that the flushes of
-/// consecutive chunks leave the device to the commit log in between.
-const CHECKPOINT_CHUNK_PAUSE: Duration = Duration::from_millis(2);
 
 /// How the SQLite store is opened.
 #[derive(Debug, Clone)]
@@ -93,8 +82,6 @@ pub struct SqliteStore {
     writer_options: SqliteConnectOptions,
     /// Whether the main writer's thread runs at the lowest priority.
     background_writer: bool,
-    /// `synchronous = FULL` (see [`SqliteOptions::full_sync`]).
-    full_sync: bool,
     readers: SqlitePool,
     timeout: Duration,
     channel_window: i64,
@@ -152,7 +139,6 @@ impl SqliteStore {
             })),
             writer_options,
             background_writer: opts.background_writer,
-            full_sync: opts.full_sync,
             readers,
             timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
@@ -173,24 +159,20 @@ impl SqliteStore {
         })
     }
 
-    /// Writes `writes` on the writer in `slot`: a commit in one transaction, a
-    /// checkpoint (`chunked`) in several (see [`Self::write_chunked`]). A failure
+    /// Writes `writes` in one transaction on the writer in `slot`; a failure
     /// discards that connection.
     async fn commit_on(
         &self,
         slot: &mut Option<SqliteConnection>,
         lowered: bool,
         writes: &[Write],
-        chunked: Option<Duration>,
     ) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let conn = self.writer(slot, lowered).await?;
-        let result = match chunked {
-            Some(pause) => self.write_chunked(conn, writes, pause).await,
-            None => self.write_batch(conn, writes).await,
-        };
+        let result = self
+            .write_batch(self.writer(slot, lowered).await?, writes)
+            .await;
         if result.is_err() {
             self.discard_writer(slot).await;
         }
@@ -225,49 +207,6 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Writes a checkpoint's `writes` in transactions of at most about
-    /// [`CHECKPOINT_CHUNK_ROWS`] rows each, `pause` apart. All but the last commit
-    /// with `synchronous = NORMAL` (no fsync of their own); the last one, with the
-    /// store's setting, makes them all durable at once (one WAL file, synced up to its
-    /// end; SQLite's own WAL checkpoints sync before they copy). So the checkpoint is
-    /// durable when this returns, as one transaction would be, but SQLite writes and
-    /// flushes it a few MiB at a time instead of in one burst. A crash in between
-    /// leaves a prefix of the chunks, which the next checkpoint or the log replay
-    /// writes again over (see [`chunks`]).
-    async fn write_chunked(
-        &self,
-        conn: &mut SqliteConnection,
-        writes: &[Write],
-        pause: Duration,
-    ) -> Result<(), StoreError> {
-        let chunks = chunks(writes, CHECKPOINT_CHUNK_ROWS);
-        let last = chunks.len().saturating_sub(1);
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            if i > 0 && !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-            if self.full_sync && last > 0 && (i == 0 || i == last) {
-                // Outside any transaction (the previous chunk committed). A failure
-                // discards the connection, so NORMAL never outlives this checkpoint.
-                let pragma = if i == last {
-                    "PRAGMA synchronous = FULL"
-                } else {
-                    "PRAGMA synchronous = NORMAL"
-                };
-                sqlx::query(pragma).execute(&mut *conn).await?;
-            }
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            for step in chunk {
-                match step {
-                    Step::Merge(segment) => self.apply_segment(&mut tx, &segment).await?,
-                    Step::Remove(w) => self.apply_removal(&mut tx, &w).await?,
-                }
-            }
-            tx.commit().await?;
-        }
         Ok(())
     }
 
@@ -350,6 +289,8 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
+        // An ack's stamp (`seg.acks`) plays no part here: only one node writes a
+        // SQLite database, and its cached copy is never behind the stored epoch.
         if !seg.reads.is_empty() {
             let rows = json_rows(seg.reads.iter().map(|(&(u, c), &r)| [u, c, r.epoch, r.pos]));
             sqlx::query(
@@ -545,29 +486,17 @@ impl Store for SqliteStore {
 
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut writers = self.writers.lock().await;
-        self.commit_on(&mut writers.main, self.background_writer, writes, None)
+        self.commit_on(&mut writers.main, self.background_writer, writes)
             .await
     }
 
     async fn checkpoint(&self, writes: &[Write], urgent: bool) -> Result<(), StoreError> {
         let mut writers = self.writers.lock().await;
-        // A checkpoint that is behind goes on without pausing between its chunks.
-        let pause = if urgent {
-            Duration::ZERO
-        } else {
-            CHECKPOINT_CHUNK_PAUSE
-        };
         if urgent && self.background_writer {
-            self.commit_on(&mut writers.urgent, false, writes, Some(pause))
-                .await
+            self.commit_on(&mut writers.urgent, false, writes).await
         } else {
-            self.commit_on(
-                &mut writers.main,
-                self.background_writer,
-                writes,
-                Some(pause),
-            )
-            .await
+            self.commit_on(&mut writers.main, self.background_writer, writes)
+                .await
         }
     }
 
@@ -703,6 +632,7 @@ mod tests {
             channel: 2,
             epoch: 0,
             pos: 7,
+            at: 0,
         }];
         store.checkpoint(&write, true).await.expect("commits");
         // (Other tests of this process may have writer threads of their own, at
@@ -719,94 +649,5 @@ mod tests {
         // (The closed writers' threads may still be on their way out.)
         assert!(lowered_threads("sqlite-writer", base).contains(&false));
         store.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_chunked_checkpoint_writes_what_one_transaction_writes_and_syncs_fully_again() {
-        async fn store(dir: &tempfile::TempDir) -> SqliteStore {
-            let store = SqliteStore::open(&SqliteOptions {
-                url: format!("sqlite://{}", dir.path().join("rs.db").display()),
-                full_sync: true,
-                readers: 1,
-                timeout: Duration::from_secs(5),
-                channel_window: 16,
-                mention_window: 4,
-                background_writer: false,
-            })
-            .await
-            .expect("the store opens");
-            store.migrate().await.expect("migrates");
-            store
-        }
-        // Several chunks' worth: read positions raised twice, messages past the
-        // channel window, mentions past the mention window, and removals in between
-        // that later writes re-create.
-        let mut writes = Vec::new();
-        for round in 0..2u64 {
-            for user in 1..=6u64 {
-                for channel in 1..=300u64 {
-                    writes.push(Write::ReadPos {
-                        user,
-                        channel,
-                        epoch: u64::from(channel % 7 == 0),
-                        pos: 10 * channel + round,
-                    });
-                }
-            }
-            writes.push(Write::Leave {
-                user: 2,
-                channel: 5 + round,
-            });
-            writes.push(Write::DeleteChannel {
-                channel: 40 + round,
-            });
-            for message in 1..=40u64 {
-                writes.push(Write::Message {
-                    channel: 3,
-                    message: 100 * round + message,
-                    deleted: message % 5 == 0,
-                });
-                writes.push(Write::Mention {
-                    user: 4,
-                    channel: 3,
-                    message: 100 * round + message,
-                });
-            }
-        }
-        assert!(
-            super::chunks(&writes, CHECKPOINT_CHUNK_ROWS).len() >= 3,
-            "the test spans several chunks"
-        );
-        let one = tempfile::tempdir().expect("a temp dir");
-        let chunked = tempfile::tempdir().expect("a temp dir");
-        let (one, chunked) = (store(&one).await, store(&chunked).await);
-        one.commit(&writes).await.expect("commits");
-        chunked
-            .checkpoint(&writes, false)
-            .await
-            .expect("checkpoints");
-        for user in 1..=6 {
-            let (a, b) = (
-                one.load_user(user, 4).await,
-                chunked.load_user(user, 4).await,
-            );
-            assert_eq!(a.expect("loads"), b.expect("loads"), "user {user}");
-        }
-        let channels: Vec<u64> = (1..=300).collect();
-        assert_eq!(
-            one.load_channels(&channels, 16).await.expect("loads"),
-            chunked.load_channels(&channels, 16).await.expect("loads"),
-        );
-        // The writer is back at FULL for the next commit.
-        let mut writers = chunked.writers.lock().await;
-        let conn = writers.main.as_mut().expect("the writer is open");
-        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await
-            .expect("reads the pragma");
-        assert_eq!(level, 2, "FULL");
-        drop(writers);
-        one.close().await;
-        chunked.close().await;
     }
 }

@@ -49,6 +49,8 @@ const TAG_MESSAGE: u8 = 3;
 const TAG_MESSAGE_DELETED: u8 = 4;
 const TAG_LEAVE: u8 = 5;
 const TAG_DELETE_CHANNEL: u8 = 6;
+/// A read position that an ack wrote: [`TAG_READ_POS`]'s fields, then its `at`.
+const TAG_ACK: u8 = 7;
 
 pub(crate) fn crc(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
@@ -305,10 +307,14 @@ pub(crate) fn encode_payload(out: &mut Vec<u8>, writes: &[Write]) {
                 channel,
                 epoch,
                 pos,
+                at,
             } => {
-                out.push(TAG_READ_POS);
+                out.push(if at == 0 { TAG_READ_POS } else { TAG_ACK });
                 for v in [user, channel, epoch, pos] {
                     put_varint(out, v);
+                }
+                if at != 0 {
+                    put_varint(out, at);
                 }
             }
             Write::Mention {
@@ -358,11 +364,12 @@ pub(crate) fn decode_payload(data: &[u8]) -> Result<Vec<Write>, DecodeError> {
     let mut writes = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let w = match r.byte()? {
-            TAG_READ_POS => Write::ReadPos {
+            tag @ (TAG_READ_POS | TAG_ACK) => Write::ReadPos {
                 user: r.varint()?,
                 channel: r.varint()?,
                 epoch: r.varint()?,
                 pos: r.varint()?,
+                at: if tag == TAG_ACK { r.varint()? } else { 0 },
             },
             TAG_MENTION => Write::Mention {
                 user: r.varint()?,

@@ -32,6 +32,7 @@
 //!     tag 4 Message        channel message        (deleted = true)
 //!     tag 5 Leave          user channel
 //!     tag 6 DeleteChannel  channel
+//!     tag 7 ReadPos (ack)  user channel epoch pos at
 //! checkpoint (28 bytes): "RSWALCP1", segment u64, offset u64, crc u32 of bytes 0..24
 //! ```
 //!

@@ -28,6 +28,8 @@ fn group(id: u64) -> Vec<Write> {
             channel,
             epoch: id / 1000,
             pos: id,
+            // Every other one an ack (with its stamp in the record).
+            at: if id % 8 >= 4 { id * 3 } else { 0 },
         });
     }
     if id % 4 >= 2 {
@@ -163,6 +165,21 @@ fn payloads_round_trip_every_write_kind() {
             channel: 2,
             epoch: 3,
             pos: 4,
+            at: 0,
+        },
+        Write::ReadPos {
+            user: 1,
+            channel: 2,
+            epoch: 3,
+            pos: 4,
+            at: 5,
+        },
+        Write::ReadPos {
+            user: 1,
+            channel: 2,
+            epoch: 3,
+            pos: 4,
+            at: crate::store::ACK_NOW,
         },
         Write::Mention {
             user: u64::MAX,
@@ -1263,6 +1280,7 @@ fn replay_one_million_records_from_real_files() {
                 channel,
                 epoch: 1,
                 pos: message,
+                at: 0,
             },
         ])
         .unwrap();

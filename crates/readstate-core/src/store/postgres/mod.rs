@@ -418,6 +418,10 @@ impl Store for PgStore {
         self.commit_lanes
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

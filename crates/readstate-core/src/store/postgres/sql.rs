@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::CHANGES_CHANNEL;
 use super::feed::{notify_payloads, touched};
+use crate::domain::ReadPos;
 use crate::store::Write;
 use crate::store::batch::{Segment, Step, steps};
 use crate::store::rows::id;
@@ -130,6 +131,29 @@ fn push_segment(sql: &mut String, seg: &Segment, channel_window: i64, mention_wi
             bigints(states.values().map(|r| r.pos)),
         );
     }
+    if !seg.acks.is_empty() {
+        // read_states primary key, rows the upsert above just locked: an ack that
+        // this node applied in an older epoch than the stored one (another node
+        // marked the state unread meanwhile) raises the position within the stored
+        // epoch, unless it was made before that epoch began.
+        let acks: Vec<((u64, u64), ReadPos, u64)> = seg
+            .acks
+            .iter()
+            .filter_map(|(k, &at)| seg.reads.get(k).map(|&r| (*k, r, at)))
+            .collect();
+        let _ = writeln!(
+            sql,
+            "update read_states r set pos = t.pos \
+             from unnest({}, {}, {}, {}, {}) as t (user_id, channel_id, epoch, pos, at) \
+             where r.user_id = t.user_id and r.channel_id = t.channel_id \
+             and r.epoch > t.epoch and t.at >= r.epoch and t.pos > r.pos;",
+            bigints(acks.iter().map(|&((u, _), _, _)| u)),
+            bigints(acks.iter().map(|&((_, c), _, _)| c)),
+            bigints(acks.iter().map(|&(_, r, _)| r.epoch)),
+            bigints(acks.iter().map(|&(_, r, _)| r.pos)),
+            bigints(acks.iter().map(|&(_, _, at)| at)),
+        );
+    }
     if !seg.mentions.is_empty() {
         // mentions primary key: a set, so duplicates are dropped.
         let _ = writeln!(
@@ -191,7 +215,6 @@ fn push_removal(sql: &mut String, w: &Write) {
 #[allow(clippy::unwrap_used)]
 pub(super) mod tests {
     use super::*;
-    use crate::domain::ReadPos;
 
     /// A read position write (shared with the feed's tests).
     pub(in crate::store::postgres) fn read(user: u64, channel: u64, pos: u64) -> Write {
@@ -200,6 +223,7 @@ pub(super) mod tests {
             channel,
             epoch: 0,
             pos,
+            at: 0,
         }
     }
 
@@ -321,5 +345,33 @@ pub(super) mod tests {
         );
         assert!(sql.contains("offset 3"), "keeps the newest 4: {sql}");
         assert!(!sql.contains("channel_messages"), "{sql}");
+    }
+
+    #[test]
+    fn an_ack_gets_an_update_within_the_stored_epoch_after_the_upsert() {
+        let writes = [
+            Write::ReadPos {
+                user: 4,
+                channel: 5,
+                epoch: 0,
+                pos: 9,
+                at: crate::store::ACK_NOW,
+            },
+            read(6, 5, 2),
+        ];
+        let sql = commit_sql(&writes, 10, 4, 1);
+        let upsert = sql.find("insert into read_states").unwrap();
+        let update = sql.find("update read_states r set pos = t.pos").unwrap();
+        assert!(upsert < update, "{sql}");
+        assert!(
+            sql.contains(&format!(
+                "unnest('{{4}}'::bigint[], '{{5}}'::bigint[], '{{0}}'::bigint[], '{{9}}'::bigint[], '{{{}}}'::bigint[])",
+                i64::MAX
+            )),
+            "only the ack, with its stamp: {sql}"
+        );
+        assert!(sql.contains("r.epoch > t.epoch and t.at >= r.epoch and t.pos > r.pos"));
+        let plain = commit_sql(&[read(6, 5, 2)], 10, 4, 1);
+        assert!(!plain.contains("update read_states"), "{plain}");
     }
 }
