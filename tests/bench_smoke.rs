@@ -324,6 +324,26 @@ async fn a_smoke_bench_measures_every_target_and_writes_json_and_html() {
         let rss = &results["targets"][target]["rss_bytes_per_read_state"];
         assert!(number(rss, target, "rss_bytes_per_read_state") > 0.0);
     }
+    // readstate's two figures: what its cache counts, and its resident set growth
+    // (which holds the cache and more: allocator slack, SQLite's page cache).
+    let readstate = &results["targets"]["readstate"];
+    let counted = number(
+        &readstate["bytes_per_read_state"],
+        "readstate",
+        "bytes_per_read_state",
+    );
+    let rss = number(
+        &readstate["rss_bytes_per_read_state"],
+        "readstate",
+        "rss_bytes_per_read_state",
+    );
+    assert!(counted > 0.0 && rss > 0.0 && counted != rss, "{readstate}");
+    assert!(
+        readstate["memory_basis"]
+            .as_str()
+            .is_some_and(|b| b.contains("readstate_cache_bytes") && b.contains("VmRSS")),
+        "{readstate}"
+    );
     assert!(results["targets"]["floor"]["bytes_per_read_state"].is_null());
     for target in WITH_CPU {
         let t = &results["targets"][target];

@@ -161,6 +161,9 @@ pub enum MemoryProbe {
     Pid(u32),
     /// The `readstate_process_resident_bytes` gauge of a server's `/metrics`.
     Metrics(SocketAddr),
+    /// The `readstate_cache_bytes` gauge of a server's `/metrics`: the bytes its
+    /// cache counts against `cache.max_bytes` (not a resident set).
+    CacheBytes(SocketAddr),
     /// Redis `INFO memory` `used_memory`.
     Redis(RedisTarget),
     /// Redis `INFO memory` `used_memory_rss`.
@@ -177,6 +180,12 @@ impl MemoryProbe {
             MemoryProbe::Metrics(addr) => {
                 let mut client = HttpClient::connect(*addr).await.ok()?;
                 scrape_metric(&mut client, readstate::metrics::PROCESS_RSS)
+                    .await
+                    .map(|v| v as u64)
+            }
+            MemoryProbe::CacheBytes(addr) => {
+                let mut client = HttpClient::connect(*addr).await.ok()?;
+                scrape_metric(&mut client, readstate::metrics::CACHE_BYTES)
                     .await
                     .map(|v| v as u64)
             }
