@@ -251,61 +251,6 @@ fn mid(m: u64) -> MessageId {
     MessageId::new(m).expect("a message id")
 }
 
-/// The HTTP request of `op`: method, path, body.
-fn http_request(op: &Op) -> (reqwest::Method, String, Option<Value>) {
-    use reqwest::Method;
-    match op {
-        Op::MessageCreated {
-            channel,
-            message,
-            author,
-            mentions,
-        } => (
-            Method::POST,
-            format!("/v1/channels/{channel}/messages"),
-            Some(json!({
-                "message_id": message.to_string(),
-                "author_id": author.map(|a| a.to_string()),
-                "mentions": mentions.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })),
-        ),
-        Op::MessageDeleted { channel, message } => (
-            Method::DELETE,
-            format!("/v1/channels/{channel}/messages/{message}"),
-            None,
-        ),
-        Op::Join {
-            user,
-            channel,
-            read,
-        } => (
-            Method::PUT,
-            format!("/v1/users/{user}/channels/{channel}"),
-            Some(json!({ "last_read_message_id": read.map(|r| r.to_string()) })),
-        ),
-        Op::Ack {
-            user,
-            channel,
-            message,
-            ..
-        } => (
-            Method::POST,
-            format!("/v1/users/{user}/channels/{channel}/ack"),
-            Some(json!({ "message_id": message.to_string() })),
-        ),
-        Op::Unread {
-            user,
-            channel,
-            message,
-        } => (
-            Method::POST,
-            format!("/v1/users/{user}/channels/{channel}/unread"),
-            Some(json!({ "message_id": message.to_string() })),
-        ),
-        other => panic!("the workload does not send {other:?}"),
-    }
-}
-
 /// The NATS ingest event of `op` (README "NATS": `type` and the batch op's fields).
 fn nats_event(op: &Op) -> Value {
     match op {
@@ -497,7 +442,7 @@ async fn http_writer(
         } else {
             commuting_op(&mut rng, &shared)
         };
-        let (method, path, body) = http_request(&op);
+        let (method, path, body) = support::binary::http_request(&op);
         let until = Instant::now() + RETRY_FOR;
         let mut outcome = Outcome::Unknown;
         let mut failed = false;
@@ -771,6 +716,13 @@ fn check_node(
     };
     // Every acknowledged write is reflected.
     let mut heads: BTreeMap<u64, u64> = BTreeMap::new();
+    // `Some(last read)` when `user` has not read `message` in `channel`.
+    let unread = |user: UserId, channel: ChannelId, message: MessageId| {
+        let read = states
+            .get(&(user.get(), channel.get()))
+            .map(|s| id_field(s, "last_read_message_id"));
+        read.is_none_or(|r| r < message.get()).then_some(read)
+    };
     for op in &expected.acked {
         v.op_checks += 1;
         match op {
@@ -780,10 +732,7 @@ fn check_node(
                 message,
                 ..
             } if user.get() > UNREAD_USERS => {
-                let read = states
-                    .get(&(user.get(), channel.get()))
-                    .map(|s| id_field(s, "last_read_message_id"));
-                if read.is_none_or(|r| r < message.get()) {
+                if let Some(read) = unread(*user, *channel, *message) {
                     problem(
                         &mut v,
                         format!(
@@ -798,18 +747,15 @@ fn check_node(
                 author,
                 mentions,
             } => {
-                if let Some(author) = author {
-                    let read = states
-                        .get(&(author.get(), channel.get()))
-                        .map(|s| id_field(s, "last_read_message_id"));
-                    if read.is_none_or(|r| r < message.get()) {
-                        problem(
-                            &mut v,
-                            format!(
-                                "acknowledged message {message} in channel {channel}: its author {author} has not read it: last read {read:?}"
-                            ),
-                        );
-                    }
+                if let Some(author) = author
+                    && let Some(read) = unread(*author, *channel, *message)
+                {
+                    problem(
+                        &mut v,
+                        format!(
+                            "acknowledged message {message} in channel {channel}: its author {author} has not read it: last read {read:?}"
+                        ),
+                    );
                 }
                 for user in mentions {
                     if !states.contains_key(&(user.get(), channel.get())) {

@@ -573,3 +573,87 @@ pub async fn kill_9_in_async_mode_loses_something(storage: TestStorage) {
         "the negative control lost nothing: the checker cannot see loss"
     );
 }
+
+/// The HTTP request of `op` as the README's API table gives it: method, path, body
+/// (optional fields left out when unset).
+pub fn http_request(
+    op: &readstate::domain::Op,
+) -> (reqwest::Method, String, Option<serde_json::Value>) {
+    use readstate::domain::Op;
+    use serde_json::json;
+    match op {
+        Op::MessageCreated {
+            channel,
+            message,
+            author,
+            mentions,
+        } => {
+            let mut body = json!({ "message_id": message.get().to_string() });
+            if let Some(author) = author {
+                body["author_id"] = json!(author.get().to_string());
+            }
+            body["mentions"] = json!(
+                mentions
+                    .iter()
+                    .map(|m| m.get().to_string())
+                    .collect::<Vec<_>>()
+            );
+            (
+                reqwest::Method::POST,
+                format!("/v1/channels/{channel}/messages", channel = channel.get()),
+                Some(body),
+            )
+        }
+        Op::MessageDeleted { channel, message } => (
+            reqwest::Method::DELETE,
+            format!("/v1/channels/{}/messages/{}", channel.get(), message.get()),
+            None,
+        ),
+        Op::Ack {
+            user,
+            channel,
+            message,
+            ..
+        } => (
+            reqwest::Method::POST,
+            format!("/v1/users/{}/channels/{}/ack", user.get(), channel.get()),
+            Some(json!({ "message_id": message.get().to_string() })),
+        ),
+        Op::Unread {
+            user,
+            channel,
+            message,
+        } => (
+            reqwest::Method::POST,
+            format!("/v1/users/{}/channels/{}/unread", user.get(), channel.get()),
+            Some(json!({ "message_id": message.get().to_string() })),
+        ),
+        Op::Join {
+            user,
+            channel,
+            read,
+        } => (
+            reqwest::Method::PUT,
+            format!("/v1/users/{}/channels/{}", user.get(), channel.get()),
+            Some(read.map_or_else(
+                || json!({}),
+                |r| json!({ "last_read_message_id": r.to_string() }),
+            )),
+        ),
+        Op::Leave { user, channel } => (
+            reqwest::Method::DELETE,
+            format!("/v1/users/{}/channels/{}", user.get(), channel.get()),
+            None,
+        ),
+        Op::AckAll { user } => (
+            reqwest::Method::POST,
+            format!("/v1/users/{}/ack-all", user.get()),
+            None,
+        ),
+        Op::DeleteChannel { channel } => (
+            reqwest::Method::DELETE,
+            format!("/v1/channels/{}", channel.get()),
+            None,
+        ),
+    }
+}

@@ -653,7 +653,7 @@ async fn readstate_inner(
         ctx,
         result,
         addr,
-        &MemoryProbe::Metrics(addr),
+        &MemoryProbe::Metrics(addr, readstate::metrics::PROCESS_RSS),
         &CpuProbe::none(
             "not measured: an existing server (--url), whose process the bench does not know",
         ),
@@ -708,7 +708,7 @@ async fn readstate_run(
     let external = ctx.args.url.is_some();
     // Both of readstate's memory figures: what its cache counts (against
     // `cache.max_bytes`) and what the process holds resident.
-    let counted = MemoryProbe::CacheBytes(addr);
+    let counted = MemoryProbe::Metrics(addr, readstate::metrics::CACHE_BYTES);
     if !reused {
         let before = memory.sample().await;
         let counted_before = counted.sample().await;

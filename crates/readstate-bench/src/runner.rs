@@ -159,11 +159,10 @@ impl Connector {
 pub enum MemoryProbe {
     /// `VmRSS` of a local process.
     Pid(u32),
-    /// The `readstate_process_resident_bytes` gauge of a server's `/metrics`.
-    Metrics(SocketAddr),
-    /// The `readstate_cache_bytes` gauge of a server's `/metrics`: the bytes its
-    /// cache counts against `cache.max_bytes` (not a resident set).
-    CacheBytes(SocketAddr),
+    /// A gauge of a server's `/metrics`: `readstate_process_resident_bytes`, or
+    /// `readstate_cache_bytes` (the bytes its cache counts against
+    /// `cache.max_bytes`, not a resident set).
+    Metrics(SocketAddr, &'static str),
     /// Redis `INFO memory` `used_memory`.
     Redis(RedisTarget),
     /// Redis `INFO memory` `used_memory_rss`.
@@ -177,17 +176,9 @@ impl MemoryProbe {
     pub async fn sample(&self) -> Option<u64> {
         match self {
             MemoryProbe::Pid(pid) => rss_of_pid(*pid),
-            MemoryProbe::Metrics(addr) => {
+            MemoryProbe::Metrics(addr, gauge) => {
                 let mut client = HttpClient::connect(*addr).await.ok()?;
-                scrape_metric(&mut client, readstate::metrics::PROCESS_RSS)
-                    .await
-                    .map(|v| v as u64)
-            }
-            MemoryProbe::CacheBytes(addr) => {
-                let mut client = HttpClient::connect(*addr).await.ok()?;
-                scrape_metric(&mut client, readstate::metrics::CACHE_BYTES)
-                    .await
-                    .map(|v| v as u64)
+                scrape_metric(&mut client, gauge).await.map(|v| v as u64)
             }
             MemoryProbe::Redis(redis) => redis.used_memory().await.ok(),
             MemoryProbe::RedisRss(redis) => redis.used_memory_rss().await.ok(),

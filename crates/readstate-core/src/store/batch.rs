@@ -40,15 +40,13 @@ impl Segment {
             } => {
                 let key = (user, channel);
                 let read = ReadPos { epoch, pos };
-                let current = self.reads.get(&key).copied();
-                if current.is_none_or(|c| read > c) {
-                    self.reads.insert(key, read);
-                    if at == 0 {
-                        self.acks.remove(&key);
-                    } else {
-                        self.acks.insert(key, at);
-                    }
-                } else if current == Some(read) && at != 0 {
+                let current = self.reads.entry(key).or_insert(read);
+                if read > *current {
+                    // A new winner: its stamp, or none.
+                    *current = read;
+                    self.acks.remove(&key);
+                }
+                if read == *current && at != 0 {
                     let stamp = self.acks.entry(key).or_insert(at);
                     *stamp = (*stamp).max(at);
                 }
