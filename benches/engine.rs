@@ -100,7 +100,7 @@ fn message_created(c: &mut Criterion) {
                 };
                 // What `Service::apply` does with the cached entries: expand, observe
                 // the channel, apply each user effect.
-                let (channel_effect, user_effects) = expand(black_box(&op));
+                let (channel_effect, user_effects) = expand(black_box(&op), 0);
                 if let Some(e) = channel_effect {
                     black_box(window.observe(e.message.get(), e.deleted, caps.channel_window()));
                 }
@@ -140,7 +140,7 @@ fn read_states(c: &mut Criterion) {
             b.iter(|| {
                 let views: Vec<ReadStateView> = black_box(&states)
                     .iter()
-                    .map(|s| derive(s, windows.get(&s.channel).unwrap_or(&empty), caps))
+                    .map(|s| derive(s, windows.get(&s.channel).unwrap_or(&empty), caps, 0))
                     .collect();
                 black_box(views)
             });

@@ -611,7 +611,7 @@ impl Expected {
                     acked.push(done.op.clone());
                 }
                 Outcome::Unknown => {
-                    let (channel, users) = expand(&done.op);
+                    let (channel, users) = expand(&done.op, 0);
                     if let Some(effect) = channel {
                         unknown_channels.insert(effect.channel.get());
                     }
@@ -642,7 +642,7 @@ impl Expected {
     fn states(model: &Model) -> BTreeMap<(u64, u64), Value> {
         let mut out = BTreeMap::new();
         for u in 1..=USERS {
-            for view in model.read_states(uid(u)) {
+            for view in model.read_states(uid(u), 0) {
                 out.insert((u, view.channel_id), view_json(view));
             }
         }

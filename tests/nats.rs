@@ -386,3 +386,147 @@ async fn the_readme_nats_example_answers_as_documented() {
     server.await.expect("no panic").expect("clean shutdown");
     stream.delete().await;
 }
+
+/// Issue 14: `settings`, `set_channel` and `delete_user` are event types too.
+/// Stamped settings and channel metadata, published twice each and shuffled, give
+/// what the model gives applying them once in order (their registers merge by
+/// stamp); a `delete_user` event then removes everything of that user.
+#[tokio::test]
+async fn settings_metadata_and_delete_user_events_converge_duplicated_and_shuffled() {
+    use readstate::domain::{ChannelId, GroupId, Level, MUTED_FOREVER, MessageId};
+    let storage = TestStorage::from_env();
+    let stream = TestStream::new().await;
+    let (app, _) = spawn(&storage, &stream, |s| s.nats.batch = 32).await;
+    let service = app.service().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    support::wait_for(
+        "the service's consumer",
+        Duration::from_secs(10),
+        || async { stream.consumer().await.map(|_| ()) },
+    )
+    .await;
+    let id = |v: u64| ChannelId::new(v).expect("id");
+    let mut rng = Rng::new(0x5eed_0014);
+
+    // Every (user, channel) state first, in order: later writes then commute.
+    let mut first: Vec<(Value, Op)> = Vec::new();
+    for c in 1..=6u64 {
+        first.push((
+            json!({"type": "message_created", "channel_id": c.to_string(), "message_id": "9", "mentions": ["1", "2"]}),
+            Op::MessageCreated {
+                channel: id(c),
+                message: MessageId::new(9).expect("id"),
+                author: None,
+                mentions: vec![UserId::new(1).expect("id"), UserId::new(2).expect("id")],
+            },
+        ));
+    }
+    let mut later: Vec<(Value, Op)> = Vec::new();
+    for _ in 0..150 {
+        let at = rng.below(50);
+        let c = 1 + rng.below(6);
+        let user = 1 + rng.below(3);
+        if rng.below(3) == 0 {
+            // Channels 4..=6 are threads of 1..=3; 1..=3 are in groups 1..=2.
+            let (parent, group) = if c > 3 {
+                (Some(1 + rng.below(3)), None)
+            } else {
+                (None, Some(1 + rng.below(2)))
+            };
+            later.push((
+                json!({"type": "set_channel", "channel_id": c.to_string(),
+                       "parent_id": parent.map(|p| p.to_string()), "group_id": group.map(|g| g.to_string()), "at": at}),
+                Op::SetChannel {
+                    channel: id(c),
+                    parent: parent.map(id),
+                    group: group.map(|g| GroupId::new(g).expect("id")),
+                    at: Some(at),
+                },
+            ));
+        } else {
+            let level = [Level::All, Level::Mentions, Level::Nothing][rng.below(3) as usize];
+            let muted = [0, MUTED_FOREVER][rng.below(2) as usize];
+            let muted_json = if muted == MUTED_FOREVER {
+                Value::Null
+            } else {
+                json!(0)
+            };
+            later.push((
+                json!({"type": "settings", "user_id": user.to_string(), "channel_id": c.to_string(),
+                       "muted_until": muted_json, "level": level.as_str(), "at": at}),
+                Op::Settings {
+                    user: UserId::new(user).expect("id"),
+                    channel: id(c),
+                    muted_until: Some(muted),
+                    level: Some(level),
+                    at: Some(at),
+                },
+            ));
+        }
+    }
+    // Users 1 and 2 have every state (mentioned); user 3 joins through settings.
+    let join3: Vec<(Value, Op)> = (1..=6u64)
+        .map(|c| {
+            (
+                json!({"type": "join", "user_id": "3", "channel_id": c.to_string()}),
+                Op::Join {
+                    user: UserId::new(3).expect("id"),
+                    channel: id(c),
+                    read: None,
+                },
+            )
+        })
+        .collect();
+    first.extend(join3);
+    stream
+        .publish_all(&first.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
+        .await;
+    stream.wait_drained(Duration::from_secs(60)).await;
+    let mut events: Vec<Value> = later
+        .iter()
+        .flat_map(|(e, _)| [e.clone(), e.clone()])
+        .collect();
+    rng.shuffle(&mut events);
+    stream.publish_all(&events).await;
+    stream.wait_drained(Duration::from_secs(60)).await;
+
+    let ops: Vec<Op> = first
+        .iter()
+        .chain(&later)
+        .map(|(_, op)| op.clone())
+        .collect();
+    let mut model = readstate::domain::Model::new(CAPS);
+    for op in &ops {
+        model.apply(op, 0);
+    }
+    for u in 1..=3 {
+        let user = UserId::new(u).expect("id");
+        let got = service.read_states(user, None).await.expect("read states");
+        assert_eq!(got, model.read_states(user, 0), "user {u}");
+        assert_eq!(
+            service.groups(user).await.expect("groups"),
+            model.groups(user, 0),
+            "groups of user {u}"
+        );
+        assert_eq!(
+            service.summary(user).await.expect("summary"),
+            model.summary(user, None, 0),
+            "summary of user {u}"
+        );
+    }
+
+    stream
+        .publish_all(&[json!({"type": "delete_user", "user_id": "2"})])
+        .await;
+    stream.wait_drained(Duration::from_secs(60)).await;
+    let user = UserId::new(2).expect("id");
+    assert_eq!(
+        service.read_states(user, None).await.expect("states"),
+        vec![]
+    );
+    assert_eq!(service.export(user).await.expect("export"), vec![]);
+    shutdown.cancel();
+    server.await.expect("no panic").expect("clean shutdown");
+    stream.delete().await;
+}

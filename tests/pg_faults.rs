@@ -263,7 +263,7 @@ fn order_insensitive_op(rng: &mut Rng) -> Op {
 
 /// Any write, including those whose effect depends on what came before.
 fn any_op(rng: &mut Rng) -> Op {
-    match rng.upto(12) {
+    match rng.upto(14) {
         1..=6 => order_insensitive_op(rng),
         7..=8 => Op::Unread {
             user: user(rng),
@@ -280,9 +280,26 @@ fn any_op(rng: &mut Rng) -> Op {
             channel: channel(rng),
         },
         11 => Op::AckAll { user: user(rng) },
-        _ => Op::DeleteChannel {
+        12 => Op::DeleteChannel {
             channel: channel(rng),
         },
+        13 => Op::Settings {
+            user: user(rng),
+            channel: channel(rng),
+            muted_until: match rng.upto(4) {
+                1 => None,
+                2 => Some(0),
+                _ => Some(readstate::domain::MUTED_FOREVER),
+            },
+            level: match rng.upto(4) {
+                1 => None,
+                2 => Some(readstate::domain::Level::All),
+                3 => Some(readstate::domain::Level::Mentions),
+                _ => Some(readstate::domain::Level::Nothing),
+            },
+            at: Some(rng.upto(1_000)),
+        },
+        _ => Op::DeleteUser { user: user(rng) },
     }
 }
 
@@ -314,10 +331,13 @@ fn expected_read_states(model: &Model, user: u64) -> Value {
             "unread_capped": v.unread_capped,
             "mention_count": v.mention_count,
             "mention_capped": v.mention_capped,
+            "first_unread_message_id": v.first_unread_message_id.map(|m| m.to_string()),
+            "muted": v.muted,
+            "level": v.level.as_str(),
         })
     };
     let states: Vec<Value> = model
-        .read_states(UserId::new(user).unwrap())
+        .read_states(UserId::new(user).unwrap(), 0)
         .iter()
         .map(view)
         .collect();
@@ -562,4 +582,117 @@ async fn an_ack_just_after_a_mark_unread_on_the_other_instance_is_not_lost() {
         }
     }
     assert!(wrong.is_empty(), "acks answered 200 and lost: {wrong:?}");
+}
+
+/// Issue 14: deleting a user through one instance removes every read state, mention
+/// and setting of the user from the other instance too (it learns of it through
+/// LISTEN/NOTIFY), from read receipts, and from storage (a restarted instance has
+/// none); other users keep theirs, and a later ack starts the user afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_through_one_instance_is_gone_from_the_other_from_readers_and_after_a_restart()
+ {
+    let storage = TestStorage::postgres();
+    let a = start(storage.url(), &[]);
+    let mut b = start(storage.url(), &[]);
+    let client = binary::client();
+    let (gone, kept) = (UserId::new(7).unwrap(), UserId::new(8).unwrap());
+    let channels = [ChannelId::new(20).unwrap(), ChannelId::new(21).unwrap()];
+    for (i, channel) in channels.iter().enumerate() {
+        send(
+            &client,
+            &a.addr,
+            &Op::MessageCreated {
+                channel: *channel,
+                message: MessageId::new(50 + i as u64).unwrap(),
+                author: None,
+                mentions: vec![gone, kept],
+            },
+        )
+        .await;
+        for user in [gone, kept] {
+            send(
+                &client,
+                &b.addr,
+                &Op::Ack {
+                    user,
+                    channel: *channel,
+                    message: MessageId::new(50 + i as u64).unwrap(),
+                    at: None,
+                },
+            )
+            .await;
+        }
+    }
+    send(
+        &client,
+        &b.addr,
+        &Op::Settings {
+            user: gone,
+            channel: channels[0],
+            muted_until: Some(readstate::domain::MUTED_FOREVER),
+            level: None,
+            at: None,
+        },
+    )
+    .await;
+    // b has the user cached; a learns of its writes and shows them too.
+    let states = |user: UserId| format!("/v1/users/{}/read-states", user.get());
+    wait_for("instance a shows both states", DEADLINE, || async {
+        let (_, body) = get_json(&client, &a.addr, &states(gone)).await;
+        (body["read_states"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    send(&client, &a.addr, &Op::DeleteUser { user: gone }).await;
+
+    wait_for("instance b drops the deleted user", DEADLINE, || async {
+        let (status, body) = get_json(&client, &b.addr, &states(gone)).await;
+        (status == 200 && body == json!({"read_states": []})).then_some(())
+    })
+    .await;
+    let readers = "/v1/channels/20/messages/50/readers";
+    for node in [&a, &b] {
+        let (status, body) = get_json(&client, &node.addr, readers).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["readers"],
+            json!(["8"]),
+            "readers through {}",
+            node.addr
+        );
+        let (_, body) = get_json(&client, &node.addr, &states(kept)).await;
+        assert_eq!(body["read_states"].as_array().map(Vec::len), Some(2));
+    }
+
+    b.kill_9();
+    let b = start(storage.url(), &[]);
+    let (_, body) = get_json(&client, &b.addr, &states(gone)).await;
+    assert_eq!(body, json!({"read_states": []}), "after a restart");
+    let (_, body) = get_json(&client, &b.addr, "/v1/users/7/export").await;
+    assert_eq!(body["read_states"], json!([]), "the export after a restart");
+
+    // A later ack starts the user afresh: no old mention, no old setting.
+    send(
+        &client,
+        &b.addr,
+        &Op::Ack {
+            user: gone,
+            channel: channels[0],
+            message: MessageId::new(40).unwrap(),
+            at: None,
+        },
+    )
+    .await;
+    let (_, body) = get_json(&client, &b.addr, "/v1/users/7/channels/20").await;
+    assert_eq!(body["last_read_message_id"], "40");
+    assert_eq!(body["unread_count"], 1);
+    assert_eq!(
+        body["mention_count"], 0,
+        "the mention of message 50 went with the user"
+    );
+    assert_eq!(body["muted"], false, "the setting went with the user");
+    wait_for("instance a shows the fresh state", DEADLINE, || async {
+        let (_, other) = get_json(&client, &a.addr, "/v1/users/7/channels/20").await;
+        (other == body).then_some(())
+    })
+    .await;
 }

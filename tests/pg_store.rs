@@ -1,7 +1,9 @@
 //! `PgStore` against a real PostgreSQL server: migrations (repeated and concurrent),
 //! every write kind, window and mention trims equal to what `SqliteStore` keeps for
-//! the same writes, readers paging, the change feed between two nodes, and a failed
-//! commit leaving its connection usable.
+//! the same writes, notification settings and channel metadata equal to the domain's
+//! merge, removals (leave, delete channel, delete user) taking their rows, readers
+//! paging, the change feed between two nodes, and a failed commit leaving its
+//! connection usable.
 //!
 //! Each test creates a database `readstate_t_<random>` on the server at
 //! `READSTATE_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`, trust auth)
@@ -12,6 +14,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use readstate::domain::{ChannelMeta, Level, MUTED_FOREVER, Settings};
 use readstate::store::postgres::PgOptions;
 use readstate::store::sqlite::SqliteOptions;
 use readstate::store::{ACK_NOW, PgStore, SqliteStore, Store, Write};
@@ -618,4 +621,346 @@ async fn an_ack_in_an_older_epoch_applies_in_the_stored_one_unless_it_is_older()
     y.checkpoint(&writes, false).await.unwrap();
     assert_eq!(stored(&x, 10).await, Some((1000, 60)));
     assert_eq!(stored(&x, 2_009).await, Some((1000, 2_059)));
+}
+
+/// Rows of `table` matching `filter` (our own SQL) in the test's database.
+async fn count(db: &TestDb, table: &str, filter: &str) -> i64 {
+    let mut conn = PgConnection::connect(&db.url()).await.unwrap();
+    let n = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select count(*) from {table} where {filter}"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    n
+}
+
+impl Rng {
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+
+    /// A settings write with colliding stamps and values (ties break on the value).
+    fn settings(&mut self) -> Settings {
+        let until = match self.below(4) {
+            0 => Some(0),
+            1 => Some(MUTED_FOREVER),
+            2 => Some(1_000 + self.below(5)),
+            _ => None,
+        };
+        let level = match self.below(4) {
+            0 => Some(Level::All),
+            1 => Some(Level::Mentions),
+            2 => Some(Level::Nothing),
+            _ => None,
+        };
+        let mut s = Settings::written(until, level, 1 + self.below(4));
+        if self.below(3) == 0 && level.is_some() {
+            s.level_at = 1 + self.below(4);
+        }
+        s
+    }
+
+    fn meta(&mut self) -> ChannelMeta {
+        ChannelMeta {
+            parent: self.below(3),
+            group: self.below(3),
+            at: 1 + self.below(3),
+        }
+    }
+}
+
+fn read(user: u64, channel: u64, pos: u64) -> Write {
+    Write::ReadPos {
+        user,
+        channel,
+        epoch: 0,
+        pos,
+        at: 0,
+    }
+}
+
+/// Settings and metadata writes, each twice, shuffled and committed in random
+/// batches by two nodes at once: what loads equals the domain's merge of the same
+/// writes, and what SQLite keeps for them.
+#[tokio::test]
+async fn settings_and_channel_meta_merge_like_the_domain_whatever_the_order() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let x = pg_store(&db, 1).await;
+    let y = pg_store(&db, 2).await;
+    let lite = sqlite_store(&dir).await;
+    let users: Vec<u64> = (1..=4).collect();
+    let channels: Vec<u64> = (10..=13).collect();
+    let mut rng = Rng(0x5e77_1465_0000_0001);
+    let mut writes: Vec<Write> = Vec::new();
+    let mut want_settings = std::collections::BTreeMap::new();
+    let mut want_meta = std::collections::BTreeMap::new();
+    for &user in &users {
+        for &channel in &channels {
+            let mut merged = Settings::default();
+            for _ in 0..rng.below(6) {
+                let settings = rng.settings();
+                merged.merge(&settings);
+                let w = Write::Settings {
+                    user,
+                    channel,
+                    settings,
+                };
+                writes.extend([w, w]);
+            }
+            want_settings.insert((user, channel), merged);
+        }
+    }
+    for &channel in &channels {
+        let mut merged = ChannelMeta::default();
+        for _ in 0..rng.below(6) {
+            let meta = rng.meta();
+            merged.merge(&meta);
+            let w = Write::ChannelMeta { channel, meta };
+            writes.extend([w, w]);
+        }
+        want_meta.insert(channel, merged);
+    }
+    assert!(want_settings.values().filter(|s| !s.is_default()).count() > 4);
+    // The states exist before their settings load (settings without a state are
+    // ignored).
+    let states: Vec<Write> = users
+        .iter()
+        .flat_map(|&u| channels.iter().map(move |&c| read(u, c, 1)))
+        .collect();
+    x.commit(&states).await.unwrap();
+    lite.commit(&states).await.unwrap();
+    rng.shuffle(&mut writes);
+    let mut batches = Vec::new();
+    let mut rest = &writes[..];
+    while !rest.is_empty() {
+        let n = (1 + rng.below(10) as usize).min(rest.len());
+        batches.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    // Two nodes, several transactions each in flight at once.
+    let (xs, ys): (Vec<_>, Vec<_>) = batches.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let run = |store: &PgStore, batches: Vec<(usize, &&[Write])>| {
+        let store = store.clone();
+        let batches: Vec<Vec<Write>> = batches.into_iter().map(|(_, b)| b.to_vec()).collect();
+        async move {
+            for chunk in batches.chunks(3) {
+                let commits = chunk.iter().map(|b| store.commit(b));
+                for r in futures_util::future::join_all(commits).await {
+                    r.unwrap();
+                }
+            }
+        }
+    };
+    tokio::join!(run(&x, xs), run(&y, ys));
+    for batch in &batches {
+        lite.commit(batch).await.unwrap();
+    }
+    for &user in &users {
+        let states = y.load_user(user, MENTION_WINDOW).await.unwrap();
+        for &channel in &channels {
+            assert_eq!(
+                states.get(channel).unwrap().settings,
+                want_settings[&(user, channel)],
+                "user {user}, channel {channel}"
+            );
+        }
+    }
+    for (channel, window) in x.load_channels(&channels, CHANNEL_WINDOW).await.unwrap() {
+        assert_eq!(window.meta(), want_meta[&channel], "channel {channel}");
+    }
+    assert_same(&x, &lite, &users, &channels, "settings and metadata").await;
+    // Replayed (a commit log replay after a crash): nothing changes.
+    x.commit(&writes).await.unwrap();
+    assert_same(&x, &lite, &users, &channels, "replay").await;
+    x.close().await;
+    y.close().await;
+}
+
+#[tokio::test]
+async fn removals_take_settings_metadata_and_a_deleted_users_rows_like_sqlite() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_store(&db, 1).await;
+    let other = pg_store(&db, 2).await;
+    let mut feed = other.watch().await.unwrap().expect("PostgreSQL has a feed");
+    let lite = sqlite_store(&dir).await;
+    let muted = |user, channel, at| Write::Settings {
+        user,
+        channel,
+        settings: Settings::written(Some(MUTED_FOREVER), Some(Level::Nothing), at),
+    };
+    let meta = |channel, group| Write::ChannelMeta {
+        channel,
+        meta: ChannelMeta {
+            parent: 0,
+            group,
+            at: 1,
+        },
+    };
+    let mut setup = Vec::new();
+    for user in [1, 2, 3] {
+        for channel in [10, 11] {
+            setup.extend([
+                read(user, channel, 5),
+                Write::Mention {
+                    user,
+                    channel,
+                    message: 4,
+                },
+                muted(user, channel, 1),
+            ]);
+        }
+    }
+    setup.extend([meta(10, 7), meta(11, 8)]);
+    let batches = [
+        setup,
+        // Leave with settings before and after it in the same batch.
+        vec![
+            muted(1, 10, 2),
+            Write::Leave {
+                user: 1,
+                channel: 10,
+            },
+            read(1, 10, 6),
+        ],
+        // A deleted user, created afresh after the delete in the same batch.
+        vec![
+            Write::DeleteUser { user: 2 },
+            read(2, 12, 1),
+            // Settings of a state that has no row: stored, never loaded.
+            muted(3, 13, 1),
+        ],
+        vec![Write::DeleteChannel { channel: 11 }, meta(11, 0)],
+    ];
+    let users = [1, 2, 3];
+    let channels = [10, 11, 12, 13];
+    for (i, batch) in batches.iter().enumerate() {
+        pg.commit(batch).await.unwrap();
+        lite.commit(batch).await.unwrap();
+        assert_same(&pg, &lite, &users, &channels, &format!("batch {i}")).await;
+    }
+    let user1 = pg.load_user(1, MENTION_WINDOW).await.unwrap();
+    assert!(
+        user1.get(10).unwrap().settings.is_default(),
+        "left, then back"
+    );
+    assert_eq!(user1.channels().collect::<Vec<_>>(), [10]);
+    let user2 = pg.load_user(2, MENTION_WINDOW).await.unwrap();
+    assert_eq!(user2.channels().collect::<Vec<_>>(), [12]);
+    assert!(user2.get(12).unwrap().settings.is_default());
+    for table in ["read_states", "mentions", "settings"] {
+        assert_eq!(
+            count(&db, table, "user_id = 2 and channel_id <> 12").await,
+            0,
+            "{table}"
+        );
+    }
+    let user3 = pg.load_user(3, MENTION_WINDOW).await.unwrap();
+    assert_eq!(user3.channels().collect::<Vec<_>>(), [10]);
+    assert!(user3.get(10).unwrap().settings.muted(u64::MAX - 1));
+    assert_eq!(user3.get(10).unwrap().mentions.len(), 1);
+    assert_eq!(count(&db, "settings", "channel_id = 11").await, 0);
+    assert_eq!(
+        count(&db, "settings", "user_id = 3 and channel_id = 13").await,
+        1
+    );
+    let windows = pg.load_channels(&[10, 11], CHANNEL_WINDOW).await.unwrap();
+    assert_eq!(windows[0].1.meta().group, 7);
+    assert_eq!(
+        windows[1].1.meta(),
+        ChannelMeta {
+            parent: 0,
+            group: 0,
+            at: 1
+        },
+        "the deleted channel's metadata does not come back"
+    );
+    // The other node heard of every user and channel written.
+    let mut users_heard = std::collections::BTreeSet::new();
+    let mut channels_heard = std::collections::BTreeSet::new();
+    while !(users_heard.contains(&2) && channels_heard.contains(&11)) {
+        let changes = tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("the other node hears the commits")
+            .unwrap();
+        users_heard.extend(changes.users);
+        channels_heard.extend(changes.channels.into_iter().chain(changes.deleted_channels));
+    }
+    assert!(
+        users_heard.is_superset(&[1, 2, 3].into()),
+        "{users_heard:?}"
+    );
+    pg.close().await;
+    other.close().await;
+}
+
+/// Random batches of every write kind, the new ones included: PostgreSQL keeps what
+/// SQLite keeps.
+#[tokio::test]
+async fn random_batches_with_settings_metadata_and_deleted_users_give_the_same_state_as_sqlite() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_store(&db, 1).await;
+    let lite = sqlite_store(&dir).await;
+    let users: Vec<u64> = (1..=4).collect();
+    let channels: Vec<u64> = (1..=3).collect();
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+    for round in 0..40 {
+        let n = 1 + rng.below(30);
+        let batch: Vec<Write> = (0..n)
+            .map(|_| {
+                let user = 1 + rng.below(4);
+                let channel = 1 + rng.below(3);
+                let message = 1 + rng.below(25);
+                match rng.below(24) {
+                    0..=4 => Write::Message {
+                        channel,
+                        message,
+                        deleted: rng.below(4) == 0,
+                    },
+                    5..=8 => Write::ReadPos {
+                        user,
+                        channel,
+                        epoch: rng.below(3),
+                        pos: message,
+                        at: 0,
+                    },
+                    9..=11 => Write::Mention {
+                        user,
+                        channel,
+                        message,
+                    },
+                    12..=16 => Write::Settings {
+                        user,
+                        channel,
+                        settings: rng.settings(),
+                    },
+                    17..=19 => Write::ChannelMeta {
+                        channel,
+                        meta: rng.meta(),
+                    },
+                    20 => Write::Leave { user, channel },
+                    21 => Write::DeleteChannel { channel },
+                    _ => Write::DeleteUser { user },
+                }
+            })
+            .collect();
+        pg.commit(&batch).await.unwrap();
+        lite.commit(&batch).await.unwrap();
+        assert_same(
+            &pg,
+            &lite,
+            &users,
+            &channels,
+            &format!("round {round}: {batch:?}"),
+        )
+        .await;
+    }
+    pg.close().await;
 }

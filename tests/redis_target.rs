@@ -91,7 +91,7 @@ fn message(raw: u64) -> MessageId {
 /// What the engine answers, in the Redis target's shape.
 fn expected_states(model: &Model, u: u64) -> Vec<RedisReadState> {
     model
-        .read_states(user(u))
+        .read_states(user(u), 0)
         .into_iter()
         .map(|v| RedisReadState {
             channel_id: v.channel_id,
@@ -106,9 +106,9 @@ fn expected_states(model: &Model, u: u64) -> Vec<RedisReadState> {
 }
 
 fn expected_summary(model: &Model, u: u64) -> RedisSummary {
-    let s = model.summary(user(u));
+    let s = model.summary(user(u), None, 0);
     RedisSummary {
-        unread_channels: s.unread_channels,
+        unread_channels: s.unread_channels + s.unread_threads,
         mentions: s.mentions,
     }
 }

@@ -18,7 +18,9 @@ use proptest::prelude::*;
 use readstate::cache::Cache;
 use readstate::commit::{self, CommitConfig};
 use readstate::config::Durability;
-use readstate::domain::{Caps, ChannelId, MessageId, Model, Op, UserId};
+use readstate::domain::{
+    Caps, ChannelId, GroupId, Level, MUTED_FOREVER, MessageId, Model, Op, Settings, UserId,
+};
 use readstate::service::Service;
 use readstate::store::Store;
 use readstate::wal::WalOptions;
@@ -27,8 +29,8 @@ use support::store::open_store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A read state as storage must keep it: channel, position, mention ids.
-type Projected = (u64, u64, Vec<(u64, u64)>);
+/// A read state as storage must keep it: channel, position, mention ids, settings.
+type Projected = (u64, u64, Vec<(u64, u64)>, Settings);
 
 const CAPS: Caps = Caps {
     unread: 1,
@@ -105,7 +107,16 @@ impl Running {
 
 fn op() -> impl Strategy<Value = Op> {
     let user = (1..=4u64).prop_map(|u| UserId::new(u).unwrap());
-    let channel = (1..=2u64).prop_map(|c| ChannelId::new(c).unwrap());
+    // Channel 3 may be a thread of 1 or 2; those two are never threads (no cycles).
+    let channel = (1..=3u64).prop_map(|c| ChannelId::new(c).unwrap());
+    let group = proptest::option::of((1..=2u64).prop_map(|g| GroupId::new(g).unwrap()));
+    let level = proptest::option::of(prop_oneof![
+        Just(Level::All),
+        Just(Level::Mentions),
+        Just(Level::Nothing)
+    ]);
+    // Past, never and forever: what a mute means does not depend on the clock.
+    let muted = proptest::option::of(prop_oneof![Just(0u64), Just(1u64), Just(MUTED_FOREVER)]);
     let message = (1..=30u64).prop_map(|m| MessageId::new(m).unwrap());
     prop_oneof![
         6 => (channel.clone(), message.clone(), proptest::option::of(user.clone()), proptest::collection::vec(user.clone(), 0..3))
@@ -115,16 +126,72 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (user.clone(), channel.clone(), proptest::option::of(0..=30u64)).prop_map(|(user, channel, read)| Op::Join { user, channel, read }),
         1 => (user.clone(), channel.clone(), message).prop_map(|(user, channel, message)| Op::Unread { user, channel, message }),
         1 => user.clone().prop_map(|user| Op::AckAll { user }),
-        1 => (user, channel.clone()).prop_map(|(user, channel)| Op::Leave { user, channel }),
-        1 => channel.prop_map(|channel| Op::DeleteChannel { channel }),
+        1 => (user.clone(), channel.clone()).prop_map(|(user, channel)| Op::Leave { user, channel }),
+        1 => channel.clone().prop_map(|channel| Op::DeleteChannel { channel }),
+        1 => (1..=2u64, group.clone(), 0..10u64).prop_map(|(c, group, at)| Op::SetChannel {
+            channel: ChannelId::new(c).unwrap(), parent: None, group, at: Some(at),
+        }),
+        1 => (proptest::option::of(1..=2u64), group, 0..10u64).prop_map(|(p, group, at)| Op::SetChannel {
+            channel: ChannelId::new(3).unwrap(), parent: p.map(|p| ChannelId::new(p).unwrap()), group, at: Some(at),
+        }),
+        2 => (user.clone(), channel, muted, level, 0..10u64).prop_map(|(user, channel, muted_until, level, at)| Op::Settings {
+            user, channel, muted_until, level, at: Some(at),
+        }),
+        1 => user.prop_map(|user| Op::DeleteUser { user }),
     ]
 }
 
 async fn check(service: &Service, model: &Model) -> Result<(), TestCaseError> {
+    // Mutes in the cases run out at 1 ms or never: any `now` after that agrees.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     for u in 1..=4 {
         let user = UserId::new(u).unwrap();
         let got = service.read_states(user, None).await.unwrap();
-        prop_assert_eq!(got, model.read_states(user), "user {}", u);
+        prop_assert_eq!(got, model.read_states(user, now), "user {}", u);
+        let summary = service.summary(user).await.unwrap();
+        prop_assert_eq!(
+            summary,
+            model.summary(user, None, now),
+            "summary of user {}",
+            u
+        );
+        let groups = service.groups(user).await.unwrap();
+        prop_assert_eq!(groups, model.groups(user, now), "groups of user {}", u);
+        for g in 1..=2 {
+            let group = GroupId::new(g).unwrap();
+            let got = service.group_summary(user, group).await.unwrap();
+            prop_assert_eq!(
+                got,
+                model.summary(user, Some(g), now),
+                "user {} group {}",
+                u,
+                g
+            );
+        }
+        for parent in 1..=2 {
+            let threads = service
+                .threads(user, ChannelId::new(parent).unwrap(), None, None)
+                .await
+                .unwrap();
+            let (summary, views) = model.threads(user, parent, now);
+            prop_assert_eq!(
+                threads.summary,
+                summary,
+                "threads of user {} in {}",
+                u,
+                parent
+            );
+            prop_assert_eq!(
+                threads.read_states,
+                views,
+                "threads of user {} in {}",
+                u,
+                parent
+            );
+        }
     }
     Ok(())
 }
@@ -154,7 +221,7 @@ async fn check_storage(store: &dyn Store, model: &Model) -> Result<(), TestCaseE
             .unwrap_or_default();
         let project = |s: &readstate::domain::UserStates| -> Vec<Projected> {
             s.iter()
-                .map(|st| (st.channel, st.read.pos, st.mentions.to_vec()))
+                .map(|st| (st.channel, st.read.pos, st.mentions.to_vec(), st.settings))
                 .collect()
         };
         prop_assert_eq!(project(&stored), project(&expected), "user {}", u);

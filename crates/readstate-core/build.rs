@@ -6,6 +6,8 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../../proto");
+    // sqlx::migrate! embeds the migration files; a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=../../migrations");
     let descriptors = protox::compile(["readstate/v1/readstate.proto"], ["../../proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

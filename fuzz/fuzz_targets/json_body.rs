@@ -17,7 +17,8 @@ mod spec;
 
 use libfuzzer_sys::fuzz_target;
 use readstate::api::dto::{
-    AckRequest, BatchRequest, CreateMessageRequest, JoinRequest, SummariesRequest, UnreadRequest,
+    AckRequest, BatchRequest, CreateMessageRequest, JoinRequest, SetChannelRequest,
+    SettingsRequest, SummariesRequest, UnreadRequest,
 };
 use readstate::api::problem::{Problem, ProblemKind};
 use readstate::http::extract::parse_json;
@@ -28,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    match selector % 6 {
+    // `% 8` maps the seeds' selectors ('0'..='5') to the DTOs they always had.
+    match selector % 8 {
         0 => check::<CreateMessageRequest, _>(body, create, |r| {
             (
                 r.message_id.get().get(),
@@ -44,7 +46,17 @@ fuzz_target!(|data: &[u8]| {
         4 => check::<SummariesRequest, _>(body, summaries, |r| {
             r.user_ids.iter().map(|u| u.get().get()).collect::<Vec<_>>()
         }),
-        _ => check::<BatchRequest, _>(body, batch, |r| r.ops.clone()),
+        5 => check::<BatchRequest, _>(body, batch, |r| r.ops.clone()),
+        6 => check::<SetChannelRequest, _>(body, set_channel, |r| {
+            (
+                r.parent_id.map(|p| p.get().get()),
+                r.group_id.map(|g| g.get().get()),
+                r.at,
+            )
+        }),
+        _ => check::<SettingsRequest, _>(body, settings, |r| {
+            (r.muted_until, r.level.map(|l| l.as_str()), r.at)
+        }),
     }
 });
 
@@ -145,6 +157,32 @@ fn unread(map: &Map<String, Value>) -> Option<u64> {
 fn summaries(map: &Map<String, Value>) -> Option<Vec<u64>> {
     only(map, &["user_ids"])?;
     spec::id_array(required(map, "user_ids")?)
+}
+
+type SetChannel = (Option<u64>, Option<u64>, Option<u64>);
+
+fn set_channel(map: &Map<String, Value>) -> Option<SetChannel> {
+    only(map, &["parent_id", "group_id", "at"])?;
+    Some((
+        spec::optional(map.get("parent_id"), spec::id_json)?,
+        spec::optional(map.get("group_id"), spec::id_json)?,
+        spec::optional(map.get("at"), spec::at_json)?,
+    ))
+}
+
+type Settings = (Option<u64>, Option<&'static str>, Option<u64>);
+
+fn settings(map: &Map<String, Value>) -> Option<Settings> {
+    only(map, &["muted_until", "level", "at"])?;
+    Some((
+        // Absent keeps it; null mutes until unmuted.
+        match map.get("muted_until") {
+            None => None,
+            Some(v) => Some(spec::muted_until_json(v)?),
+        },
+        spec::level_json(map.get("level").unwrap_or(&Value::Null))?,
+        spec::optional(map.get("at"), spec::at_json)?,
+    ))
 }
 
 fn batch(map: &Map<String, Value>) -> Option<Vec<Value>> {

@@ -6,7 +6,9 @@
 //! Properties: an op is accepted exactly when the rules of the API reference allow
 //! it (an object; a known kind; only known fields, and only those of that kind
 //! unless null; required ids present; ids canonical and in range; read positions
-//! may be 0; `at` a non-negative integer), and the parsed op holds exactly those
+//! may be 0; `at` a non-negative integer; `muted_until` an integer in 0..=2^63-1 or
+//! null, which mutes until unmuted where absent keeps the value; `level` one of
+//! `all`, `mentions`, `nothing`), and the parsed op holds exactly those
 //! values; an event and the same object with `op` in place of `type` parse alike;
 //! a parsed op encoded back to JSON (ids as strings or numbers) parses to the same
 //! op; every error is invalid input (never a storage or not-found error), naming
@@ -19,7 +21,7 @@ mod spec;
 use libfuzzer_sys::fuzz_target;
 use readstate::api::dto::BatchRequest;
 use readstate::api::ops::{parse_event, parse_op};
-use readstate::domain::{ChannelId, MessageId, Op, UserId};
+use readstate::domain::{ChannelId, GroupId, Level, MessageId, Op, UserId};
 use readstate::http::extract::parse_json;
 use readstate::ingest::parse_payload;
 use readstate::service::ServiceError;
@@ -118,7 +120,7 @@ fn field_of(result: &Result<Op, ServiceError>) -> String {
     }
 }
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 11] = [
     "user_id",
     "channel_id",
     "message_id",
@@ -126,6 +128,10 @@ const FIELDS: [&str; 7] = [
     "mentions",
     "last_read_message_id",
     "at",
+    "parent_id",
+    "group_id",
+    "muted_until",
+    "level",
 ];
 
 /// An error names the event (or `ops[i]`), or one of its fields: a member of the
@@ -171,6 +177,9 @@ fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
         "unread" => &["user_id", "channel_id", "message_id"],
         "leave" => &["user_id", "channel_id"],
         "delete_channel" => &["channel_id"],
+        "set_channel" => &["channel_id", "parent_id", "group_id", "at"],
+        "settings" => &["user_id", "channel_id", "muted_until", "level", "at"],
+        "delete_user" => &["user_id"],
         _ => return None,
     })
 }
@@ -241,6 +250,36 @@ fn rule(map: &Map<String, Value>, kind_key: &str) -> Option<Op> {
         "delete_channel" => Op::DeleteChannel {
             channel: channel()?,
         },
+        "set_channel" => Op::SetChannel {
+            channel: channel()?,
+            parent: match spec::optional(get("parent_id"), spec::id_json)? {
+                Some(v) => Some(ChannelId::new(v).ok()?),
+                None => None,
+            },
+            group: match spec::optional(get("group_id"), spec::id_json)? {
+                Some(v) => Some(GroupId::new(v).ok()?),
+                None => None,
+            },
+            at: spec::optional(get("at"), spec::at_json)?,
+        },
+        "settings" => Op::Settings {
+            user: user()?,
+            channel: channel()?,
+            // Present (null included) sets it; absent keeps it.
+            muted_until: match map.get("muted_until") {
+                None => None,
+                Some(v) => Some(spec::muted_until_json(v)?),
+            },
+            level: spec::level_json(map.get("level").unwrap_or(&Value::Null))?.map(
+                |name| match name {
+                    "mentions" => Level::Mentions,
+                    "nothing" => Level::Nothing,
+                    _ => Level::All,
+                },
+            ),
+            at: spec::optional(get("at"), spec::at_json)?,
+        },
+        "delete_user" => Op::DeleteUser { user: user()? },
         _ => return None,
     })
 }
@@ -339,6 +378,36 @@ fn encode(op: &Op, kind_key: &str, style: u64) -> Value {
         Op::DeleteChannel { channel } => {
             ("delete_channel", vec![("channel_id", id(channel.get(), 1))])
         }
+        Op::SetChannel {
+            channel,
+            parent,
+            group,
+            at,
+        } => (
+            "set_channel",
+            vec![
+                ("channel_id", id(channel.get(), 1)),
+                ("parent_id", parent.map_or(Value::Null, |p| id(p.get(), 5))),
+                ("group_id", group.map_or(Value::Null, |g| id(g.get(), 6))),
+                ("at", at.map_or(Value::Null, |a| json!(a))),
+            ],
+        ),
+        Op::Settings {
+            user,
+            channel,
+            level,
+            at,
+            ..
+        } => (
+            "settings",
+            vec![
+                ("user_id", id(user.get(), 0)),
+                ("channel_id", id(channel.get(), 1)),
+                ("level", level.map_or(Value::Null, |l| json!(l.as_str()))),
+                ("at", at.map_or(Value::Null, |a| json!(a))),
+            ],
+        ),
+        Op::DeleteUser { user } => ("delete_user", vec![("user_id", id(user.get(), 0))]),
     };
     map.insert(kind_key.to_owned(), json!(kind));
     for (name, value) in fields {
@@ -346,6 +415,20 @@ fn encode(op: &Op, kind_key: &str, style: u64) -> Value {
         if !value.is_null() || style >> 63 == 1 {
             map.insert(name.to_owned(), value);
         }
+    }
+    // `muted_until` is written only when set (absent keeps it; null is a value:
+    // muted until unmuted, written as null or as 2^63-1).
+    if let Op::Settings {
+        muted_until: Some(until),
+        ..
+    } = op
+    {
+        let value = if *until == spec::MAX && style >> 7 & 1 == 0 {
+            Value::Null
+        } else {
+            json!(until)
+        };
+        map.insert("muted_until".to_owned(), value);
     }
     // A null field of another kind is allowed too.
     if style >> 62 & 1 == 1 && !map.contains_key("at") {

@@ -72,6 +72,30 @@ pub fn at_json(value: &Value) -> Option<u64> {
     json_u64(value)
 }
 
+/// `muted_until` as a JSON value: an integer in 0..=2^63-1 (ms; 0 = not muted), or
+/// `null`, which means muted until unmuted and reads as 2^63-1. (Unlike every other
+/// field, null is not absent here: absent keeps the value, so callers look at the
+/// member's presence themselves.)
+pub fn muted_until_json(value: &Value) -> Option<u64> {
+    match value {
+        Value::Null => Some(MAX),
+        other => json_u64(other).filter(|v| *v <= MAX),
+    }
+}
+
+/// `level` as a JSON value: `Some(None)` for null (unchanged), `Some(Some(name))`
+/// for one of `all`, `mentions`, `nothing`, and `None` for anything else.
+pub fn level_json(value: &Value) -> Option<Option<&'static str>> {
+    match value {
+        Value::Null => Some(None),
+        Value::String(s) => ["all", "mentions", "nothing"]
+            .into_iter()
+            .find(|name| name == s)
+            .map(Some),
+        _ => None,
+    }
+}
+
 /// An optional member: absent or `null` is `Some(None)`; present, `parse` decides.
 pub fn optional<T>(
     value: Option<&Value>,

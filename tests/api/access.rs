@@ -95,6 +95,20 @@ fn http_rules() -> BTreeMap<(&'static str, &'static str), Rule> {
             ("POST", "/v1/users/{user_id}/ack-all"),
             needs("write", true),
         ),
+        (("PUT", "/v1/channels/{channel_id}"), needs("write", false)),
+        (("GET", "/v1/channels/{channel_id}"), needs("read", false)),
+        (
+            ("PUT", "/v1/users/{user_id}/channels/{channel_id}/settings"),
+            needs("write", true),
+        ),
+        (
+            ("GET", "/v1/users/{user_id}/channels/{channel_id}/threads"),
+            needs("read", true),
+        ),
+        (("GET", "/v1/users/{user_id}/groups"), needs("read", true)),
+        // Deleting and exporting a user's data is for the operator, never the user.
+        (("DELETE", "/v1/users/{user_id}"), needs("admin", false)),
+        (("GET", "/v1/users/{user_id}/export"), needs("admin", false)),
         (("POST", "/v1/summaries"), needs("read", false)),
         (("POST", "/v1/batch"), needs("write", false)),
         (("GET", "/metrics"), needs("read", false)),
@@ -122,6 +136,13 @@ fn grpc_rules() -> BTreeMap<&'static str, Rule> {
         ("Batch", needs("write", false)),
         ("Subscribe", needs("read", true)),
         ("Write", needs("write", false)),
+        ("SetChannel", needs("write", false)),
+        ("GetChannel", needs("read", false)),
+        ("UpdateSettings", needs("write", true)),
+        ("GetGroups", needs("read", true)),
+        ("GetThreads", needs("read", true)),
+        ("DeleteUser", needs("admin", false)),
+        ("ExportUser", needs("admin", false)),
     ])
 }
 
@@ -334,6 +355,10 @@ fn sample_body(method: &str, path: &str) -> Option<Value> {
             Some(json!({"message_id": "600", "author_id": "1"}))
         }
         ("PUT", "/v1/users/{user_id}/channels/{channel_id}") => Some(json!({})),
+        ("PUT", "/v1/channels/{channel_id}") => Some(json!({"group_id": "3", "at": 1})),
+        ("PUT", "/v1/users/{user_id}/channels/{channel_id}/settings") => {
+            Some(json!({"level": "mentions", "at": 1}))
+        }
         (
             "POST",
             "/v1/users/{user_id}/channels/{channel_id}/ack"
@@ -544,6 +569,7 @@ async fn call_grpc(
                 pb::GetReadStatesRequest {
                     user_id: USER,
                     channels: vec![],
+                    group_id: None,
                 },
                 a,
             ))
@@ -566,7 +592,13 @@ async fn call_grpc(
             .await
             .map(drop),
         "GetSummary" => client
-            .get_summary(request(pb::GetSummaryRequest { user_id: USER }, a))
+            .get_summary(request(
+                pb::GetSummaryRequest {
+                    user_id: USER,
+                    group_id: None,
+                },
+                a,
+            ))
             .await
             .map(drop),
         "GetSummaries" => client
@@ -576,6 +608,64 @@ async fn call_grpc(
                 },
                 a,
             ))
+            .await
+            .map(drop),
+        "SetChannel" => client
+            .set_channel(request(
+                pb::SetChannelRequest {
+                    channel_id: 10,
+                    parent_id: None,
+                    group_id: Some(3),
+                    at: Some(1),
+                },
+                a,
+            ))
+            .await
+            .map(drop),
+        "GetChannel" => client
+            .get_channel(request(pb::GetChannelRequest { channel_id: 10 }, a))
+            .await
+            .map(drop),
+        "UpdateSettings" => client
+            .update_settings(request(
+                pb::UpdateSettingsRequest {
+                    user_id: USER,
+                    channel_id: 10,
+                    muted_until: None,
+                    level: Some("mentions".to_owned()),
+                    at: Some(1),
+                },
+                a,
+            ))
+            .await
+            .map(drop),
+        "GetGroups" => client
+            .get_groups(request(pb::GetGroupsRequest { user_id: USER }, a))
+            .await
+            .map(drop),
+        "GetThreads" => client
+            .get_threads(request(
+                pb::GetThreadsRequest {
+                    user_id: USER,
+                    channel_id: 10,
+                    after: None,
+                    limit: None,
+                },
+                a,
+            ))
+            .await
+            .map(drop),
+        "DeleteUser" => client
+            .delete_user(request(
+                pb::DeleteUserRequest {
+                    user_id: OTHER_USER,
+                },
+                a,
+            ))
+            .await
+            .map(drop),
+        "ExportUser" => client
+            .export_user(request(pb::ExportUserRequest { user_id: USER }, a))
             .await
             .map(drop),
         "Batch" => client

@@ -388,7 +388,7 @@ async fn event_payloads_keep_the_documented_key_order() {
     app.message_ok(10, 500, None, &[]).await;
     app.ack(2, 10, 500).await;
 
-    let expected = r#"{"type":"ack","user_id":"2","channel_id":"10","read_state":{"channel_id":"10","last_read_message_id":"500","last_message_id":"500","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false}}"#;
+    let expected = r#"{"type":"ack","user_id":"2","channel_id":"10","read_state":{"channel_id":"10","last_read_message_id":"500","last_message_id":"500","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false,"first_unread_message_id":null,"muted":false,"level":"all"}}"#;
     let mut text = String::new();
     while !text.contains("event: read_state") || !text.ends_with("\n\n") {
         let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())

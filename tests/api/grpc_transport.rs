@@ -112,6 +112,18 @@ pub fn state_json(s: &pb::ReadState) -> Value {
         "unread_capped": s.unread_capped,
         "mention_count": s.mention_count,
         "mention_capped": s.mention_capped,
+        "first_unread_message_id": s.first_unread_message_id.map(|m| m.to_string()),
+        "muted": s.muted,
+        "level": s.level,
+    })
+}
+
+/// A summary as the JSON API writes it.
+pub fn summary_json(s: &pb::Summary) -> Value {
+    json!({
+        "unread_channels": s.unread_channels,
+        "unread_threads": s.unread_threads,
+        "mentions": s.mentions,
     })
 }
 
@@ -187,6 +199,24 @@ fn optional(map: &Map<String, Value>, key: &str) -> Option<Option<u64>> {
     }
 }
 
+/// An optional `at` stamp: absent or null is `Some(None)`; else a u64.
+fn stamp(map: &Map<String, Value>) -> Option<Option<u64>> {
+    match map.get("at") {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => v.as_u64().map(Some),
+    }
+}
+
+/// `muted_until`: absent keeps (`Some(None)`), null is "until unmuted" (2^63-1 in
+/// protobuf), else a u64 (a negative one stays on HTTP).
+fn muted_until(map: &Map<String, Value>) -> Option<Option<u64>> {
+    match map.get("muted_until") {
+        None => Some(None),
+        Some(Value::Null) => Some(Some(readstate::domain::MUTED_FOREVER)),
+        Some(v) => v.as_u64().map(Some),
+    }
+}
+
 fn batch_op(value: &Value) -> Option<pb::Op> {
     use pb::op::Op as Kind;
     let kind = value.get("op")?.as_str()?;
@@ -230,10 +260,7 @@ fn batch_op(value: &Value) -> Option<pb::Op> {
                 user_id: required(m, "user_id")?,
                 channel_id: required(m, "channel_id")?,
                 message_id: required(m, "message_id")?,
-                at: match m.get("at") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(v.as_u64()?),
-                },
+                at: stamp(m)?,
             })
         }
         "ack_all" => {
@@ -261,6 +288,37 @@ fn batch_op(value: &Value) -> Option<pb::Op> {
             let m = fields(value, &["op", "channel_id"])?;
             Kind::DeleteChannel(pb::DeleteChannelRequest {
                 channel_id: required(m, "channel_id")?,
+            })
+        }
+        "set_channel" => {
+            let m = fields(value, &["op", "channel_id", "parent_id", "group_id", "at"])?;
+            Kind::SetChannel(pb::SetChannelRequest {
+                channel_id: required(m, "channel_id")?,
+                parent_id: optional(m, "parent_id")?,
+                group_id: optional(m, "group_id")?,
+                at: stamp(m)?,
+            })
+        }
+        "settings" => {
+            let m = fields(
+                value,
+                &["op", "user_id", "channel_id", "muted_until", "level", "at"],
+            )?;
+            Kind::Settings(pb::UpdateSettingsRequest {
+                user_id: required(m, "user_id")?,
+                channel_id: required(m, "channel_id")?,
+                muted_until: muted_until(m)?,
+                level: match m.get("level") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_str()?.to_owned()),
+                },
+                at: stamp(m)?,
+            })
+        }
+        "delete_user" => {
+            let m = fields(value, &["op", "user_id"])?;
+            Kind::DeleteUser(pb::DeleteUserRequest {
+                user_id: required(m, "user_id")?,
             })
         }
         _ => return None,
@@ -416,12 +474,19 @@ impl Grpc {
     /// too: protobuf's empty list means "all").
     pub async fn read_states(&self, user: u64, query: &str) -> Option<Reply> {
         let mut channels = Vec::new();
-        for (_, value) in query_pairs(query, &["channels"])? {
-            channels = value.split(',').map(number).collect::<Option<Vec<u64>>>()?;
+        let mut group_id = None;
+        for (key, value) in query_pairs(query, &["channels", "group_id"])? {
+            match key {
+                "channels" => {
+                    channels = value.split(',').map(number).collect::<Option<Vec<u64>>>()?;
+                }
+                _ => group_id = Some(number(value)?),
+            }
         }
         let request = pb::GetReadStatesRequest {
             user_id: user,
             channels,
+            group_id,
         };
         Some(reply(
             self.client().get_read_states(request).await,
@@ -430,12 +495,12 @@ impl Grpc {
     }
 
     pub async fn summary(&self, user: u64) -> Reply {
-        let request = pb::GetSummaryRequest { user_id: user };
+        let request = pb::GetSummaryRequest {
+            user_id: user,
+            group_id: None,
+        };
         reply(self.client().get_summary(request).await, |s| {
-            json_reply(
-                StatusCode::OK,
-                json!({ "unread_channels": s.unread_channels, "mentions": s.mentions }),
-            )
+            json_reply(StatusCode::OK, summary_json(&s))
         })
     }
 
@@ -453,7 +518,11 @@ impl Grpc {
             for u in s.summaries {
                 map.insert(
                     u.user_id.to_string(),
-                    json!({ "unread_channels": u.unread_channels, "mentions": u.mentions }),
+                    json!({
+                        "unread_channels": u.unread_channels,
+                        "unread_threads": u.unread_threads,
+                        "mentions": u.mentions,
+                    }),
                 );
             }
             json_reply(StatusCode::OK, json!({ "summaries": map }))

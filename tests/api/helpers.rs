@@ -411,7 +411,10 @@ impl TestApp {
 
 // Expected bodies.
 
-/// A read state as the API writes it, with `has_unread` derived and nothing capped.
+/// A read state as the API writes it, with `has_unread` derived, nothing capped, not
+/// muted, level `all`, and `first_unread_message_id` = `last_message - unread + 1`
+/// when something is unread (the unread messages numbered without gaps up to the
+/// newest; see [`first_unread`] otherwise).
 pub fn state(channel: u64, last_read: u64, last_message: u64, unread: u32, mentions: u32) -> Value {
     json!({
         "channel_id": channel.to_string(),
@@ -422,7 +425,23 @@ pub fn state(channel: u64, last_read: u64, last_message: u64, unread: u32, menti
         "unread_capped": false,
         "mention_count": mentions,
         "mention_capped": false,
+        "first_unread_message_id": (unread > 0).then(|| (last_message + 1 - u64::from(unread)).to_string()),
+        "muted": false,
+        "level": "all",
     })
+}
+
+/// `state` with another `first_unread_message_id`.
+pub fn first_unread(mut state: Value, message: Option<u64>) -> Value {
+    state["first_unread_message_id"] = json!(message.map(|m| m.to_string()));
+    state
+}
+
+/// `state` with its settings as the API shows them.
+pub fn with_settings(mut state: Value, muted: bool, level: &str) -> Value {
+    state["muted"] = json!(muted);
+    state["level"] = json!(level);
+    state
 }
 
 /// `{"read_states": [...]}`.
@@ -430,9 +449,18 @@ pub fn read_states(states: &[Value]) -> Value {
     json!({ "read_states": states })
 }
 
-/// `{"unread_channels": n, "mentions": n}`.
+/// `{"unread_channels": n, "unread_threads": 0, "mentions": n}`.
 pub fn summary(unread_channels: u64, mentions: u64) -> Value {
-    json!({ "unread_channels": unread_channels, "mentions": mentions })
+    threads_summary(unread_channels, 0, mentions)
+}
+
+/// `{"unread_channels": n, "unread_threads": n, "mentions": n}`.
+pub fn threads_summary(unread_channels: u64, unread_threads: u64, mentions: u64) -> Value {
+    json!({
+        "unread_channels": unread_channels,
+        "unread_threads": unread_threads,
+        "mentions": mentions,
+    })
 }
 
 /// A problem body of the kind named by `slug`.

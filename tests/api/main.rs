@@ -29,5 +29,6 @@ mod ops_endpoints;
 mod read_states;
 mod readers;
 mod summaries;
+mod threads_groups;
 mod unread;
 mod walkthrough;

@@ -99,6 +99,10 @@ async fn counts_above_the_caps_are_capped_and_flagged() {
             "unread_capped": true,
             "mention_count": 2,
             "mention_capped": true,
+            // Older than the window the service keeps: not known.
+            "first_unread_message_id": null,
+            "muted": false,
+            "level": "all",
         }),
     );
 }

@@ -58,10 +58,10 @@ async fn summaries_answers_each_listed_user_keyed_by_id() {
         StatusCode::OK,
         &json!({
             "summaries": {
-                "1": { "unread_channels": 0, "mentions": 0 },
-                "2": { "unread_channels": 2, "mentions": 2 },
-                "3": { "unread_channels": 1, "mentions": 1 },
-                "99": { "unread_channels": 0, "mentions": 0 },
+                "1": { "unread_channels": 0, "unread_threads": 0, "mentions": 0 },
+                "2": { "unread_channels": 2, "unread_threads": 0, "mentions": 2 },
+                "3": { "unread_channels": 1, "unread_threads": 0, "mentions": 1 },
+                "99": { "unread_channels": 0, "unread_threads": 0, "mentions": 0 },
             }
         }),
     );

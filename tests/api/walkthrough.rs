@@ -38,7 +38,7 @@ pub const WALKTHROUGH: &[Step] = &[
         None,
         200,
         Some(
-            r#"{"channel_id":"10","last_read_message_id":"0","last_message_id":"101","has_unread":true,"unread_count":2,"unread_capped":false,"mention_count":1,"mention_capped":false}"#,
+            r#"{"channel_id":"10","last_read_message_id":"0","last_message_id":"101","has_unread":true,"unread_count":2,"unread_capped":false,"mention_count":1,"mention_capped":false,"first_unread_message_id":"100","muted":false,"level":"all"}"#,
         ),
     ),
     (
@@ -47,7 +47,7 @@ pub const WALKTHROUGH: &[Step] = &[
         None,
         200,
         Some(
-            r#"{"channel_id":"10","last_read_message_id":"101","last_message_id":"101","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false}"#,
+            r#"{"channel_id":"10","last_read_message_id":"101","last_message_id":"101","has_unread":false,"unread_count":0,"unread_capped":false,"mention_count":0,"mention_capped":false,"first_unread_message_id":null,"muted":false,"level":"all"}"#,
         ),
     ),
     (
@@ -56,7 +56,7 @@ pub const WALKTHROUGH: &[Step] = &[
         Some(r#"{"message_id": "100"}"#),
         200,
         Some(
-            r#"{"channel_id":"10","last_read_message_id":"100","last_message_id":"101","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false}"#,
+            r#"{"channel_id":"10","last_read_message_id":"100","last_message_id":"101","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false,"first_unread_message_id":"101","muted":false,"level":"all"}"#,
         ),
     ),
     (
@@ -65,7 +65,7 @@ pub const WALKTHROUGH: &[Step] = &[
         None,
         200,
         Some(
-            r#"{"read_states":[{"channel_id":"10","last_read_message_id":"100","last_message_id":"101","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false}]}"#,
+            r#"{"read_states":[{"channel_id":"10","last_read_message_id":"100","last_message_id":"101","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":0,"mention_capped":false,"first_unread_message_id":"101","muted":false,"level":"all"}]}"#,
         ),
     ),
     (
@@ -73,7 +73,87 @@ pub const WALKTHROUGH: &[Step] = &[
         "/v1/users/2/summary",
         None,
         200,
-        Some(r#"{"unread_channels":1,"mentions":0}"#),
+        Some(r#"{"unread_channels":1,"unread_threads":0,"mentions":0}"#),
+    ),
+    // Channel 10 belongs to group 7 (a guild, team or workspace); channel 11 is a
+    // thread under it, so it is in group 7 too.
+    (
+        "PUT",
+        "/v1/channels/10",
+        Some(r#"{"group_id": "7"}"#),
+        200,
+        Some(r#"{"channel_id":"10","parent_id":null,"group_id":"7","last_message_id":"101"}"#),
+    ),
+    (
+        "PUT",
+        "/v1/channels/11",
+        Some(r#"{"parent_id": "10"}"#),
+        200,
+        Some(r#"{"channel_id":"11","parent_id":"10","group_id":null,"last_message_id":"0"}"#),
+    ),
+    (
+        "POST",
+        "/v1/channels/11/messages",
+        Some(r#"{"message_id": "102", "author_id": "1", "mentions": ["2"]}"#),
+        204,
+        None,
+    ),
+    (
+        "GET",
+        "/v1/users/2/channels/10/threads",
+        None,
+        200,
+        Some(
+            r#"{"unread_threads":1,"mentions":1,"read_states":[{"channel_id":"11","last_read_message_id":"0","last_message_id":"102","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":1,"mention_capped":false,"first_unread_message_id":"102","muted":false,"level":"all"}],"next":null}"#,
+        ),
+    ),
+    // Channel 12, in group 8, mentions user 2, who mutes it: no longer unread, but
+    // the mention still counts.
+    (
+        "PUT",
+        "/v1/channels/12",
+        Some(r#"{"group_id": "8"}"#),
+        200,
+        Some(r#"{"channel_id":"12","parent_id":null,"group_id":"8","last_message_id":"0"}"#),
+    ),
+    (
+        "POST",
+        "/v1/channels/12/messages",
+        Some(r#"{"message_id": "103", "author_id": "1", "mentions": ["2"]}"#),
+        204,
+        None,
+    ),
+    (
+        "PUT",
+        "/v1/users/2/channels/12/settings",
+        Some(r#"{"muted_until": null}"#),
+        200,
+        Some(
+            r#"{"channel_id":"12","last_read_message_id":"0","last_message_id":"103","has_unread":true,"unread_count":1,"unread_capped":false,"mention_count":1,"mention_capped":false,"first_unread_message_id":"103","muted":true,"level":"all"}"#,
+        ),
+    ),
+    (
+        "GET",
+        "/v1/users/2/summary",
+        None,
+        200,
+        Some(r#"{"unread_channels":1,"unread_threads":1,"mentions":2}"#),
+    ),
+    (
+        "GET",
+        "/v1/users/2/summary?group_id=7",
+        None,
+        200,
+        Some(r#"{"unread_channels":1,"unread_threads":1,"mentions":1}"#),
+    ),
+    (
+        "GET",
+        "/v1/users/2/groups",
+        None,
+        200,
+        Some(
+            r#"{"groups":{"7":{"unread_channels":1,"unread_threads":1,"mentions":1},"8":{"unread_channels":0,"unread_threads":0,"mentions":1}}}"#,
+        ),
     ),
 ];
 
@@ -142,8 +222,16 @@ fn walkthrough_md_is_the_rendered_walkthrough() {
 
     assert!(
         committed == rendered,
-        "tests/api/walkthrough.md is stale; it should read:\n{rendered}"
+        "tests/api/walkthrough.md is stale (rewrite it with \
+         `cargo test --test api write_walkthrough_md -- --ignored`); it should read:\n{rendered}"
     );
+}
+
+#[test]
+#[ignore = "rewrites tests/api/walkthrough.md: cargo test --test api write_walkthrough_md -- --ignored"]
+fn write_walkthrough_md() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/walkthrough.md");
+    std::fs::write(&path, render_markdown()).expect("tests/api/walkthrough.md is writable");
 }
 
 #[test]

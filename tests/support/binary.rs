@@ -655,5 +655,61 @@ pub fn http_request(
             format!("/v1/channels/{}", channel.get()),
             None,
         ),
+        Op::SetChannel {
+            channel,
+            parent,
+            group,
+            at,
+        } => {
+            let mut body = json!({
+                "parent_id": parent.map(|p| p.get().to_string()),
+                "group_id": group.map(|g| g.get().to_string()),
+            });
+            if let Some(at) = at {
+                body["at"] = json!(at);
+            }
+            (
+                reqwest::Method::PUT,
+                format!("/v1/channels/{}", channel.get()),
+                Some(body),
+            )
+        }
+        Op::Settings {
+            user,
+            channel,
+            muted_until,
+            level,
+            at,
+        } => {
+            let mut body = json!({});
+            if let Some(until) = muted_until {
+                // The API's null: muted until unmuted.
+                body["muted_until"] = if *until == readstate::domain::MUTED_FOREVER {
+                    serde_json::Value::Null
+                } else {
+                    json!(until)
+                };
+            }
+            if let Some(level) = level {
+                body["level"] = json!(level.as_str());
+            }
+            if let Some(at) = at {
+                body["at"] = json!(at);
+            }
+            (
+                reqwest::Method::PUT,
+                format!(
+                    "/v1/users/{}/channels/{}/settings",
+                    user.get(),
+                    channel.get()
+                ),
+                Some(body),
+            )
+        }
+        Op::DeleteUser { user } => (
+            reqwest::Method::DELETE,
+            format!("/v1/users/{}", user.get()),
+            None,
+        ),
     }
 }

@@ -229,7 +229,7 @@ pub fn model_states(caps: Caps, ops: &[Op], users: u64) -> Vec<(u64, Vec<ReadSta
         model.apply(op, 0);
     }
     (1..=users)
-        .map(|u| (u, model.read_states(UserId::new(u).expect("id"))))
+        .map(|u| (u, model.read_states(UserId::new(u).expect("id"), 0)))
         .collect()
 }
 

@@ -1,5 +1,6 @@
 //! [`Client`]: one typed method per RPC of `readstate.v1.ReadStates`, with retries.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -12,8 +13,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
 use crate::ops::epoch_ms;
-use crate::proto::{self, Op, Problem, ReadState, Summary, read_states_client::ReadStatesClient};
+use crate::proto::{
+    self, ExportReply, Op, Problem, ReadState, Summary, read_states_client::ReadStatesClient,
+};
 use crate::retry::RetryPolicy;
+use crate::settings::Settings;
 use crate::subscribe::Subscription;
 
 /// The generated tonic client the [`Client`] wraps: over the channel, through the
@@ -115,6 +119,23 @@ fn bearer(token: &str) -> Result<AsciiMetadataValue, Error> {
 pub struct ReadersPage {
     /// Users whose read position is at or past the message, sorted by id.
     pub readers: Vec<u64>,
+    /// Pass as `after` for the next page; `None` when this page is the last.
+    pub next: Option<u64>,
+}
+
+/// A user's threads under a channel ([`Client::threads`]): their summary, and one
+/// page of those unread or with a mention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Threads {
+    /// Over all the user's read states of threads under the channel: those with
+    /// `has_unread`, not muted, level `all`.
+    pub unread_threads: u64,
+    /// Over the same: the sum of the (capped) mention counts of those whose
+    /// level is not `nothing`.
+    pub mentions: u64,
+    /// The read states of this page, unread or with a mention, sorted by
+    /// channel id.
+    pub read_states: Vec<ReadState>,
     /// Pass as `after` for the next page; `None` when this page is the last.
     pub next: Option<u64>,
 }
@@ -370,6 +391,78 @@ impl Client {
             .map(drop)
     }
 
+    /// Sets what the channel belongs to: a thread's `parent` channel and a
+    /// `group` (guild, team, workspace or category); `None` unsets. Setting it
+    /// again replaces both. A thread without a group of its own belongs to its
+    /// parent's group. Answers the channel.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on `parent_id` for a parent equal to the
+    /// channel or under it (a cycle); see [`Error`].
+    pub async fn set_channel(
+        &self,
+        channel: u64,
+        parent: Option<u64>,
+        group: Option<u64>,
+    ) -> Result<proto::Channel, Error> {
+        self.set_channel_request(proto::SetChannelRequest {
+            channel_id: channel,
+            parent_id: parent,
+            group_id: group,
+            at: None,
+        })
+        .await
+    }
+
+    /// [`Client::set_channel`] made at `at` (sent as `at`, ms since the epoch):
+    /// ignored when older than the metadata in place (without `at`, a write is
+    /// stamped on arrival), so a redelivered old write does not undo a newer one.
+    ///
+    /// # Errors
+    /// See [`Client::set_channel`].
+    pub async fn set_channel_at(
+        &self,
+        channel: u64,
+        parent: Option<u64>,
+        group: Option<u64>,
+        at: SystemTime,
+    ) -> Result<proto::Channel, Error> {
+        self.set_channel_request(proto::SetChannelRequest {
+            channel_id: channel,
+            parent_id: parent,
+            group_id: group,
+            at: Some(epoch_ms(at)),
+        })
+        .await
+    }
+
+    async fn set_channel_request(
+        &self,
+        request: proto::SetChannelRequest,
+    ) -> Result<proto::Channel, Error> {
+        self.unary(request, |mut g, r| async move { g.set_channel(r).await })
+            .await
+    }
+
+    /// The channel's metadata (parent, group) and newest message; `None` for a
+    /// channel the server has never seen (`NOT_FOUND`).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn channel(&self, channel: u64) -> Result<Option<proto::Channel>, Error> {
+        let request = proto::GetChannelRequest {
+            channel_id: channel,
+        };
+        match self
+            .unary(request, |mut g, r| async move { g.get_channel(r).await })
+            .await
+        {
+            Ok(channel) => Ok(Some(channel)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Read receipts: one page of the users whose read position is at or past
     /// `message`, sorted by id, after the cursor `after` (the previous page's
     /// `next`); `limit` is the page size (server default 100).
@@ -462,6 +555,31 @@ impl Client {
         let request = proto::GetReadStatesRequest {
             user_id: user,
             channels: channels.to_vec(),
+            group_id: None,
+        };
+        let reply = self
+            .unary(
+                request,
+                |mut g, r| async move { g.get_read_states(r).await },
+            )
+            .await?;
+        Ok(reply.read_states)
+    }
+
+    /// The user's read states of channels in `group` (their own group, or a
+    /// thread's parent's), sorted by channel id.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn read_states_in_group(
+        &self,
+        user: u64,
+        group: u64,
+    ) -> Result<Vec<ReadState>, Error> {
+        let request = proto::GetReadStatesRequest {
+            user_id: user,
+            channels: Vec::new(),
+            group_id: Some(group),
         };
         let reply = self
             .unary(
@@ -534,6 +652,31 @@ impl Client {
             .await
     }
 
+    /// Sets the notification settings of the user's read state in the channel
+    /// (mute, level); a field of `settings` left `None` keeps its value, and per
+    /// field the newest [`Settings::at`] wins. Creates the read state like
+    /// [`Client::join`] does. Answers the read state (`muted`, `level`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on `muted_until` for a [`Mute::Until`] past
+    /// [`Mute::FOREVER_MS`]; see [`Error`].
+    ///
+    /// [`Mute::Until`]: crate::Mute::Until
+    /// [`Mute::FOREVER_MS`]: crate::Mute::FOREVER_MS
+    pub async fn update_settings(
+        &self,
+        user: u64,
+        channel: u64,
+        settings: Settings,
+    ) -> Result<ReadState, Error> {
+        let request = settings.request(user, channel);
+        self.unary(
+            request,
+            |mut g, r| async move { g.update_settings(r).await },
+        )
+        .await
+    }
+
     /// Every read state of the user is read up to its channel's newest message.
     /// Answers all the user's read states afterwards.
     ///
@@ -547,14 +690,77 @@ impl Client {
         Ok(reply.read_states)
     }
 
-    /// Unread channels and mention total of one user.
+    /// Unread channels, unread threads and mention total of one user, over all
+    /// their read states (muted ones and those of level `mentions` are not
+    /// unread; those of level `nothing` have no mentions).
     ///
     /// # Errors
     /// See [`Error`].
     pub async fn summary(&self, user: u64) -> Result<Summary, Error> {
-        let request = proto::GetSummaryRequest { user_id: user };
+        let request = proto::GetSummaryRequest {
+            user_id: user,
+            group_id: None,
+        };
         self.unary(request, |mut g, r| async move { g.get_summary(r).await })
             .await
+    }
+
+    /// [`Client::summary`] over the user's read states of channels in `group`
+    /// (their own group, or a thread's parent's).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn group_summary(&self, user: u64, group: u64) -> Result<Summary, Error> {
+        let request = proto::GetSummaryRequest {
+            user_id: user,
+            group_id: Some(group),
+        };
+        self.unary(request, |mut g, r| async move { g.get_summary(r).await })
+            .await
+    }
+
+    /// A summary per group in which the user has a read state, by group id (the
+    /// badges of a guild list in one call).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn groups(&self, user: u64) -> Result<BTreeMap<u64, Summary>, Error> {
+        let request = proto::GetGroupsRequest { user_id: user };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.get_groups(r).await })
+            .await?;
+        Ok(reply.groups.into_iter().collect())
+    }
+
+    /// The user's threads under `channel`: their summary, and one page (sorted
+    /// by channel id) of those unread or with a mention, after the cursor `after`
+    /// (the previous page's `next`); `limit` is the page size (server default
+    /// 100).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn threads(
+        &self,
+        user: u64,
+        channel: u64,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<Threads, Error> {
+        let request = proto::GetThreadsRequest {
+            user_id: user,
+            channel_id: channel,
+            after,
+            limit,
+        };
+        let reply = self
+            .unary(request, |mut g, r| async move { g.get_threads(r).await })
+            .await?;
+        Ok(Threads {
+            unread_threads: reply.unread_threads,
+            mentions: reply.mentions,
+            read_states: reply.read_states,
+            next: reply.next,
+        })
     }
 
     /// Summaries of many users: one per distinct user, in request order.
@@ -577,10 +783,36 @@ impl Client {
                     Summary {
                         unread_channels: s.unread_channels,
                         mentions: s.mentions,
+                        unread_threads: s.unread_threads,
                     },
                 )
             })
             .collect())
+    }
+
+    /// Removes every read state, mention and setting of the user (idempotent); a
+    /// later write about the user starts afresh. An API key needs the `admin`
+    /// scope.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn delete_user(&self, user: u64) -> Result<(), Error> {
+        let request = proto::DeleteUserRequest { user_id: user };
+        self.unary(request, |mut g, r| async move { g.delete_user(r).await })
+            .await
+            .map(drop)
+    }
+
+    /// Everything stored about the user: every read state with its read
+    /// position and unread epoch, mention ids and settings, sorted by channel
+    /// id (none for an unknown user). An API key needs the `admin` scope.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn export_user(&self, user: u64) -> Result<ExportReply, Error> {
+        let request = proto::ExportUserRequest { user_id: user };
+        self.unary(request, |mut g, r| async move { g.export_user(r).await })
+            .await
     }
 
     /// Many writes in one call, applied in order: one result per op, in order. A

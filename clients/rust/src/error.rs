@@ -52,7 +52,8 @@ pub enum Error {
         message: String,
     },
     /// `NOT_FOUND`: the resource does not exist.
-    /// ([`Client::read_state`](crate::Client::read_state) answers `None` instead.)
+    /// ([`Client::read_state`](crate::Client::read_state) and
+    /// [`Client::channel`](crate::Client::channel) answer `None` instead.)
     #[error("not found: {message}")]
     NotFound {
         /// The server's explanation.

@@ -57,13 +57,57 @@
 //! whose comments are the reference): writes [`Client::message_created`],
 //! [`Client::message_deleted`], [`Client::delete_channel`], [`Client::join`],
 //! [`Client::leave`], [`Client::ack`] / [`Client::ack_at`],
-//! [`Client::mark_unread`], [`Client::ack_all`], [`Client::batch`] and
-//! [`Client::write`] (client streaming); reads [`Client::read_state`],
-//! [`Client::read_states`], [`Client::readers`], [`Client::summary`],
-//! [`Client::summaries`]; and [`Client::subscribe`] for live changes. The
-//! messages are the generated ones, re-exported in [`proto`] (and the common ones
-//! at the root: [`ReadState`], [`Summary`], [`Op`], [`Problem`]). [`Op`] has a
+//! [`Client::mark_unread`], [`Client::ack_all`], [`Client::set_channel`] /
+//! [`Client::set_channel_at`], [`Client::update_settings`],
+//! [`Client::delete_user`], [`Client::batch`] and [`Client::write`] (client
+//! streaming); reads [`Client::read_state`], [`Client::read_states`] /
+//! [`Client::read_states_in_group`], [`Client::readers`], [`Client::summary`] /
+//! [`Client::group_summary`], [`Client::summaries`], [`Client::groups`],
+//! [`Client::threads`], [`Client::channel`], [`Client::export_user`]; and
+//! [`Client::subscribe`] for live changes. The messages are the generated ones,
+//! re-exported in [`proto`] (and the common ones at the root: [`ReadState`],
+//! [`Summary`], [`Channel`] — the proto's, not tonic's transport channel —,
+//! [`ExportReply`], [`StoredReadState`], [`Op`], [`Problem`]). [`Op`] has a
 //! constructor per write (`Op::ack(user, channel, message)`, ...).
+//!
+//! # Threads, groups and notification settings
+//!
+//! [`Client::set_channel`] makes a channel a thread (a `parent`) and puts it in
+//! a group (a guild, team or category; a thread without its own group is in its
+//! parent's). [`Client::update_settings`] mutes a read state or sets its
+//! [`Level`] ([`Settings`], [`Mute`]). A [`Summary`] counts unread channels and
+//! unread threads apart, leaves out muted read states and those of level
+//! `mentions` or `nothing` (muted ones keep their mentions), and
+//! [`Client::groups`] answers one per group.
+//!
+//! ```no_run
+//! use readstate_client::{Client, Level, Mute, Settings};
+//!
+//! # async fn demo(client: Client) -> Result<(), readstate_client::Error> {
+//! // Channel 100 is in guild 7; channel 101 is a thread under it.
+//! client.set_channel(100, None, Some(7)).await?;
+//! client.set_channel(101, Some(100), None).await?;
+//! // User 42 mutes channel 100 and hears only mentions in the thread.
+//! let state = client
+//!     .update_settings(42, 100, Settings::new().mute(Mute::Forever))
+//!     .await?;
+//! assert!(state.muted);
+//! let state = client
+//!     .update_settings(42, 101, Settings::new().level(Level::Mentions))
+//!     .await?;
+//! assert_eq!(state.level(), Level::Mentions);
+//! // Guild badges, the thread list of channel 100, where to jump to.
+//! for (group, summary) in client.groups(42).await? {
+//!     println!("guild {group}: {} unread, {} mentions", summary.unread_channels, summary.mentions);
+//! }
+//! let threads = client.threads(42, 100, None, None).await?;
+//! println!("{} unread threads", threads.unread_threads);
+//! if let Some(state) = client.read_state(42, 100).await? {
+//!     println!("first unread: {:?}", state.first_unread_message_id);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Ids are `u64` in `1..=2^63-1`; 0 means absent and is rejected where an id is
 //! required ([`Error::InvalidArgument`] with the field, e.g. `channel_id`).
@@ -100,7 +144,8 @@
 //!
 //! Statuses become [`Error`]s: `INVALID_ARGUMENT` → [`Error::InvalidArgument`]
 //! (with the field of the server's `google.rpc.BadRequest`), `NOT_FOUND` →
-//! [`Error::NotFound`] (but [`Client::read_state`] answers `None`),
+//! [`Error::NotFound`] (but [`Client::read_state`] and [`Client::channel`]
+//! answer `None`),
 //! `UNAUTHENTICATED` → [`Error::Unauthenticated`], `PERMISSION_DENIED` →
 //! [`Error::PermissionDenied`] (with the refused op of a batch, `ops[i]`),
 //! `UNAVAILABLE` and `RESOURCE_EXHAUSTED` → [`Error::Unavailable`] (with the
@@ -128,6 +173,7 @@ mod client;
 mod error;
 mod ops;
 mod retry;
+mod settings;
 mod subscribe;
 mod write;
 
@@ -147,10 +193,11 @@ pub mod proto {
     tonic::include_proto!("readstate.v1");
 }
 
-pub use client::{Client, Credentials, Grpc, ReadersPage};
+pub use client::{Client, Credentials, Grpc, ReadersPage, Threads};
 pub use error::Error;
-pub use proto::{Op, Problem, ReadState, Summary};
+pub use proto::{Channel, ExportReply, Op, Problem, ReadState, StoredReadState, Summary};
 pub use retry::RetryPolicy;
+pub use settings::{Level, Mute, Settings};
 pub use subscribe::{Event, Subscription};
 
 /// The examples of the README compile (`cargo test --doc`).

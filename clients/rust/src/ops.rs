@@ -4,6 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::proto::{self, Op, op};
+use crate::settings::Settings;
 
 /// Milliseconds since the Unix epoch (0 before it), the unit of `AckRequest.at`.
 pub(crate) fn epoch_ms(at: SystemTime) -> u64 {
@@ -97,6 +98,49 @@ impl Op {
             message_id: message,
         }))
     }
+
+    /// What the channel belongs to: a thread's `parent` channel and a `group`
+    /// ([`Client::set_channel`](crate::Client::set_channel)).
+    pub fn set_channel(channel: u64, parent: Option<u64>, group: Option<u64>) -> Op {
+        Op::of(op::Op::SetChannel(proto::SetChannelRequest {
+            channel_id: channel,
+            parent_id: parent,
+            group_id: group,
+            at: None,
+        }))
+    }
+
+    /// [`Op::set_channel`] made at `at`
+    /// ([`Client::set_channel_at`](crate::Client::set_channel_at)): ignored when
+    /// older than the channel's metadata in place.
+    pub fn set_channel_at(
+        channel: u64,
+        parent: Option<u64>,
+        group: Option<u64>,
+        at: SystemTime,
+    ) -> Op {
+        Op::of(op::Op::SetChannel(proto::SetChannelRequest {
+            channel_id: channel,
+            parent_id: parent,
+            group_id: group,
+            at: Some(epoch_ms(at)),
+        }))
+    }
+
+    /// The notification settings of the user's read state in the channel
+    /// ([`Client::update_settings`](crate::Client::update_settings)); the
+    /// `settings` op of a batch.
+    pub fn update_settings(user: u64, channel: u64, settings: Settings) -> Op {
+        Op::of(op::Op::Settings(settings.request(user, channel)))
+    }
+
+    /// Every read state, mention and setting of the user is gone
+    /// ([`Client::delete_user`](crate::Client::delete_user)).
+    pub fn delete_user(user: u64) -> Op {
+        Op::of(op::Op::DeleteUser(proto::DeleteUserRequest {
+            user_id: user,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +173,31 @@ mod tests {
             Some(op::Op::Ack(proto::AckRequest { at: Some(1234), .. }))
         ));
         assert_eq!(epoch_ms(UNIX_EPOCH - std::time::Duration::from_secs(1)), 0);
+        assert_eq!(
+            Op::set_channel(1, Some(2), None).op,
+            Some(op::Op::SetChannel(proto::SetChannelRequest {
+                channel_id: 1,
+                parent_id: Some(2),
+                group_id: None,
+                at: None,
+            }))
+        );
+        assert!(matches!(
+            Op::set_channel_at(1, None, Some(3), at).op,
+            Some(op::Op::SetChannel(proto::SetChannelRequest {
+                group_id: Some(3),
+                at: Some(1234),
+                ..
+            }))
+        ));
+        let settings = Settings::new().mute(crate::Mute::Forever);
+        assert_eq!(
+            Op::update_settings(1, 2, settings).op,
+            Some(op::Op::Settings(settings.request(1, 2)))
+        );
+        assert_eq!(
+            Op::delete_user(7).op,
+            Some(op::Op::DeleteUser(proto::DeleteUserRequest { user_id: 7 }))
+        );
     }
 }

@@ -35,12 +35,14 @@ pub enum Event {
         /// The event id.
         id: String,
         /// What changed: `ack`, `mention`, `unread`, `join`, `leave`,
-        /// `message_deleted`, `channel_deleted`.
+        /// `message_deleted`, `channel_deleted`, `settings` (mute or level,
+        /// [`Client::update_settings`]), `user_deleted`
+        /// ([`Client::delete_user`]).
         kind: String,
         /// The channel of the read state.
         channel: u64,
         /// The read state when the event was sent; `None` once it is gone
-        /// (`leave`, `channel_deleted`).
+        /// (`leave`, `channel_deleted`, `user_deleted`).
         read_state: Option<ReadState>,
     },
 }

@@ -24,6 +24,10 @@ fn state(channel: u64, read: u64, last: u64, unread: u32, mentions: u32) -> Read
         unread_capped: false,
         mention_count: mentions,
         mention_capped: false,
+        // The messages of these tests have consecutive ids.
+        first_unread_message_id: (unread > 0).then(|| last - u64::from(unread) + 1),
+        muted: false,
+        level: "all".to_owned(),
     }
 }
 
@@ -89,7 +93,8 @@ async fn every_method_answers_what_the_server_holds() {
         client.summary(U).await.expect("summary"),
         Summary {
             unread_channels: 1,
-            mentions: 1
+            mentions: 1,
+            unread_threads: 0
         }
     );
 
@@ -140,7 +145,8 @@ async fn every_method_answers_what_the_server_holds() {
         client.summary(U).await.expect("summary"),
         Summary {
             unread_channels: 0,
-            mentions: 0
+            mentions: 0,
+            unread_threads: 0
         }
     );
 
@@ -172,7 +178,8 @@ async fn every_method_answers_what_the_server_holds() {
         client.summary(V).await.expect("summary"),
         Summary {
             unread_channels: 2,
-            mentions: 1
+            mentions: 1,
+            unread_threads: 0
         }
     );
     assert_eq!(
@@ -206,14 +213,16 @@ async fn every_method_answers_what_the_server_holds() {
                 U,
                 Summary {
                     unread_channels: 1,
-                    mentions: 1
+                    mentions: 1,
+                    unread_threads: 0
                 }
             ),
             (
                 V,
                 Summary {
                     unread_channels: 1,
-                    mentions: 0
+                    mentions: 0,
+                    unread_threads: 0
                 }
             ),
         ]
@@ -418,7 +427,10 @@ async fn clients_are_cheap_to_clone_and_share_the_connection() {
     // The raw tonic client is there for anything else.
     let reply = client
         .grpc()
-        .get_summary(readstate_client::proto::GetSummaryRequest { user_id: 1 })
+        .get_summary(readstate_client::proto::GetSummaryRequest {
+            user_id: 1,
+            group_id: None,
+        })
         .await
         .expect("raw call");
     assert_eq!(reply.into_inner().unread_channels, 0);

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use readstate_client::{Client, Error, Event, Op, RetryPolicy};
+use readstate_client::{Client, Error, Event, Level, Mute, Op, RetryPolicy, Settings};
 use support::{PATIENCE, Server, api_keys_env, jwt, next_event, process_of, wait_for};
 
 /// Every scope.
@@ -198,7 +198,10 @@ async fn an_api_key_works_for_calls_write_streams_and_subscriptions() {
     client.delete_channel(C).await.expect("delete channel");
     let reply = client
         .grpc()
-        .get_summary(readstate_client::proto::GetSummaryRequest { user_id: USER })
+        .get_summary(readstate_client::proto::GetSummaryRequest {
+            user_id: USER,
+            group_id: None,
+        })
         .await
         .expect("a raw call with the token");
     assert_eq!(reply.into_inner().unread_channels, 0);
@@ -256,6 +259,42 @@ async fn a_key_without_the_scope_is_permission_denied() {
     assert_eq!(e.field(), Some("ops[2]"));
     // What it may do, it does.
     writer.ack(USER, C, 1).await.expect("ack");
+
+    // Deleting and exporting a user need `admin` too, alone or in a batch.
+    assert_permission_denied(&fails_at_once(writer.delete_user(USER)).await);
+    assert_permission_denied(&fails_at_once(writer.export_user(USER)).await);
+    let e = fails_at_once(writer.batch(vec![Op::ack(USER, C, 1), Op::delete_user(USER)])).await;
+    assert_permission_denied(&e);
+    assert_eq!(e.field(), Some("ops[1]"));
+    // Channel metadata and settings are writes; groups, threads and a channel
+    // are reads.
+    assert_permission_denied(&fails_at_once(reader.set_channel(C, None, Some(1))).await);
+    assert_permission_denied(
+        &fails_at_once(reader.update_settings(USER, C, Settings::new())).await,
+    );
+    writer
+        .set_channel(C, None, Some(1))
+        .await
+        .expect("set channel");
+    writer
+        .update_settings(USER, C, Settings::new().mute(Mute::Forever))
+        .await
+        .expect("settings");
+    assert_eq!(
+        reader
+            .channel(C)
+            .await
+            .expect("channel")
+            .map(|c| c.group_id),
+        Some(Some(1))
+    );
+    assert_eq!(reader.groups(USER).await.expect("groups").len(), 1);
+    reader.threads(USER, C, None, None).await.expect("threads");
+    // The admin key may.
+    let export = admin.export_user(USER).await.expect("export");
+    assert_eq!(export.read_states[0].mute(), Mute::Forever);
+    admin.delete_user(USER).await.expect("delete user");
+    assert_eq!(admin.read_state(USER, C).await.expect("read"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,6 +327,16 @@ async fn a_user_token_acts_for_its_own_user_only() {
     )
     .await;
     user.mark_unread(USER, C, 1).await.expect("own mark unread");
+    // Its own settings, groups and threads.
+    let state = user
+        .update_settings(USER, C, Settings::new().level(Level::Mentions))
+        .await
+        .expect("own settings");
+    assert_eq!(state.level(), Level::Mentions);
+    assert!(user.groups(USER).await.expect("own groups").is_empty());
+    user.threads(USER, C, None, None)
+        .await
+        .expect("own threads");
 
     // Another user's: refused, unary or subscription.
     assert_permission_denied(&fails_at_once(user.ack(OTHER, C, 1)).await);
@@ -296,6 +345,10 @@ async fn a_user_token_acts_for_its_own_user_only() {
     // What only services may do, even for itself.
     assert_permission_denied(&fails_at_once(user.join(USER, C, None)).await);
     assert_permission_denied(&fails_at_once(user.message_created(C, 2, Some(USER), &[])).await);
+    assert_permission_denied(&fails_at_once(user.update_settings(OTHER, C, Settings::new())).await);
+    assert_permission_denied(&fails_at_once(user.set_channel(C, None, None)).await);
+    assert_permission_denied(&fails_at_once(user.export_user(USER)).await);
+    assert_permission_denied(&fails_at_once(user.delete_user(USER)).await);
 
     // User 8's state is untouched; user 8's own token may ack it.
     let other = admin

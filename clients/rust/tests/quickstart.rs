@@ -25,7 +25,8 @@ async fn the_quickstart_example_runs_against_a_real_server() {
         summary,
         Summary {
             unread_channels: 1,
-            mentions: 1
+            mentions: 1,
+            unread_threads: 0
         }
     );
 }

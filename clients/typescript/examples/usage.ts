@@ -17,7 +17,7 @@ export async function example(baseUrl: string): Promise<void> {
   });
   await client.ack(2, 10, { message_id: 100 }); // another device reads; the listener sees 0
   await until(() => live.get(10)?.unread_count === 0);
-  console.log(live.summary()); // { unread_channels: 0, mentions: 0 }
+  console.log(live.summary()); // { unread_channels: 0, unread_threads: 0, mentions: 0 }
   unsubscribe();
   await live.stop();
 

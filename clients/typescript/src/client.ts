@@ -22,7 +22,10 @@ import type {
   AckInput,
   BatchOp,
   BatchResults,
+  Channel,
   CreateMessageInput,
+  Export,
+  Groups,
   Id,
   JoinInput,
   ReadState,
@@ -32,9 +35,13 @@ import type {
   ReadersQuery,
   ReadStates,
   ReadStatesQuery,
+  SetChannelInput,
+  SettingsInput,
   Status,
   Summaries,
   Summary,
+  Threads,
+  ThreadsQuery,
   UnreadInput,
 } from "./types.js";
 
@@ -166,6 +173,25 @@ export class ReadStateClient {
   }
 
   /**
+   * `PUT /v1/channels/{channel_id}`: what the channel belongs to. `parent_id` makes
+   * it a thread of that channel, `group_id` puts it in a group; each write replaces
+   * both (absent or null: unset), and the newest `at` wins. A parent that is the
+   * channel itself or forms a cycle rejects with a 400 naming `parent_id`.
+   */
+  async setChannel(channelId: Id, input: SetChannelInput = {}, options?: RequestOptions): Promise<Channel> {
+    const body: Schemas["SetChannelRequest"] = {};
+    if (input.parent_id !== undefined) body.parent_id = optionalId(input.parent_id, "parent_id");
+    if (input.group_id !== undefined) body.group_id = optionalId(input.group_id, "group_id");
+    if (input.at !== undefined) body.at = input.at;
+    return this.#json<Channel>("PUT", `/v1/channels/${seg(channelId, "channel_id")}`, { body, options });
+  }
+
+  /** `GET /v1/channels/{channel_id}`: the channel's parent, group and newest message; a 404 `ReadStateError` for one never seen. */
+  async getChannel(channelId: Id, options?: RequestOptions): Promise<Channel> {
+    return this.#json<Channel>("GET", `/v1/channels/${seg(channelId, "channel_id")}`, { options });
+  }
+
+  /**
    * `GET /v1/channels/{channel_id}/messages/{message_id}/readers`: one page of read
    * receipts (users at or past the message, by id). Pass `next` as `after` for the
    * following page; `next` is null (or absent) on the last one.
@@ -244,11 +270,31 @@ export class ReadStateClient {
     return this.#json<ReadState>("POST", `${userChannel(userId, channelId)}/unread`, { body, options });
   }
 
-  /** `GET /v1/users/{user_id}/read-states?channels=`: all (or the listed) read states, by channel id. */
+  /**
+   * `PUT /v1/users/{user_id}/channels/{channel_id}/settings`: mute (`muted_until`:
+   * ms since the epoch, `0` = not muted, `null` = until unmuted) and notification
+   * level. An absent field keeps its value; per field, the newest `at` wins.
+   * Creates the read state (at the channel's newest message) when absent.
+   */
+  async updateSettings(userId: Id, channelId: Id, input: SettingsInput, options?: RequestOptions): Promise<ReadState> {
+    const body: Schemas["SettingsRequest"] = {};
+    if (input.muted_until !== undefined) body.muted_until = input.muted_until;
+    if (input.level !== undefined) body.level = input.level;
+    if (input.at !== undefined) body.at = input.at;
+    return this.#json<ReadState>("PUT", `${userChannel(userId, channelId)}/settings`, { body, options });
+  }
+
+  /**
+   * `GET /v1/users/{user_id}/read-states?channels=&group_id=`: all read states, or
+   * those of the listed channels, of one group, or both, by channel id.
+   */
   async readStates(userId: Id, query: ReadStatesQuery = {}, options?: RequestOptions): Promise<ReadStates> {
     const params: Record<string, string> = {};
     if (query.channels !== undefined) {
       params["channels"] = query.channels.map((c, i) => idString(c, `channels[${i}]`)).join(",");
+    }
+    if (query.group_id !== undefined && query.group_id !== null) {
+      params["group_id"] = idString(query.group_id, "group_id");
     }
     return this.#json<ReadStates>("GET", `/v1/users/${seg(userId, "user_id")}/read-states`, {
       query: params,
@@ -256,9 +302,44 @@ export class ReadStateClient {
     });
   }
 
-  /** `GET /v1/users/{user_id}/summary`: unread channels and mention total. */
+  /** `GET /v1/users/{user_id}/summary`: unread channels, unread threads and mention total. */
   async summary(userId: Id, options?: RequestOptions): Promise<Summary> {
     return this.#json<Summary>("GET", `/v1/users/${seg(userId, "user_id")}/summary`, { options });
+  }
+
+  /** `GET /v1/users/{user_id}/summary?group_id=`: the summary over the read states of one group. */
+  async groupSummary(userId: Id, groupId: Id, options?: RequestOptions): Promise<Summary> {
+    return this.#json<Summary>("GET", `/v1/users/${seg(userId, "user_id")}/summary`, {
+      query: { group_id: idString(groupId, "group_id") },
+      options,
+    });
+  }
+
+  /** `GET /v1/users/{user_id}/groups`: the summary of each group the user has a read state in. */
+  async groups(userId: Id, options?: RequestOptions): Promise<Groups> {
+    return this.#json<Groups>("GET", `/v1/users/${seg(userId, "user_id")}/groups`, { options });
+  }
+
+  /**
+   * `GET /v1/users/{user_id}/channels/{channel_id}/threads`: the counts over the
+   * user's threads under the channel and one page of those unread or with a
+   * mention. Pass `next` as `after` for the following page.
+   */
+  async threads(userId: Id, channelId: Id, query: ThreadsQuery = {}, options?: RequestOptions): Promise<Threads> {
+    const params: Record<string, string> = {};
+    if (query.after !== undefined && query.after !== null) params["after"] = idString(query.after, "after");
+    if (query.limit !== undefined) params["limit"] = String(query.limit);
+    return this.#json<Threads>("GET", `${userChannel(userId, channelId)}/threads`, { query: params, options });
+  }
+
+  /** `DELETE /v1/users/{user_id}`: removes every read state, mention and setting of the user (idempotent; admin scope). */
+  async deleteUser(userId: Id, options?: RequestOptions): Promise<void> {
+    await this.#empty("DELETE", `/v1/users/${seg(userId, "user_id")}`, { options });
+  }
+
+  /** `GET /v1/users/{user_id}/export`: everything stored about the user (admin scope). */
+  async exportUser(userId: Id, options?: RequestOptions): Promise<Export> {
+    return this.#json<Export>("GET", `/v1/users/${seg(userId, "user_id")}/export`, { options });
   }
 
   /** `POST /v1/users/{user_id}/ack-all`: every read state moves to its channel's newest message. */
@@ -428,7 +509,15 @@ function idList(ids: readonly Id[] | null, name: string): string[] | null {
   return ids === null ? null : ids.map((id, i) => idString(id, `${name}[${i}]`));
 }
 
-const BATCH_ID_FIELDS = ["user_id", "channel_id", "message_id", "author_id", "last_read_message_id"] as const;
+const BATCH_ID_FIELDS = [
+  "user_id",
+  "channel_id",
+  "message_id",
+  "author_id",
+  "last_read_message_id",
+  "parent_id",
+  "group_id",
+] as const;
 
 /** A batch op with its ids as decimal strings; other fields pass through unchanged. */
 function batchOp(op: BatchOp, index: number): Schemas["BatchOp"] {

@@ -161,15 +161,22 @@ export class LiveReadStates {
     return this.#states.get(idString(channelId, "channelId"));
   }
 
-  /** Unread channels and mention total of the held states (as `GET .../summary` computes them). */
+  /**
+   * Unread channels and mention total of the held states, by the rules of
+   * `GET .../summary`: a state counts as unread when it has `has_unread`, is not
+   * muted and its level is `all`; its mentions count unless its level is `nothing`.
+   * A read state does not say whether its channel is a thread, so threads count in
+   * `unread_channels` here and `unread_threads` is 0: call `client.summary()` for
+   * the split. `muted` is as of the last change received.
+   */
   summary(): Summary {
     let unread_channels = 0;
     let mentions = 0;
     for (const state of this.#states.values()) {
-      if (state.has_unread) unread_channels++;
-      mentions += state.mention_count;
+      if (state.has_unread && !state.muted && state.level === "all") unread_channels++;
+      if (state.level !== "nothing") mentions += state.mention_count;
     }
-    return { unread_channels, mentions };
+    return { unread_channels, unread_threads: 0, mentions };
   }
 
   /** Calls `listener` with the current states after each change; returns the unsubscribe function. */

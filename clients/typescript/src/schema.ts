@@ -99,8 +99,26 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
-        put?: never;
+        /**
+         * Get a channel.
+         * @description What the channel belongs to and its newest message; 404 for a channel the
+         *     service has never seen (no message, no metadata).
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope.
+         */
+        get: operations["get_channel"];
+        /**
+         * Set what a channel belongs to.
+         * @description `parent_id` makes the channel a thread of that channel; `group_id` puts it in a
+         *     group (guild, team, workspace, category). A thread without a group of its own
+         *     belongs to its parent's. Each write replaces both fields (absent or null:
+         *     unset) and is idempotent; the write with the newest `at` wins, so a redelivered
+         *     old one changes nothing. A parent that is the channel itself, or one of its own
+         *     threads (a cycle), is refused naming `parent_id`.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope.
+         */
+        put: operations["set_channel"];
         post?: never;
         /**
          * Delete a channel.
@@ -208,6 +226,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a user.
+         * @description Removes every read state, mention and setting of the user, in memory and in
+         *     storage (idempotent). It takes effect in arrival order: a later write starts the
+         *     user afresh.
+         *
+         *     **Access** (when auth is on): an API key with the `admin` scope.
+         */
+        delete: operations["delete_user"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/users/{user_id}/ack-all": {
         parameters: {
             query?: never;
@@ -290,6 +332,56 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{user_id}/channels/{channel_id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set notification settings.
+         * @description Mutes the read state (`muted_until`: ms since the Unix epoch; `0`: not muted;
+         *     `null`: until unmuted) and sets its level (`all`, `mentions`, `nothing`). A field
+         *     left out keeps its value. Per field, the write with the newest `at` wins, so a
+         *     redelivered old write changes nothing. Creates the read state (at the channel's
+         *     newest message) when absent.
+         *
+         *     **Access** (when auth is on): an API key with the `write` scope or a user token (JWT) for the path's own user.
+         */
+        put: operations["put_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/channels/{channel_id}/threads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a user's unread threads under a channel.
+         * @description The counts over the user's read states of the channel's threads, and one page of
+         *     those that have `has_unread` or a mention, sorted by channel id: pass `next` as
+         *     `after` to get the following page.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
+         */
+        get: operations["get_threads"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/users/{user_id}/channels/{channel_id}/unread": {
         parameters: {
             query?: never;
@@ -366,6 +458,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{user_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export a user.
+         * @description Everything stored about the user: each read state's position with its unread
+         *     epoch, the ids of the messages that mention the user, and the notification
+         *     settings with the time each was set. A user with nothing stored gets an empty list.
+         *
+         *     **Access** (when auth is on): an API key with the `admin` scope.
+         */
+        get: operations["export_user"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/groups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a user's summary per group.
+         * @description The summary of each group in which the user has a read state (the badges of a
+         *     guild or team list in one call), keyed by group id. Read states of channels in no
+         *     group are left out.
+         *
+         *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
+         */
+        get: operations["get_groups"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/users/{user_id}/read-states": {
         parameters: {
             query?: never;
@@ -375,8 +515,10 @@ export interface paths {
         };
         /**
          * Get a user's read states.
-         * @description All of them, or those of the listed channels, sorted by channel id. A user with
-         *     none gets an empty list.
+         * @description All of them, those of the listed channels, or those of the channels of one group
+         *     (a thread without a group of its own is in its parent's), sorted by channel id;
+         *     with both filters, the listed channels that are in the group. A user with none
+         *     gets an empty list.
          *
          *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
@@ -398,7 +540,10 @@ export interface paths {
         };
         /**
          * Get a user's summary.
-         * @description Unread channel count and mention total (zero for a user with no read states).
+         * @description Unread channels, unread threads and the mention total, over all the user's read
+         *     states or those of one group (zero for a user with none). A read state counts as
+         *     unread when it has `has_unread`, is not muted and its level is `all`; its
+         *     mentions count unless its level is `nothing`, muted or not.
          *
          *     **Access** (when auth is on): an API key with the `read` scope or a user token (JWT) for the path's own user.
          */
@@ -432,6 +577,10 @@ export interface components {
             mentions?: components["schemas"]["IdInput"][] | null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "message_deleted";
@@ -442,6 +591,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "join";
@@ -452,6 +605,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: components["schemas"]["PositionInput"] | null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "ack";
@@ -462,6 +619,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: number | null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "ack_all";
@@ -472,6 +633,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "unread";
@@ -482,6 +647,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "leave";
@@ -492,6 +661,10 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         } | {
             /** @enum {string} */
             op: "delete_channel";
@@ -502,12 +675,58 @@ export interface components {
             mentions?: null;
             last_read_message_id?: null;
             at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
+        } | {
+            /** @enum {string} */
+            op: "set_channel";
+            user_id?: null;
+            channel_id: components["schemas"]["IdInput"];
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: number | null;
+            parent_id?: components["schemas"]["IdInput"] | null;
+            group_id?: components["schemas"]["IdInput"] | null;
+            muted_until?: null;
+            level?: null;
+        } | {
+            /** @enum {string} */
+            op: "settings";
+            user_id: components["schemas"]["IdInput"];
+            channel_id: components["schemas"]["IdInput"];
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: number | null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: number | null;
+            level?: ("all" | "mentions" | "nothing") | null;
+        } | {
+            /** @enum {string} */
+            op: "delete_user";
+            user_id: components["schemas"]["IdInput"];
+            channel_id?: null;
+            message_id?: null;
+            author_id?: null;
+            mentions?: null;
+            last_read_message_id?: null;
+            at?: null;
+            parent_id?: null;
+            group_id?: null;
+            muted_until?: null;
+            level?: null;
         };
         /**
          * @description The kind of a batch operation.
          * @enum {string}
          */
-        BatchOpKind: "message_created" | "message_deleted" | "join" | "ack" | "ack_all" | "unread" | "leave" | "delete_channel";
+        BatchOpKind: "message_created" | "message_deleted" | "join" | "ack" | "ack_all" | "unread" | "leave" | "delete_channel" | "set_channel" | "settings" | "delete_user";
         /** @description `POST /v1/batch`: write operations applied in order, each with its own result. */
         BatchRequest: {
             /** @description The operations; each is parsed on its own, so a bad one fails alone. */
@@ -524,6 +743,30 @@ export interface components {
             /** @description The results. */
             results: components["schemas"]["BatchResult"][];
         };
+        /** @description What a channel belongs to, and its newest message. */
+        Channel: {
+            /**
+             * @description The channel (decimal string).
+             * @example 2001
+             */
+            channel_id: string;
+            /**
+             * @description The parent channel when this one is a thread; null: not a thread.
+             * @example 2000
+             */
+            parent_id?: string | null;
+            /**
+             * @description The channel's own group; null: none (a thread without one belongs to its
+             *     parent's group).
+             * @example null
+             */
+            group_id?: string | null;
+            /**
+             * @description The newest non-deleted message of the channel (`"0"`: none known).
+             * @example 1502
+             */
+            last_message_id: string;
+        };
         /** @description `POST /v1/channels/{channel_id}/messages`: a message was created. */
         CreateMessageRequest: {
             /** @description The new message. */
@@ -531,6 +774,72 @@ export interface components {
             author_id?: components["schemas"]["IdInput"] | null;
             /** @description Users the message mentions (the author is skipped; duplicates count once). */
             mentions?: components["schemas"]["IdInput"][] | null;
+        };
+        /** @description Everything stored about a user (`GET /v1/users/{user_id}/export`). */
+        Export: {
+            /**
+             * @description The user (decimal string).
+             * @example 42
+             */
+            user_id: string;
+            /** @description Each stored read state, sorted by channel id. */
+            read_states: components["schemas"]["ExportedState"][];
+        };
+        /**
+         * @description One read state as stored: position, mentions and settings, without the
+         *     derived fields.
+         */
+        ExportedState: {
+            /**
+             * @description The channel (decimal string).
+             * @example 2001
+             */
+            channel_id: string;
+            /**
+             * @description The unread epoch: `"0"` until the state is first marked unread, then the
+             *     time (ms since the Unix epoch) of its latest mark unread (decimal string).
+             * @example 0
+             */
+            epoch: string;
+            /**
+             * @description The last message read in that epoch (`"0"`: nothing).
+             * @example 1500
+             */
+            last_read_message_id: string;
+            /**
+             * @description The messages that mention the user and are kept (the newest ones, up to
+             *     the mention window), ascending.
+             * @example [
+             *       "1502"
+             *     ]
+             */
+            mention_ids: string[];
+            muted_until?: number | null;
+            /**
+             * Format: int64
+             * @description When `muted_until` was set (ms since the Unix epoch; `0`: never).
+             */
+            muted_at: number;
+            /**
+             * @description Notification level: `all` (unread and mentions count), `mentions` (only mentions) or `nothing`
+             * @enum {string}
+             */
+            level: "all" | "mentions" | "nothing";
+            /**
+             * Format: int64
+             * @description When `level` was set (ms since the Unix epoch; `0`: never).
+             */
+            level_at: number;
+        };
+        /**
+         * @description A summary per group in which the user has a read state, keyed by group id
+         *     (decimal string), in ascending order of id.
+         */
+        Groups: {
+            /** @description `{"<group_id>": {unread_channels, unread_threads, mentions}}`. */
+            groups: {
+                [key: string]: components["schemas"]["Summary"];
+            };
         };
         /**
          * @description An id: an integer between 1 and 9223372036854775807, as a JSON number written without a fraction or exponent (`42`, not `42.0`) or as a canonical decimal string (`"42"`)
@@ -689,6 +998,20 @@ export interface components {
             mention_count: number;
             /** @description True exactly when the real mention count exceeds the cap. */
             mention_capped: boolean;
+            /**
+             * @description The oldest non-deleted message after the read position (where to jump to);
+             *     null when nothing is unread or when `unread_capped` (it is older than the
+             *     messages the service keeps).
+             * @example 1501
+             */
+            first_unread_message_id?: string | null;
+            /** @description Muted at the time of the answer (see the read state's settings). */
+            muted: boolean;
+            /**
+             * @description Notification level: `all` (unread and mentions count), `mentions` (only mentions) or `nothing`
+             * @enum {string}
+             */
+            level: "all" | "mentions" | "nothing";
         };
         /** @description A user's read states, sorted by channel id. */
         ReadStates: {
@@ -701,6 +1024,26 @@ export interface components {
             readers: string[];
             /** @description Pass as `after` for the next page; null when this page is the last. */
             next?: string | null;
+        };
+        /**
+         * @description `PUT /v1/channels/{channel_id}`: what a channel belongs to. Both fields are
+         *     replaced by each write (absent or null: unset); the write with the newest `at`
+         *     wins, so a redelivered old one changes nothing.
+         */
+        SetChannelRequest: {
+            parent_id?: components["schemas"]["IdInput"] | null;
+            group_id?: components["schemas"]["IdInput"] | null;
+            at?: number | null;
+        };
+        /**
+         * @description `PUT .../settings`: a read state's notification settings. A field left out
+         *     keeps its value; per field, the write with the newest `at` wins.
+         */
+        SettingsRequest: {
+            /** @description ms since the Unix epoch (`0`: not muted), or null: muted until unmuted; absent: unchanged */
+            muted_until?: number | null;
+            level?: ("all" | "mentions" | "nothing") | null;
+            at?: number | null;
         };
         /** @description A health or readiness answer. */
         Status: {
@@ -733,7 +1076,7 @@ export interface components {
         };
         /** @description Summaries keyed by user id (decimal string), in request order. */
         Summaries: {
-            /** @description `{"<user_id>": {unread_channels, mentions}}`. */
+            /** @description `{"<user_id>": {unread_channels, unread_threads, mentions}}`. */
             summaries: {
                 [key: string]: components["schemas"]["Summary"];
             };
@@ -743,18 +1086,52 @@ export interface components {
             /** @description The users (duplicates are answered once). */
             user_ids: components["schemas"]["IdInput"][];
         };
-        /** @description Unread channel count and mention total of one user. */
+        /**
+         * @description Unread channels and threads and the mention total of one user (over all read
+         *     states, or those of one group).
+         */
         Summary: {
             /**
              * Format: int64
-             * @description Channels with `has_unread`.
+             * @description Read states of channels that are not threads with `has_unread`, not muted,
+             *     level `all`.
              */
             unread_channels: number;
             /**
              * Format: int64
-             * @description Sum of the channels' (capped) mention counts.
+             * @description Read states of threads (channels with a parent) with `has_unread`, not
+             *     muted, level `all`.
+             */
+            unread_threads: number;
+            /**
+             * Format: int64
+             * @description Sum of the (capped) mention counts of read states whose level is not
+             *     `nothing`, muted or not.
              */
             mentions: number;
+        };
+        /**
+         * @description The user's unread threads under one channel: the counts over all of them and
+         *     one page of the read states that are unread or mention the user.
+         */
+        Threads: {
+            /**
+             * Format: int64
+             * @description Read states of threads of the channel with `has_unread`, not muted, level `all`.
+             */
+            unread_threads: number;
+            /**
+             * Format: int64
+             * @description Sum of their (capped) mention counts, level not `nothing`.
+             */
+            mentions: number;
+            /**
+             * @description Read states of threads of the channel that have `has_unread` or a mention,
+             *     sorted by channel id.
+             */
+            read_states: components["schemas"]["ReadState"][];
+            /** @description Pass as `after` for the next page; null when this page is the last. */
+            next?: string | null;
         };
         /** @description `POST .../unread`: mark `message_id` and everything after it unread. */
         UnreadRequest: {
@@ -961,6 +1338,291 @@ export interface operations {
                      * @example {
                      *       "detail": "body: must be a JSON object",
                      *       "field": "body",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload-too-large`: the body exceeds `http.max_body_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
+                     *       "status": 413,
+                     *       "title": "Payload too large",
+                     *       "type": "https://readstate.dev/problems/payload-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported-media-type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
+                     *       "status": 415,
+                     *       "title": "Unsupported media type",
+                     *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Channel id (1..=2^63-1) */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The channel */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "channel_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "channel_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `not-found`: the service has never seen this channel (no message, no metadata) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "channel not found",
+                     *       "status": 404,
+                     *       "title": "Not found",
+                     *       "type": "https://readstate.dev/problems/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_channel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Channel id (1..=2^63-1) */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "group_id": null,
+                 *       "parent_id": "2000"
+                 *     }
+                 */
+                "application/json": components["schemas"]["SetChannelRequest"];
+            };
+        };
+        responses: {
+            /** @description The channel after the write */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "channel_id": "2001",
+                     *       "group_id": null,
+                     *       "last_message_id": "0",
+                     *       "parent_id": "2000"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Channel"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "channel_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "channel_id",
                      *       "status": 400,
                      *       "title": "Invalid input",
                      *       "type": "https://readstate.dev/problems/invalid-input"
@@ -1698,6 +2360,111 @@ export interface operations {
             };
         };
     };
+    delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id (1..=2^63-1) */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted (or had nothing) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "user_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     ack_all: {
         parameters: {
             query?: never;
@@ -2337,6 +3104,275 @@ export interface operations {
             };
         };
     };
+    put_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id (1..=2^63-1) */
+                user_id: string;
+                /** @description Channel id (1..=2^63-1) */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "level": "mentions",
+                 *       "muted_until": null
+                 *     }
+                 */
+                "application/json": components["schemas"]["SettingsRequest"];
+            };
+        };
+        responses: {
+            /** @description The read state after the write */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReadState"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "user_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload-too-large`: the body exceeds `http.max_body_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "the request body is larger than the configured limit",
+                     *       "field": "body",
+                     *       "status": 413,
+                     *       "title": "Payload too large",
+                     *       "type": "https://readstate.dev/problems/payload-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported-media-type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "the request body must be JSON (Content-Type: application/json)",
+                     *       "field": "content-type",
+                     *       "status": 415,
+                     *       "title": "Unsupported media type",
+                     *       "type": "https://readstate.dev/problems/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_threads: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1..=limits.max_page (1000 unless configured); 100 when absent */
+                limit?: number;
+                /** @description Cursor: the `next` of the previous page (a channel id) */
+                after?: string;
+            };
+            header?: never;
+            path: {
+                /** @description User id (1..=2^63-1) */
+                user_id: string;
+                /** @description The parent channel's id (1..=2^63-1) */
+                channel_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The counts and one page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Threads"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "user_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     unread_channel: {
         parameters: {
             query?: never;
@@ -2727,11 +3763,257 @@ export interface operations {
             };
         };
     };
+    export_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id (1..=2^63-1) */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Everything stored about the user */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "read_states": [
+                     *         {
+                     *           "channel_id": "2001",
+                     *           "epoch": "0",
+                     *           "last_read_message_id": "1500",
+                     *           "level": "all",
+                     *           "level_at": 0,
+                     *           "mention_ids": [
+                     *             "1502"
+                     *           ],
+                     *           "muted_at": 1700000000000,
+                     *           "muted_until": null
+                     *         }
+                     *       ],
+                     *       "user_id": "42"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "user_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_groups: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description User id (1..=2^63-1) */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One summary per group */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "groups": {
+                     *         "7": {
+                     *           "mentions": 1,
+                     *           "unread_channels": 2,
+                     *           "unread_threads": 1
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Groups"];
+                };
+            };
+            /** @description `invalid-input`: a path parameter, query parameter or body field is invalid; `field` names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "user_id: must be an integer between 1 and 9223372036854775807",
+                     *       "field": "user_id",
+                     *       "status": 400,
+                     *       "title": "Invalid input",
+                     *       "type": "https://readstate.dev/problems/invalid-input"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or credentials that are not valid (unknown API key; a JWT that is malformed, expired, not yet valid, badly signed, of an algorithm not accepted, or of the wrong issuer or audience) */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="readstate"`, with `error="invalid_token"` when a token was sent */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "credentials are required: send `Authorization: Bearer <API key or JWT>`",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://readstate.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `forbidden`: the API key lacks the route's scope, a user token (JWT) acts on another user or on a route end users may not call, or the request comes from a browser page of an origin that is neither this server's nor in `http.cors_origins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "requests from this page's origin are not allowed (http.cors_origins)",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://readstate.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too-many-requests`: this caller (API key or user) sent more than `limits.per_caller_rps` requests per second; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds until this caller may send again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "too many requests from this caller; retry in 1 s",
+                     *       "status": 429,
+                     *       "title": "Too many requests",
+                     *       "type": "https://readstate.dev/problems/too-many-requests"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `overloaded` (too many requests in flight or unflushed writes), `unavailable` (storage failing, starting or draining; a write's outcome may be unknown: retry, writes are idempotent) or `timeout`; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (always 1) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_read_states: {
         parameters: {
             query?: {
                 /** @description Comma-separated channel ids, e.g. `1,2,3` (at most limits.max_channels_filter); absent = all */
                 channels?: string;
+                /** @description Only the channels of this group (1..=2^63-1), own or inherited from a thread's parent; with `channels`, the listed channels in the group */
+                group_id?: string;
             };
             header?: never;
             path: {
@@ -2839,7 +4121,10 @@ export interface operations {
     };
     get_summary: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Only the channels of this group (1..=2^63-1), own or inherited from a thread's parent */
+                group_id?: string;
+            };
             header?: never;
             path: {
                 /** @description User id (1..=2^63-1) */
@@ -2855,6 +4140,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "mentions": 2,
+                     *       "unread_channels": 3,
+                     *       "unread_threads": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["Summary"];
                 };
             };

@@ -36,8 +36,20 @@ export type Position = Id;
 export type ReadState = Schemas["ReadState"];
 /** `{ read_states: ReadState[] }`, sorted by channel id. */
 export type ReadStates = JsonOk<"get_read_states">;
-/** `{ unread_channels, mentions }` of one user. */
+/** `{ unread_channels, unread_threads, mentions }` of one user (or of one group). */
 export type Summary = JsonOk<"get_summary">;
+/** `{ groups: { "<group_id>": Summary } }`: one summary per group of the user. */
+export type Groups = JsonOk<"get_groups">;
+/** `{ unread_threads, mentions, read_states, next }`: a user's threads under a channel. */
+export type Threads = JsonOk<"get_threads">;
+/** `{ channel_id, parent_id, group_id, last_message_id }`: what a channel belongs to. */
+export type Channel = JsonOk<"get_channel">;
+/** `{ user_id, read_states: ExportedState[] }`: everything stored about a user. */
+export type Export = JsonOk<"export_user">;
+/** One read state as stored (position, unread epoch, mention ids, settings). */
+export type ExportedState = Schemas["ExportedState"];
+/** A notification level. */
+export type Level = "all" | "mentions" | "nothing";
 /** `{ summaries: { "<user_id>": Summary } }`. */
 export type Summaries = JsonOk<"post_summaries">;
 /** One page of read receipts: `{ readers: string[], next?: string | null }`. */
@@ -83,6 +95,34 @@ export interface UnreadInput {
   message_id: Id;
 }
 
+/** Body of `PUT /v1/channels/{channel_id}`: both fields are replaced (absent or null: unset). */
+export interface SetChannelInput {
+  /** The parent channel when the channel is a thread. */
+  parent_id?: Id | null;
+  /** The group (guild, team, workspace, category); a thread without one is in its parent's. */
+  group_id?: Id | null;
+  /** When the write was made, ms since the Unix epoch: the newest wins. */
+  at?: number | null;
+}
+
+/** Body of `PUT .../settings`: an absent field keeps its value. */
+export interface SettingsInput {
+  /** Muted until then, ms since the Unix epoch; `0`: not muted; `null`: until unmuted. */
+  muted_until?: number | null;
+  /** `all`, `mentions` or `nothing` (`null`: unchanged). */
+  level?: Level | null;
+  /** When the write was made, ms since the Unix epoch: per field, the newest wins. */
+  at?: number | null;
+}
+
+/** Query of `GET /v1/users/{user_id}/channels/{channel_id}/threads`. */
+export interface ThreadsQuery {
+  /** The `next` of the previous page. */
+  after?: Id | null;
+  /** Page size, 1..=limits.max_page (server default 100). */
+  limit?: number;
+}
+
 /** Query of `GET /v1/channels/{channel_id}/messages/{message_id}/readers`. */
 export interface ReadersQuery {
   /** The `next` of the previous page. */
@@ -91,10 +131,12 @@ export interface ReadersQuery {
   limit?: number;
 }
 
-/** Query of `GET /v1/users/{user_id}/read-states`. */
+/** Query of `GET /v1/users/{user_id}/read-states` (both filters: the listed channels in the group). */
 export interface ReadStatesQuery {
   /** Only these channels (absent: all). */
   channels?: readonly Id[];
+  /** Only the channels of this group (own or inherited from a thread's parent). */
+  group_id?: Id | null;
 }
 
 /** One operation of `POST /v1/batch`, by kind. */
@@ -106,7 +148,18 @@ export type BatchOp =
   | { op: "ack_all"; user_id: Id }
   | { op: "unread"; user_id: Id; channel_id: Id; message_id: Id }
   | { op: "leave"; user_id: Id; channel_id: Id }
-  | { op: "delete_channel"; channel_id: Id };
+  | { op: "delete_channel"; channel_id: Id }
+  | { op: "set_channel"; channel_id: Id; parent_id?: Id | null; group_id?: Id | null; at?: number | null }
+  | {
+      op: "settings";
+      user_id: Id;
+      channel_id: Id;
+      /** `null`: muted until unmuted; absent: unchanged. */
+      muted_until?: number | null;
+      level?: Level | null;
+      at?: number | null;
+    }
+  | { op: "delete_user"; user_id: Id };
 
 /** The `type` of a `read_state` event. */
 export type ReadStateChangeType =
@@ -116,14 +169,16 @@ export type ReadStateChangeType =
   | "join"
   | "leave"
   | "message_deleted"
-  | "channel_deleted";
+  | "channel_deleted"
+  | "settings"
+  | "user_deleted";
 
 /** Data of a `read_state` event: the read state as it is when the event is sent. */
 export interface ReadStateChange {
   type: ReadStateChangeType;
   user_id: string;
   channel_id: string;
-  /** `null` once the read state is gone (leave, channel deleted). */
+  /** `null` once the read state is gone (leave, channel or user deleted). */
   read_state: ReadState | null;
 }
 
@@ -157,6 +212,20 @@ export type _CheckReaders = Assert<
 /** @internal */
 export type _CheckReadStates = Assert<
   Equal<keyof ReadStatesQuery, keyof NonNullable<operations["get_read_states"]["parameters"]["query"]>>
+>;
+/** @internal */
+export type _CheckSetChannel = Assert<Equal<keyof SetChannelInput, keyof JsonBody<"set_channel">>>;
+/** @internal */
+export type _CheckSettings = Assert<Equal<keyof SettingsInput, keyof JsonBody<"put_settings">>>;
+/** @internal */
+export type _CheckLevel = Assert<Equal<Level, Exclude<JsonBody<"put_settings">["level"], null | undefined>>>;
+/** @internal */
+export type _CheckThreads = Assert<
+  Equal<keyof ThreadsQuery, keyof NonNullable<operations["get_threads"]["parameters"]["query"]>>
+>;
+/** @internal */
+export type _CheckSummary = Assert<
+  Equal<"group_id", keyof NonNullable<operations["get_summary"]["parameters"]["query"]>>
 >;
 /** @internal */
 export type _CheckBatchKinds = Assert<Equal<BatchOp["op"], BatchOpKind>>;

@@ -180,7 +180,7 @@ describe("access control", () => {
     await readUntil(events, (e) => e.event === "read_state" && e.data.type === "ack");
     controller.abort();
     await events.return();
-    assert.deepEqual(await own.summary(user), { unread_channels: 0, mentions: 0 });
+    assert.deepEqual(await own.summary(user), { unread_channels: 0, unread_threads: 0, mentions: 0 });
 
     assert.equal((await refused(own.ack(other, channel, { message_id: 9 }), 403)).kind, "forbidden");
     await refused(own.events(other), 403);
@@ -334,6 +334,6 @@ describe("rate limit", () => {
     assert.equal(error.kind, "too-many-requests");
     assert.ok(error.retryAfter !== undefined && error.retryAfter >= 1, `retryAfter: ${error.retryAfter}`);
     await new Promise((resolve) => setTimeout(resolve, error.retryAfter! * 1000));
-    assert.deepEqual(await client.summary(user), { unread_channels: 0, mentions: 0 });
+    assert.deepEqual(await client.summary(user), { unread_channels: 0, unread_threads: 0, mentions: 0 });
   });
 });

@@ -41,6 +41,9 @@ function state(fields: Partial<ReadState> & { channel_id: string }): ReadState {
     unread_capped: false,
     mention_count: 0,
     mention_capped: false,
+    first_unread_message_id: null,
+    muted: false,
+    level: "all",
     ...fields,
   };
 }
@@ -65,7 +68,13 @@ describe("read states", () => {
     const joined = await client.join(user, channel, { last_read_message_id: 0 });
     assert.deepEqual(
       joined,
-      state({ channel_id: String(channel), last_message_id: "500", has_unread: true, unread_count: 1 }),
+      state({
+        channel_id: String(channel),
+        last_message_id: "500",
+        has_unread: true,
+        unread_count: 1,
+        first_unread_message_id: "500",
+      }),
     );
     // Join is a no-op when the state exists.
     assert.deepEqual(await client.join(user, channel), joined);
@@ -87,6 +96,7 @@ describe("read states", () => {
         has_unread: true,
         unread_count: 1,
         mention_count: 1,
+        first_unread_message_id: "501",
       }),
     );
     // The position never moves back.
@@ -117,7 +127,7 @@ describe("read states", () => {
     const filtered = await client.readStates(user, { channels: [other] });
     assert.deepEqual(filtered.read_states.map((s) => s.channel_id), [String(other)]);
 
-    assert.deepEqual(await client.summary(user), { unread_channels: 1, mentions: 1 });
+    assert.deepEqual(await client.summary(user), { unread_channels: 1, unread_threads: 0, mentions: 1 });
 
     await client.leave(user, other);
     await client.leave(user, other); // idempotent
@@ -136,7 +146,7 @@ describe("read states", () => {
       await client.createMessage(channel, { message_id: 10, author_id: author, mentions: [user] });
       await client.createMessage(channel, { message_id: 11, author_id: author });
     }
-    assert.deepEqual(await client.summary(user), { unread_channels: 2, mentions: 2 });
+    assert.deepEqual(await client.summary(user), { unread_channels: 2, unread_threads: 0, mentions: 2 });
     const answer = await client.ackAll(user);
     assert.equal(answer.read_states.length, 2);
     for (const s of answer.read_states) {
@@ -144,7 +154,7 @@ describe("read states", () => {
       assert.equal(s.unread_count, 0);
       assert.equal(s.mention_count, 0);
     }
-    assert.deepEqual(await client.summary(user), { unread_channels: 0, mentions: 0 });
+    assert.deepEqual(await client.summary(user), { unread_channels: 0, unread_threads: 0, mentions: 0 });
   });
 
   test("a missing read state is a 404 ReadStateError", async () => {
@@ -213,6 +223,95 @@ describe("channels", () => {
   });
 });
 
+describe("threads, groups, settings, deleting and exporting a user", () => {
+  test("setChannel and getChannel; a cycle is a 400 naming parent_id", async () => {
+    const [parent, thread, group] = [freshId(), freshId(), freshId()];
+    assert.equal((await problem(client.getChannel(thread))).status, 404);
+    const set = await client.setChannel(thread, { parent_id: parent, group_id: BigInt(group), at: 1 });
+    const expected = { channel_id: String(thread), parent_id: String(parent), group_id: String(group), last_message_id: "0" };
+    assert.deepEqual(set, expected);
+    assert.deepEqual(await client.getChannel(thread), expected);
+    const cycle = await problem(client.setChannel(parent, { parent_id: thread }));
+    assert.equal(cycle.status, 400);
+    assert.equal(cycle.field, "parent_id");
+  });
+
+  test("updateSettings, summary, groupSummary, groups and threads", async () => {
+    const [author, user, parent, thread, muted, group] = [freshId(), freshId(), freshId(), freshId(), freshId(), freshId()];
+    await client.setChannel(parent, { group_id: group });
+    await client.setChannel(thread, { parent_id: parent });
+    await client.setChannel(muted, { group_id: group });
+    for (const channel of [parent, thread, muted]) {
+      await client.createMessage(channel, { message_id: 5, author_id: author, mentions: [user] });
+    }
+    const state = await client.updateSettings(user, muted, { muted_until: null, level: "mentions" });
+    assert.equal(state.muted, true);
+    assert.equal(state.level, "mentions");
+    assert.equal(state.first_unread_message_id, "5");
+    // An absent field keeps its value.
+    assert.equal((await client.updateSettings(user, muted, {})).muted, true);
+
+    const expected = { unread_channels: 1, unread_threads: 1, mentions: 3 };
+    assert.deepEqual(await client.summary(user), expected);
+    assert.deepEqual(await client.groupSummary(user, group), expected);
+    assert.deepEqual(await client.groups(user), { groups: { [String(group)]: expected } });
+    const inGroup = await client.readStates(user, { group_id: group });
+    assert.equal(inGroup.read_states.length, 3);
+
+    const threads = await client.threads(user, parent, { limit: 1 });
+    assert.equal(threads.unread_threads, 1);
+    assert.equal(threads.mentions, 1);
+    assert.deepEqual(
+      threads.read_states.map((s) => s.channel_id),
+      [String(thread)],
+    );
+    assert.equal(threads.next ?? null, null);
+  });
+
+  test("deleteUser removes everything; exportUser shows what is stored", async () => {
+    const [author, user, channel] = [freshId(), freshId(), freshId()];
+    await client.createMessage(channel, { message_id: 8, author_id: author, mentions: [user] });
+    await client.updateSettings(user, channel, { level: "nothing", at: 42 });
+    const exported = await client.exportUser(user);
+    assert.deepEqual(exported, {
+      user_id: String(user),
+      read_states: [
+        {
+          channel_id: String(channel),
+          epoch: "0",
+          last_read_message_id: "0",
+          mention_ids: ["8"],
+          muted_until: 0,
+          muted_at: 0,
+          level: "nothing",
+          level_at: 42,
+        },
+      ],
+    });
+    await client.deleteUser(user);
+    await client.deleteUser(user); // idempotent
+    assert.deepEqual((await client.readStates(user)).read_states, []);
+    assert.deepEqual((await client.exportUser(user)).read_states, []);
+  });
+
+  test("the new batch ops", async () => {
+    const [user, channel, parent] = [freshId(), freshId(), freshId()];
+    const ops: BatchOp[] = [
+      { op: "set_channel", channel_id: channel, parent_id: parent, at: 1 },
+      { op: "settings", user_id: user, channel_id: channel, muted_until: null },
+      { op: "settings", user_id: user, channel_id: channel, level: "loud" as "all" },
+      { op: "delete_user", user_id: freshId() },
+    ];
+    const answer = await client.batch(ops);
+    assert.deepEqual(
+      answer.results.map((r) => r.ok),
+      [true, true, false, true],
+    );
+    assert.equal(answer.results[2]?.error?.field, "ops[2].level");
+    assert.equal((await client.getReadState(user, channel)).muted, true);
+  });
+});
+
 describe("many users and batches", () => {
   test("summaries of many users, keyed by user id", async () => {
     const [author, u1, u2, nobody, channel] = [freshId(), freshId(), freshId(), freshId(), freshId()];
@@ -221,9 +320,9 @@ describe("many users and batches", () => {
     await client.createMessage(channel, { message_id: 9, author_id: author, mentions: [u1] });
     const answer = await client.summaries([u1, BigInt(u2), String(nobody), u1]);
     assert.deepEqual(answer.summaries, {
-      [String(u1)]: { unread_channels: 1, mentions: 1 },
-      [String(u2)]: { unread_channels: 1, mentions: 0 },
-      [String(nobody)]: { unread_channels: 0, mentions: 0 },
+      [String(u1)]: { unread_channels: 1, unread_threads: 0, mentions: 1 },
+      [String(u2)]: { unread_channels: 1, unread_threads: 0, mentions: 0 },
+      [String(nobody)]: { unread_channels: 0, unread_threads: 0, mentions: 0 },
     });
   });
 

@@ -24,7 +24,7 @@ test("the usage example runs and prints what its comments say", async (t) => {
   await example(server.baseUrl);
   const lines = log.mock.calls.map((call) => call.arguments);
   assert.deepEqual(lines[0], [1, 1]);
-  assert.deepEqual(lines.at(-2), [{ unread_channels: 0, mentions: 0 }]);
+  assert.deepEqual(lines.at(-2), [{ unread_channels: 0, unread_threads: 0, mentions: 0 }]);
   assert.deepEqual(lines.at(-1), [404, "not-found"]);
   assert.ok(lines.some((args) => args[0] === "channel 10 unread:" && args[1] === 0));
 });

@@ -94,7 +94,7 @@ describe("LiveReadStates", () => {
 
     await client.ackAll(user); // ack for each channel
     await converged(live, client);
-    assert.deepEqual(live.summary(), { unread_channels: 0, mentions: 0 });
+    assert.deepEqual(live.summary(), { unread_channels: 0, unread_threads: 0, mentions: 0 });
     assert.ok(live.stats.events >= 10, `events applied: ${live.stats.events}`);
     assert.equal(live.stats.resyncs, 0);
     assert.ok(causes.filter((c) => c === "event").length >= 10);
@@ -337,7 +337,7 @@ describe("LiveReadStates resync: subscriber falls behind its buffer", () => {
     await client.createMessage(channels[0] ?? 1, { message_id: 1000, author_id: author, mentions: [user] });
     await client.markUnread(user, channels[1] ?? 1, { message_id: 50 });
     await converged(live, client);
-    assert.deepEqual(live.summary(), { unread_channels: 1, mentions: 1 });
+    assert.deepEqual(live.summary(), { unread_channels: 1, unread_threads: 0, mentions: 1 });
     await live.stop();
   });
 });

@@ -83,13 +83,17 @@ impl GrpcClient {
                 .get_read_states(pb::GetReadStatesRequest {
                     user_id: user,
                     channels: Vec::new(),
+                    group_id: None,
                 })
                 .await
                 .map(|r| {
                     std::hint::black_box(r.into_inner());
                 }),
             Op::Summary { user } => client
-                .get_summary(pb::GetSummaryRequest { user_id: user })
+                .get_summary(pb::GetSummaryRequest {
+                    user_id: user,
+                    group_id: None,
+                })
                 .await
                 .map(|r| {
                     std::hint::black_box(r.into_inner());

@@ -14,7 +14,7 @@ use utoipa::openapi::schema::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::{ChannelId, IdError, MessageId, UserId};
+use crate::domain::{ChannelId, GroupId, IdError, MessageId, UserId};
 
 /// Largest id (and read position): ids fit a signed BIGINT.
 pub const MAX_ID: u64 = i64::MAX as u64;
@@ -79,7 +79,7 @@ macro_rules! api_id {
         }
     )*};
 }
-api_id!(UserId, ChannelId, MessageId);
+api_id!(UserId, ChannelId, MessageId, GroupId);
 
 /// An id in a request body: a JSON number or a decimal string, checked to be in
 /// 1..=2^63-1.

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use super::dto::{level_from_value, muted_until_from_value};
 use super::ids::{ApiId, id_from_value, position_from_value};
-use crate::domain::{ChannelId, MessageId, Op, UserId};
+use crate::domain::{ChannelId, Level, MessageId, Op, UserId};
 use crate::service::ServiceError;
 
 /// Reads JSON text as a [`Value`], literally (see [`literal_values`]): how the
@@ -33,6 +34,15 @@ pub fn value_from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
 /// When the value is not an array.
 pub fn literal_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
     Vec::<LiteralValue>::deserialize(deserializer).map(|v| v.into_iter().map(|v| v.0).collect())
+}
+
+/// Reads one JSON value literally (see [`literal_values`]), for a field a request
+/// body reads as a [`Value`] before checking it.
+///
+/// # Errors
+/// When the input is not JSON.
+pub fn literal_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    LiteralValue::deserialize(deserializer).map(|v| v.0)
 }
 
 /// A [`Value`] read member by member, with no special member names. (serde_json's
@@ -103,7 +113,7 @@ impl<'de> Visitor<'de> for LiteralVisitor {
 }
 
 /// Every field a batch op may carry.
-pub const OP_FIELDS: [&str; 8] = [
+pub const OP_FIELDS: [&str; 12] = [
     "op",
     "user_id",
     "channel_id",
@@ -112,10 +122,14 @@ pub const OP_FIELDS: [&str; 8] = [
     "mentions",
     "last_read_message_id",
     "at",
+    "parent_id",
+    "group_id",
+    "muted_until",
+    "level",
 ];
 
 /// Every op name.
-pub const OP_NAMES: [&str; 8] = [
+pub const OP_NAMES: [&str; 11] = [
     "message_created",
     "message_deleted",
     "join",
@@ -124,6 +138,9 @@ pub const OP_NAMES: [&str; 8] = [
     "unread",
     "leave",
     "delete_channel",
+    "set_channel",
+    "settings",
+    "delete_user",
 ];
 
 /// The fields (besides `op`) an op of `kind` needs, and those it may take: what
@@ -138,6 +155,9 @@ pub fn op_fields(kind: &str) -> Option<(&'static [&'static str], &'static [&'sta
         "unread" => (&["user_id", "channel_id", "message_id"], &[]),
         "leave" => (&["user_id", "channel_id"], &[]),
         "delete_channel" => (&["channel_id"], &[]),
+        "set_channel" => (&["channel_id"], &["parent_id", "group_id", "at"]),
+        "settings" => (&["user_id", "channel_id"], &["muted_until", "level", "at"]),
+        "delete_user" => (&["user_id"], &[]),
         _ => return None,
     })
 }
@@ -153,6 +173,9 @@ fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
         "unread" => &["user_id", "channel_id", "message_id"],
         "leave" => &["user_id", "channel_id"],
         "delete_channel" => &["channel_id"],
+        "set_channel" => &["channel_id", "parent_id", "group_id", "at"],
+        "settings" => &["user_id", "channel_id", "muted_until", "level", "at"],
+        "delete_user" => &["user_id"],
         _ => return None,
     })
 }
@@ -245,6 +268,26 @@ impl OpFields<'_> {
                 })
             })
             .transpose()
+    }
+
+    /// `muted_until`: absent keeps the value (`None`); `null` mutes until unmuted,
+    /// unlike every other field, where null is absent.
+    fn muted_until(&self) -> Result<Option<u64>, ServiceError> {
+        self.map
+            .get("muted_until")
+            .map(|v| {
+                muted_until_from_value(v)
+                    .map_err(|reason| ServiceError::invalid(self.name("muted_until"), reason))
+            })
+            .transpose()
+    }
+
+    fn level(&self) -> Result<Option<Level>, ServiceError> {
+        match self.get("level") {
+            None => Ok(None),
+            Some(v) => level_from_value(v)
+                .map_err(|reason| ServiceError::invalid(self.name("level"), reason)),
+        }
     }
 }
 
@@ -341,6 +384,22 @@ fn parse_with(value: &Value, kind_key: &str, prefix: String) -> Result<Op, Servi
         "leave" => Op::Leave {
             user: fields.user()?,
             channel: fields.channel()?,
+        },
+        "set_channel" => Op::SetChannel {
+            channel: fields.channel()?,
+            parent: fields.optional_id("parent_id")?,
+            group: fields.optional_id("group_id")?,
+            at: fields.at()?,
+        },
+        "settings" => Op::Settings {
+            user: fields.user()?,
+            channel: fields.channel()?,
+            muted_until: fields.muted_until()?,
+            level: fields.level()?,
+            at: fields.at()?,
+        },
+        "delete_user" => Op::DeleteUser {
+            user: fields.user()?,
         },
         // `fields_of` accepted the name, so it is `delete_channel`.
         _ => Op::DeleteChannel {
@@ -445,6 +504,38 @@ mod tests {
                 json!({"op": "delete_channel", "channel_id": 2, "user_id": null}),
                 Op::DeleteChannel { channel: id(2) },
             ),
+            (
+                json!({"op": "set_channel", "channel_id": "20", "parent_id": 10, "group_id": "5", "at": 7}),
+                Op::SetChannel {
+                    channel: id(20),
+                    parent: Some(id(10)),
+                    group: Some(id(5)),
+                    at: Some(7),
+                },
+            ),
+            (
+                json!({"op": "set_channel", "channel_id": 20, "parent_id": null}),
+                Op::SetChannel {
+                    channel: id(20),
+                    parent: None,
+                    group: None,
+                    at: None,
+                },
+            ),
+            (
+                json!({"op": "settings", "user_id": 1, "channel_id": "2", "muted_until": 0, "level": "mentions", "at": 9}),
+                Op::Settings {
+                    user: id(1),
+                    channel: id(2),
+                    muted_until: Some(0),
+                    level: Some(Level::Mentions),
+                    at: Some(9),
+                },
+            ),
+            (
+                json!({"op": "delete_user", "user_id": "1", "muted_until": null}),
+                Op::DeleteUser { user: id(1) },
+            ),
         ];
 
         for (value, expected) in cases {
@@ -477,6 +568,86 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn muted_until_null_mutes_forever_while_absent_keeps_it() {
+        let settings = |value: Value| match parse(value) {
+            Ok(Op::Settings {
+                muted_until, level, ..
+            }) => (muted_until, level),
+            other => panic!("expected settings, got {other:?}"),
+        };
+
+        assert_eq!(
+            settings(json!({"op": "settings", "user_id": 1, "channel_id": 2, "muted_until": null})),
+            (Some(crate::domain::MUTED_FOREVER), None)
+        );
+        assert_eq!(
+            settings(json!({"op": "settings", "user_id": 1, "channel_id": 2, "level": null})),
+            (None, None)
+        );
+        assert_eq!(
+            settings(
+                json!({"op": "settings", "user_id": 1, "channel_id": 2, "muted_until": 9223372036854775807_u64})
+            ),
+            (Some(crate::domain::MUTED_FOREVER), None)
+        );
+    }
+
+    #[test]
+    fn bad_settings_values_name_their_field() {
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("5"),
+            json!(9223372036854775808_u64),
+        ] {
+            let (field, reason) = field_of(parse(
+                json!({"op": "settings", "user_id": 1, "channel_id": 2, "muted_until": bad}),
+            ));
+            assert_eq!(field, "ops[3].muted_until", "{bad}");
+            assert_eq!(reason, crate::api::dto::MUTED_UNTIL_REASON);
+        }
+        for bad in [json!("loud"), json!("All"), json!(1)] {
+            let (field, reason) = field_of(parse(
+                json!({"op": "settings", "user_id": 1, "channel_id": 2, "level": bad}),
+            ));
+            assert_eq!(field, "ops[3].level", "{bad}");
+            assert_eq!(reason, crate::api::dto::LEVEL_REASON);
+        }
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "set_channel", "channel_id": 2, "parent_id": 0})
+            ))
+            .0,
+            "ops[3].parent_id"
+        );
+        assert_eq!(
+            field_of(parse(
+                json!({"op": "set_channel", "channel_id": 2, "group_id": "x"})
+            ))
+            .0,
+            "ops[3].group_id"
+        );
+        // A settings field on another op is refused unless null.
+        let (field, reason) = field_of(parse(
+            json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "level": "all"}),
+        ));
+        assert_eq!(field, "ops[3].level");
+        assert_eq!(reason, "not allowed for op ack");
+        assert!(
+            parse(json!({"op": "ack", "user_id": 1, "channel_id": 2, "message_id": 3, "muted_until": null}))
+                .is_ok()
+        );
+        // Events name the bare field.
+        assert_eq!(
+            field_of(parse_event(
+                &json!({"type": "settings", "user_id": 1, "channel_id": 2, "muted_until": -5})
+            ))
+            .0,
+            "muted_until"
+        );
     }
 
     #[test]

@@ -127,11 +127,25 @@ pub enum Operation {
     Subscribe,
     /// The dashboard and `/metrics`.
     Monitor,
+    /// Set a channel's parent and group.
+    SetChannel,
+    /// A channel's metadata.
+    GetChannel,
+    /// Set a read state's notification settings.
+    Settings,
+    /// A user's summary per group.
+    GetGroups,
+    /// A user's unread threads under a channel.
+    GetThreads,
+    /// Delete everything stored about a user.
+    DeleteUser,
+    /// Everything stored about a user.
+    ExportUser,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 23] = [
         Operation::MessageCreated,
         Operation::MessageDeleted,
         Operation::DeleteChannel,
@@ -148,6 +162,13 @@ impl Operation {
         Operation::Batch,
         Operation::Subscribe,
         Operation::Monitor,
+        Operation::SetChannel,
+        Operation::GetChannel,
+        Operation::Settings,
+        Operation::GetGroups,
+        Operation::GetThreads,
+        Operation::DeleteUser,
+        Operation::ExportUser,
     ];
 
     /// The scope an API key needs for it.
@@ -159,7 +180,10 @@ impl Operation {
             | Operation::GetSummary
             | Operation::GetSummaries
             | Operation::Subscribe
-            | Operation::Monitor => Scope::Read,
+            | Operation::Monitor
+            | Operation::GetChannel
+            | Operation::GetGroups
+            | Operation::GetThreads => Scope::Read,
             Operation::MessageCreated
             | Operation::MessageDeleted
             | Operation::Join
@@ -167,8 +191,12 @@ impl Operation {
             | Operation::Ack
             | Operation::MarkUnread
             | Operation::AckAll
-            | Operation::Batch => Scope::Write,
-            Operation::DeleteChannel => Scope::Admin,
+            | Operation::Batch
+            | Operation::SetChannel
+            | Operation::Settings => Scope::Write,
+            Operation::DeleteChannel | Operation::DeleteUser | Operation::ExportUser => {
+                Scope::Admin
+            }
         }
     }
 
@@ -183,6 +211,9 @@ impl Operation {
                 | Operation::MarkUnread
                 | Operation::AckAll
                 | Operation::Subscribe
+                | Operation::Settings
+                | Operation::GetGroups
+                | Operation::GetThreads
         )
     }
 
@@ -197,6 +228,9 @@ impl Operation {
             Op::AckAll { .. } => Operation::AckAll,
             Op::Leave { .. } => Operation::Leave,
             Op::DeleteChannel { .. } => Operation::DeleteChannel,
+            Op::SetChannel { .. } => Operation::SetChannel,
+            Op::Settings { .. } => Operation::Settings,
+            Op::DeleteUser { .. } => Operation::DeleteUser,
         }
     }
 }

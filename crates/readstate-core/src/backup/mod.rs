@@ -110,14 +110,24 @@ pub struct RowCounts {
     pub mentions: u64,
     pub channel_messages: u64,
     pub channels: u64,
+    /// Read states' notification settings (0 in a database from before they were).
+    pub settings: u64,
+    /// Channels' metadata (0 in a database from before it was).
+    pub channel_meta: u64,
 }
 
 impl fmt::Display for RowCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} read states, {} mentions, {} channel messages, {} channel floors",
-            self.read_states, self.mentions, self.channel_messages, self.channels
+            "{} read states, {} mentions, {} channel messages, {} channel floors, \
+             {} notification settings, {} channel metadata",
+            self.read_states,
+            self.mentions,
+            self.channel_messages,
+            self.channels,
+            self.settings,
+            self.channel_meta
         )
     }
 }
@@ -769,17 +779,46 @@ async fn count_rows(conn: &mut SqliteConnection) -> anyhow::Result<RowCounts> {
     )
     .fetch_one(&mut *conn)
     .await?;
+    // A backup made before migration 2 has neither table yet (the server creates them
+    // when it starts on the restored file).
+    let tables = table_names(conn).await?;
+    let settings: i64 = if tables.iter().any(|t| t == "settings") {
+        sqlx::query_scalar("select count(*) from settings")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
+    let channel_meta: i64 = if tables.iter().any(|t| t == "channel_meta") {
+        sqlx::query_scalar("select count(*) from channel_meta")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(RowCounts {
         read_states: n(read_states),
         mentions: n(mentions),
         channel_messages: n(channel_messages),
         channels: n(channels),
+        settings: n(settings),
+        channel_meta: n(channel_meta),
     })
+}
+
+async fn table_names(conn: &mut SqliteConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select name from sqlite_master where type = 'table'")
+        .fetch_all(&mut *conn)
+        .await
 }
 
 /// The tables every readstate database has (the first migration creates them).
 const TABLES: [&str; 4] = ["read_states", "mentions", "channel_messages", "channels"];
+
+/// Tables a later migration creates: `(version, table)`. A database with that
+/// migration applied must have the table.
+const LATER_TABLES: [(i64, &str); 2] = [(2, "settings"), (2, "channel_meta")];
 
 /// Checks that `path` is a sound readstate database this build can serve; `Err` says
 /// why not.
@@ -836,12 +875,15 @@ async fn check_on(conn: &mut SqliteConnection) -> Result<RowCounts, String> {
             return Err(format!("its migration {version} failed part-way"));
         }
     }
-    let tables: Vec<String> =
-        sqlx::query_scalar("select name from sqlite_master where type = 'table'")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| e.to_string())?;
+    let tables = table_names(conn).await.map_err(|e| e.to_string())?;
     if let Some(missing) = TABLES.iter().find(|t| !tables.iter().any(|n| n == *t)) {
+        return Err(format!("it has no {missing} table"));
+    }
+    let newest = applied.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    if let Some((_, missing)) = LATER_TABLES
+        .iter()
+        .find(|(v, t)| *v <= newest && !tables.iter().any(|n| n == t))
+    {
         return Err(format!("it has no {missing} table"));
     }
     count_rows(conn).await.map_err(|e| format!("{e:#}"))

@@ -3,6 +3,7 @@
 //! the backup's steps.
 
 use super::*;
+use crate::domain::{ChannelMeta, Level, MUTED_FOREVER};
 use crate::store::Write;
 use crate::wal::Wal;
 
@@ -198,4 +199,167 @@ async fn restore_refuses_what_is_not_a_readstate_database() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "nothing left at the target: {left:?}");
+}
+
+fn mute(user: u64, channel: u64, until: u64, at: u64) -> Write {
+    Write::Settings {
+        user,
+        channel,
+        settings: crate::domain::Settings::written(Some(until), None, at),
+    }
+}
+
+fn level(user: u64, channel: u64, level: Level, at: u64) -> Write {
+    Write::Settings {
+        user,
+        channel,
+        settings: crate::domain::Settings::written(None, Some(level), at),
+    }
+}
+
+fn meta(channel: u64, parent: u64, group: u64, at: u64) -> Write {
+    Write::ChannelMeta {
+        channel,
+        meta: ChannelMeta { parent, group, at },
+    }
+}
+
+/// Notification settings and channel metadata, in the database and only in the log,
+/// are in the backup and come back on restore; a user deleted in the log is not.
+#[tokio::test]
+async fn settings_and_channel_metadata_round_trip_through_backup_and_restore() {
+    let live = tempfile::tempdir().unwrap();
+    let settings = settings(live.path());
+    let store = crate::app::open_store(&settings).await.unwrap();
+    store
+        .commit(&[
+            pos(1, 10, 5),
+            mute(1, 10, 100, 1),
+            pos(2, 10, 1),
+            level(2, 10, Level::Nothing, 1),
+            pos(3, 11, 1),
+            mute(3, 11, MUTED_FOREVER, 1),
+            meta(10, 0, 7, 1),
+            meta(11, 10, 0, 1),
+        ])
+        .await
+        .unwrap();
+    store.close().await;
+    let (mut wal, _, _) =
+        Wal::open_dir(&settings.storage.log_dir(), WalOptions::default()).unwrap();
+    log_and_sync(
+        &mut wal,
+        &[
+            level(1, 10, Level::Mentions, 2),
+            // Older than the stored mute: changes nothing.
+            mute(1, 10, 50, 0),
+            meta(10, 0, 8, 2),
+            Write::DeleteUser { user: 2 },
+        ],
+    );
+    drop(wal);
+
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("backup.db");
+    let report = backup(&settings, &to, &mut |_| {}).await.unwrap();
+    assert_eq!(report.log_writes, 4);
+    assert_eq!(
+        (
+            report.rows.read_states,
+            report.rows.settings,
+            report.rows.channel_meta
+        ),
+        (2, 2, 2),
+        "{}",
+        report.rows
+    );
+    assert!(report.rows.to_string().contains("2 notification settings"));
+
+    let target = tempfile::tempdir().unwrap();
+    let restored_settings = self::settings(&target.path().join("data"));
+    let restored = restore(&restored_settings, &to, &mut |_| {}).await.unwrap();
+    assert_eq!(restored.rows, report.rows);
+    let store = crate::app::open_store(&restored_settings).await.unwrap();
+    let user1 = store.load_user(1, 4).await.unwrap();
+    let s = user1.get(10).expect("user 1 is in channel 10").settings;
+    assert_eq!(
+        (s.muted_until, s.muted_at, s.level, s.level_at),
+        (100, 1, Level::Mentions, 2)
+    );
+    assert!(store.load_user(2, 4).await.unwrap().is_empty());
+    let user3 = store.load_user(3, 4).await.unwrap();
+    assert_eq!(user3.get(11).unwrap().settings.muted_until, MUTED_FOREVER);
+    let channels = store.load_channels(&[10, 11, 12], 16).await.unwrap();
+    let metas: Vec<ChannelMeta> = channels.iter().map(|(_, ch)| ch.meta()).collect();
+    assert_eq!(
+        metas,
+        [
+            ChannelMeta {
+                parent: 0,
+                group: 8,
+                at: 2
+            },
+            ChannelMeta {
+                parent: 10,
+                group: 0,
+                at: 1
+            },
+            ChannelMeta::default(),
+        ]
+    );
+    store.close().await;
+}
+
+/// A backup made before migration 2 (no settings or channel_meta tables) still
+/// restores, and the server creates the tables when it opens it; a file that claims
+/// migration 2 but lacks its tables is refused.
+#[tokio::test]
+async fn a_backup_from_before_the_settings_tables_restores_and_one_missing_them_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, drop_settings: bool| {
+        let path = dir.path().join(name);
+        async move {
+            let mut conn = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            let migrator = crate::store::sqlite::migrator();
+            if drop_settings {
+                migrator.run(&mut conn).await.unwrap();
+                sqlx::query("drop table settings")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            } else {
+                migrator.run_to(1, &mut conn).await.unwrap();
+            }
+            sqlx::query("insert into read_states (user_id, channel_id, pos) values (1, 2, 3)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            path
+        }
+    };
+    let old = make("old.db", false).await;
+    let target = settings(&dir.path().join("data"));
+    let restored = restore(&target, &old, &mut |_| {}).await.unwrap();
+    assert_eq!(restored.rows.read_states, 1);
+    assert_eq!((restored.rows.settings, restored.rows.channel_meta), (0, 0));
+    let store = crate::app::open_store(&target).await.unwrap();
+    store.ready().await.unwrap();
+    store.commit(&[mute(1, 2, 9, 1)]).await.unwrap();
+    let states = store.load_user(1, 4).await.unwrap();
+    assert_eq!(states.get(2).unwrap().settings.muted_until, 9);
+    store.close().await;
+
+    let broken = make("broken.db", true).await;
+    let target = settings(&dir.path().join("data2"));
+    let result = restore(&target, &broken, &mut |_| {}).await;
+    assert!(
+        matches!(&result, Err(Error::Refused(m)) if m.contains("no settings table")),
+        "{result:?}"
+    );
 }

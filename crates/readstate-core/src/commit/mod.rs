@@ -601,11 +601,7 @@ impl Writer {
             let mut batch = Vec::with_capacity(self.config.max_batch);
             batch.push(first);
             self.fill(&mut rx, &mut batch, closing, &cancel).await;
-            let removal = batch.iter().any(|e| {
-                e.writes
-                    .iter()
-                    .any(|w| matches!(w, Write::Leave { .. } | Write::DeleteChannel { .. }))
-            });
+            let removal = batch.iter().any(|e| e.writes.iter().any(Write::is_removal));
             if removal {
                 // Orders against everything before and after it.
                 while let Some(earlier) = in_flight.pop_front() {

@@ -6,16 +6,30 @@
 //! events, so the same events in any order, any number of times, give the same
 //! window (the merge is commutative, associative and idempotent).
 
+//!
+//! A channel's metadata (parent, group) rides along on the side, with the floor:
+//! a channel that never overflowed its window and has no metadata pays for neither.
+
+use super::ChannelMeta;
+
 /// Bit 63 marks a tombstone; ids never use it (they are at most 2^63-1).
 const DELETED: u64 = 1 << 63;
+
+/// The rare parts of a channel, allocated only when one of them is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Side {
+    /// Largest id pushed out of the window (0: nothing was).
+    floor: u64,
+    meta: ChannelMeta,
+}
 
 /// The newest message ids of one channel, ascending, with tombstones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelWindow {
     /// Ascending by id (the flag bit masked off); bit 63 set = deleted.
     ids: Vec<u64>,
-    /// Largest id pushed out of the window (0: nothing was).
-    floor: u64,
+    /// The floor and the metadata; `None` while both are 0 / unset.
+    side: Option<Box<Side>>,
 }
 
 impl ChannelWindow {
@@ -31,10 +45,8 @@ impl ChannelWindow {
         floor: u64,
         window: usize,
     ) -> Self {
-        let mut ch = Self {
-            ids: Vec::new(),
-            floor,
-        };
+        let mut ch = Self::default();
+        ch.set_floor(floor);
         for (id, deleted) in rows {
             ch.observe(id, deleted, window);
         }
@@ -45,7 +57,7 @@ impl ChannelWindow {
     /// Records that message `id` was created (`deleted = false`) or deleted.
     /// Returns whether the window or its floor changed.
     pub fn observe(&mut self, id: u64, deleted: bool, window: usize) -> bool {
-        if id <= self.floor {
+        if id <= self.floor() {
             // Older than everything the window keeps: it cannot enter the top W.
             return false;
         }
@@ -64,11 +76,11 @@ impl ChannelWindow {
                         // Older than a full window: it falls out at once, but it is
                         // still the largest id outside the window (id > floor here),
                         // so the floor rises; storage must learn that too.
-                        self.floor = id;
+                        self.set_floor(id);
                         return true;
                     }
                     let oldest = self.ids.remove(0) & !DELETED;
-                    self.floor = self.floor.max(oldest);
+                    self.set_floor(self.floor().max(oldest));
                     self.ids
                         .insert(at - 1, id | if deleted { DELETED } else { 0 });
                 } else {
@@ -108,7 +120,47 @@ impl ChannelWindow {
 
     /// Largest id pushed out of the window (0: none).
     pub fn floor(&self) -> u64 {
-        self.floor
+        self.side.as_ref().map_or(0, |s| s.floor)
+    }
+
+    fn set_floor(&mut self, floor: u64) {
+        if floor != self.floor() {
+            self.side.get_or_insert_with(Box::default).floor = floor;
+        }
+    }
+
+    /// The channel's metadata (default when never set).
+    pub fn meta(&self) -> ChannelMeta {
+        self.side
+            .as_ref()
+            .map_or_else(ChannelMeta::default, |s| s.meta)
+    }
+
+    /// Merges metadata in (see [`ChannelMeta::merge`]); returns whether it changed.
+    pub fn merge_meta(&mut self, meta: &ChannelMeta) -> bool {
+        if meta.is_default() {
+            return false;
+        }
+        self.side.get_or_insert_with(Box::default).meta.merge(meta)
+    }
+
+    /// Whether the service has seen the channel: a message or metadata.
+    pub fn is_known(&self) -> bool {
+        !self.ids.is_empty() || self.side.is_some()
+    }
+
+    /// The oldest non-deleted message newer than `read`, when the window can tell:
+    /// `None` when there is none, or when `read` is older than the window (the
+    /// message may have fallen out of it).
+    pub fn first_after(&self, read: u64) -> Option<u64> {
+        if read < self.floor() {
+            return None;
+        }
+        let start = self.ids.partition_point(|raw| raw & !DELETED <= read);
+        self.ids[start..]
+            .iter()
+            .find(|raw| *raw & DELETED == 0)
+            .copied()
     }
 
     /// Every `(id, deleted)` in the window, ascending.
@@ -131,6 +183,10 @@ impl ChannelWindow {
     /// Heap bytes this window owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
         self.ids.capacity() * std::mem::size_of::<u64>()
+            + self
+                .side
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Side>())
     }
 }
 

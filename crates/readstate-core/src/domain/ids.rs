@@ -86,6 +86,10 @@ id_type!(
     /// A message; increases with time within a channel.
     MessageId
 );
+id_type!(
+    /// A group of channels: a guild, team, workspace or category.
+    GroupId
+);
 
 #[cfg(test)]
 mod tests {

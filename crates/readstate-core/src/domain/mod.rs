@@ -13,15 +13,20 @@ mod channel;
 mod ids;
 mod model;
 mod ops;
+mod settings;
 mod user;
 mod view;
 
 pub use channel::ChannelWindow;
-pub use ids::{ChannelId, IdError, MessageId, UserId, is_canonical_decimal};
+pub use ids::{ChannelId, GroupId, IdError, MessageId, UserId, is_canonical_decimal};
 pub use model::Model;
-pub use ops::{ChannelEffect, Op, UserChange, UserEffect, apply_user_effect, expand};
+pub use ops::{ChannelEffect, Op, UserChange, UserEffect, apply_user_effect, channel_meta, expand};
+pub use settings::{
+    ChannelMeta, Level, MAX_PARENT_DEPTH, MAX_STAMP, MUTED_FOREVER, ParentError, Settings,
+    check_parent, group_of,
+};
 pub use user::{Changed, ReadPos, StateRef, UserStates};
-pub use view::{ReadStateView, Summary, derive};
+pub use view::{GroupSummaries, ReadStateView, Summary, derive};
 
 /// Caps of the derived counts and the window sizes that follow from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

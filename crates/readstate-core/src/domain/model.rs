@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Caps, ChannelEffect, ChannelId, ChannelWindow, Op, ReadStateView, Summary, UserEffect, UserId,
-    UserStates, apply_user_effect, derive, expand,
+    Caps, ChannelEffect, ChannelId, ChannelMeta, ChannelWindow, GroupSummaries, Op, ReadStateView,
+    Summary, UserEffect, UserId, UserStates, apply_user_effect, channel_meta, check_parent, derive,
+    expand, group_of,
 };
 
 /// Channels and users, fully in memory.
@@ -28,7 +29,9 @@ impl Model {
         }
     }
 
-    /// Applies one operation; `now` (ms) stamps a mark unread.
+    /// Applies one operation; `now` (ms) stamps a mark unread and writes without
+    /// `at`. A parent that would form a cycle is refused (nothing changes), as the
+    /// service refuses it.
     pub fn apply(&mut self, op: &Op, now: u64) {
         if let Op::DeleteChannel { channel } = op {
             self.channels.remove(channel);
@@ -37,7 +40,23 @@ impl Model {
             }
             return;
         }
-        let (channel, users) = expand(op);
+        if let Op::SetChannel {
+            channel,
+            parent,
+            group,
+            at,
+        } = op
+        {
+            let meta = channel_meta(*parent, *group, *at, now);
+            if meta.parent != 0
+                && check_parent(channel.get(), meta.parent, |c| self.meta(c).parent).is_err()
+            {
+                return;
+            }
+            self.channels.entry(*channel).or_default().merge_meta(&meta);
+            return;
+        }
+        let (channel, users) = expand(op, now);
         if let Some(effect) = channel {
             self.apply_channel(effect);
         }
@@ -72,8 +91,16 @@ impl Model {
         );
     }
 
-    /// Every read state of `user` with derived fields, ascending by channel.
-    pub fn read_states(&self, user: UserId) -> Vec<ReadStateView> {
+    /// The metadata of `channel` (default when unknown).
+    pub fn meta(&self, channel: u64) -> ChannelMeta {
+        ChannelId::new(channel)
+            .ok()
+            .and_then(|c| self.channels.get(&c))
+            .map_or_else(ChannelMeta::default, ChannelWindow::meta)
+    }
+
+    /// Every read state of `user` with derived fields at `now`, ascending by channel.
+    pub fn read_states(&self, user: UserId, now: u64) -> Vec<ReadStateView> {
         let empty = ChannelWindow::new();
         self.users.get(&user).map_or_else(Vec::new, |states| {
             states
@@ -83,18 +110,45 @@ impl Model {
                         .ok()
                         .and_then(|c| self.channels.get(&c))
                         .unwrap_or(&empty);
-                    derive(s, channel, self.caps)
+                    derive(s, channel, self.caps, now)
                 })
                 .collect()
         })
     }
 
-    /// The summary of `user`.
-    pub fn summary(&self, user: UserId) -> Summary {
+    /// The summary of `user` at `now`: over all read states, or those of `group`.
+    pub fn summary(&self, user: UserId, group: Option<u64>, now: u64) -> Summary {
         let mut summary = Summary::default();
-        for view in self.read_states(user) {
-            summary.add(&view);
+        for view in self.read_states(user, now) {
+            if group.is_none_or(|g| group_of(view.channel_id, |c| self.meta(c)) == Some(g)) {
+                summary.add(&view);
+            }
         }
         summary
+    }
+
+    /// A summary per group in which `user` has a read state.
+    pub fn groups(&self, user: UserId, now: u64) -> GroupSummaries {
+        let mut out = GroupSummaries::new();
+        for view in self.read_states(user, now) {
+            if let Some(group) = group_of(view.channel_id, |c| self.meta(c)) {
+                out.entry(group).or_default().add(&view);
+            }
+        }
+        out
+    }
+
+    /// `user`'s read states of threads under `channel` that are unread or mention
+    /// the user, ascending by channel, with their summary.
+    pub fn threads(&self, user: UserId, channel: u64, now: u64) -> (Summary, Vec<ReadStateView>) {
+        let mut summary = Summary::default();
+        let views: Vec<ReadStateView> = self
+            .read_states(user, now)
+            .into_iter()
+            .filter(|v| v.parent_id == channel)
+            .inspect(|v| summary.add(v))
+            .filter(|v| v.has_unread || v.mention_count > 0)
+            .collect();
+        (summary, views)
     }
 }

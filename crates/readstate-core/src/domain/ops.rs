@@ -2,7 +2,9 @@
 //! single entities (one channel, one user), which is the unit the cache locks and
 //! the commit writer persists.
 
-use super::{ChannelId, MessageId, ReadPos, UserId, UserStates};
+use super::{
+    ChannelId, ChannelMeta, GroupId, Level, MessageId, ReadPos, Settings, UserId, UserStates,
+};
 
 /// A write operation, as HTTP, batch, gRPC and NATS all express it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,27 @@ pub enum Op {
     DeleteChannel {
         channel: ChannelId,
     },
+    /// Sets what a channel belongs to (replacing both fields), stamped `at` (ms;
+    /// the time of arrival when `None`).
+    SetChannel {
+        channel: ChannelId,
+        parent: Option<ChannelId>,
+        group: Option<GroupId>,
+        at: Option<u64>,
+    },
+    /// Sets a read state's notification settings; `None` keeps a field.
+    /// `muted_until`: `Some(0)` unmutes, [`super::MUTED_FOREVER`] mutes until unmuted.
+    Settings {
+        user: UserId,
+        channel: ChannelId,
+        muted_until: Option<u64>,
+        level: Option<Level>,
+        at: Option<u64>,
+    },
+    /// Removes every read state, mention and setting of the user.
+    DeleteUser {
+        user: UserId,
+    },
 }
 
 /// An effect on one channel's window.
@@ -87,6 +110,15 @@ pub enum UserEffect {
         user: UserId,
         channel: ChannelId,
     },
+    /// `settings`: the fields written, stamped (see [`Settings::written`]).
+    Settings {
+        user: UserId,
+        channel: ChannelId,
+        settings: Settings,
+    },
+    DeleteUser {
+        user: UserId,
+    },
 }
 
 impl UserEffect {
@@ -98,15 +130,33 @@ impl UserEffect {
             | UserEffect::Unread { user, .. }
             | UserEffect::Join { user, .. }
             | UserEffect::AckAll { user }
-            | UserEffect::Leave { user, .. } => user,
+            | UserEffect::Leave { user, .. }
+            | UserEffect::Settings { user, .. }
+            | UserEffect::DeleteUser { user } => user,
         }
     }
 }
 
+/// The metadata a [`Op::SetChannel`] writes, stamped `now` when it has no `at`.
+pub fn channel_meta(
+    parent: Option<ChannelId>,
+    group: Option<GroupId>,
+    at: Option<u64>,
+    now: u64,
+) -> ChannelMeta {
+    ChannelMeta {
+        parent: parent.map_or(0, ChannelId::get),
+        group: group.map_or(0, GroupId::get),
+        at: at.unwrap_or(now),
+    }
+}
+
 /// Breaks an operation into per-entity effects, applied in the order returned:
-/// the channel first, then users. `DeleteChannel` has no per-entity form (it touches
-/// every read state of the channel) and expands to nothing.
-pub fn expand(op: &Op) -> (Option<ChannelEffect>, Vec<UserEffect>) {
+/// the channel first, then users. `now` (ms) stamps settings written without `at`.
+/// `DeleteChannel` has no per-entity form (it touches every read state of the
+/// channel) and `SetChannel` writes the channel's metadata, not its window: both
+/// expand to nothing.
+pub fn expand(op: &Op, now: u64) -> (Option<ChannelEffect>, Vec<UserEffect>) {
     match op {
         Op::MessageCreated {
             channel,
@@ -198,7 +248,22 @@ pub fn expand(op: &Op) -> (Option<ChannelEffect>, Vec<UserEffect>) {
                 channel: *channel,
             }],
         ),
-        Op::DeleteChannel { .. } => (None, Vec::new()),
+        Op::Settings {
+            user,
+            channel,
+            muted_until,
+            level,
+            at,
+        } => (
+            None,
+            vec![UserEffect::Settings {
+                user: *user,
+                channel: *channel,
+                settings: Settings::written(*muted_until, *level, at.unwrap_or(now)),
+            }],
+        ),
+        Op::DeleteUser { user } => (None, vec![UserEffect::DeleteUser { user: *user }]),
+        Op::DeleteChannel { .. } | Op::SetChannel { .. } => (None, Vec::new()),
     }
 }
 
@@ -211,6 +276,9 @@ pub enum UserChange {
     Mention { channel: u64, message: u64 },
     /// The read state of `channel` is gone.
     Removed { channel: u64 },
+    /// The settings of `channel`'s state are now `settings` (merged register by
+    /// register).
+    Settings { channel: u64, settings: Settings },
 }
 
 impl UserChange {
@@ -219,7 +287,8 @@ impl UserChange {
         match *self {
             UserChange::Read { channel, .. }
             | UserChange::Mention { channel, .. }
-            | UserChange::Removed { channel } => channel,
+            | UserChange::Removed { channel }
+            | UserChange::Settings { channel, .. } => channel,
         }
     }
 }
@@ -311,5 +380,38 @@ pub fn apply_user_effect(
                 Vec::new()
             }
         }
+        UserEffect::Settings {
+            channel, settings, ..
+        } => {
+            // A missing state is created as a join without a position would be.
+            let read = ReadPos {
+                epoch: 0,
+                pos: head_of(channel.get()),
+            };
+            match states.merge_settings(channel.get(), &settings, read) {
+                None => Vec::new(),
+                Some((settings, created)) => {
+                    let mut out = Vec::with_capacity(2);
+                    if created.is_yes() {
+                        out.push(UserChange::Read {
+                            channel: channel.get(),
+                            read,
+                        });
+                    }
+                    if !settings.is_default() {
+                        out.push(UserChange::Settings {
+                            channel: channel.get(),
+                            settings,
+                        });
+                    }
+                    out
+                }
+            }
+        }
+        UserEffect::DeleteUser { .. } => states
+            .clear()
+            .into_iter()
+            .map(|channel| UserChange::Removed { channel })
+            .collect(),
     }
 }

@@ -1,6 +1,9 @@
 //! All read states of one user, stored compactly: 16 bytes per read state in the
 //! common case (channel id + read position), with the rare parts (a non-zero unread
-//! epoch, mention ids) in a side allocation that most users never have.
+//! epoch, mention ids, notification settings) in a side allocation that most users
+//! never have.
+
+use super::Settings;
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
 /// within the current epoch; marking unread starts a newer epoch (a timestamp), so a
@@ -26,6 +29,14 @@ struct Extras {
     epochs: Vec<(u64, u64)>,
     /// `(channel, message)` mention ids, ascending; at most the window per channel.
     mentions: Vec<(u64, u64)>,
+    /// Settings of states whose settings are not the default, ascending by channel.
+    settings: Vec<(u64, Settings)>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.epochs.is_empty() && self.mentions.is_empty() && self.settings.is_empty()
+    }
 }
 
 /// Whether an operation changed the stored state (and so needs a storage write).
@@ -49,6 +60,8 @@ pub struct StateRef<'a> {
     pub read: ReadPos,
     /// Mention ids of this state, ascending.
     pub mentions: &'a [(u64, u64)],
+    /// Notification settings.
+    pub settings: Settings,
 }
 
 /// Every read state of one user, sorted by channel id.
@@ -94,6 +107,16 @@ impl UserStates {
         }
     }
 
+    fn settings_of(&self, channel: u64) -> Settings {
+        let Some(extras) = &self.extras else {
+            return Settings::default();
+        };
+        extras
+            .settings
+            .binary_search_by_key(&channel, |(c, _)| *c)
+            .map_or_else(|_| Settings::default(), |at| extras.settings[at].1)
+    }
+
     fn mention_range(&self, channel: u64) -> &[(u64, u64)] {
         let Some(extras) = &self.extras else {
             return &[];
@@ -118,6 +141,7 @@ impl UserStates {
                 pos: e.pos,
             },
             mentions: self.mention_range(e.channel),
+            settings: self.settings_of(e.channel),
         }
     }
 
@@ -227,7 +251,7 @@ impl UserStates {
                 true
             }
         };
-        if extras.epochs.is_empty() && extras.mentions.is_empty() {
+        if extras.is_empty() {
             self.extras = None;
         }
         if inserted || created.is_yes() {
@@ -246,11 +270,41 @@ impl UserStates {
         if let Some(extras) = &mut self.extras {
             extras.epochs.retain(|(c, _)| *c != channel);
             extras.mentions.retain(|(c, _)| *c != channel);
-            if extras.epochs.is_empty() && extras.mentions.is_empty() {
+            extras.settings.retain(|(c, _)| *c != channel);
+            if extras.is_empty() {
                 self.extras = None;
             }
         }
         Changed::Yes
+    }
+
+    /// Merges settings into the state of `channel`, creating the state at `read` when
+    /// missing. Returns the merged settings and whether the state was created, when
+    /// anything changed.
+    pub fn merge_settings(
+        &mut self,
+        channel: u64,
+        settings: &Settings,
+        read: ReadPos,
+    ) -> Option<(Settings, Changed)> {
+        let created = self.ensure(channel, read).1;
+        let mut merged = self.settings_of(channel);
+        let changed = merged.merge(settings);
+        if changed {
+            let extras = self.extras.get_or_insert_with(Box::default);
+            match extras.settings.binary_search_by_key(&channel, |(c, _)| *c) {
+                Ok(at) => extras.settings[at].1 = merged,
+                Err(at) => extras.settings.insert(at, (channel, merged)),
+            }
+        }
+        (changed || created.is_yes()).then_some((merged, created))
+    }
+
+    /// Removes every read state (deleting the user). Returns the channels that had one.
+    pub fn clear(&mut self) -> Vec<u64> {
+        let channels = self.channels().collect();
+        *self = UserStates::new();
+        channels
     }
 
     /// Drops spare capacity (after a load or many removals).
@@ -259,6 +313,7 @@ impl UserStates {
         if let Some(extras) = &mut self.extras {
             extras.epochs.shrink_to_fit();
             extras.mentions.shrink_to_fit();
+            extras.settings.shrink_to_fit();
         }
     }
 
@@ -269,6 +324,7 @@ impl UserStates {
             std::mem::size_of::<Extras>()
                 + x.epochs.capacity() * std::mem::size_of::<(u64, u64)>()
                 + x.mentions.capacity() * std::mem::size_of::<(u64, u64)>()
+                + x.settings.capacity() * std::mem::size_of::<(u64, Settings)>()
         });
         entries + extras
     }

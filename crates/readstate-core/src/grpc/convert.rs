@@ -2,11 +2,15 @@
 //! same range and the same words as every other transport ([`crate::api::ids`]);
 //! errors name the field as the JSON API does (`channel_id`, `ops[2].message_id`).
 
+use crate::api::dto::{LEVEL_REASON, MUTED_UNTIL_REASON};
 use crate::api::ids::{ApiId, MAX_ID, POSITION_REASON, id_reason};
 use crate::api::problem::Problem;
-use crate::domain::{ChannelId, MessageId, Op, ReadStateView, Summary, UserId};
+use crate::domain::{
+    ChannelId, GroupId, GroupSummaries, Level, MUTED_FOREVER, MessageId, Op, ReadStateView,
+    Summary, UserId,
+};
 use crate::live::wire::Change;
-use crate::service::ServiceError;
+use crate::service::{ChannelInfo, ServiceError, StoredState, Threads};
 
 use super::pb;
 
@@ -74,6 +78,32 @@ impl Fields {
         self.id("message_id", raw)
     }
 
+    /// An optional group id (`group_id`), in 1..=2^63-1 when present.
+    pub fn group(self, raw: Option<u64>) -> Result<Option<GroupId>, ServiceError> {
+        self.optional_id("group_id", raw)
+    }
+
+    /// A mute deadline: 0..=2^63-1, where 2^63-1 is "until unmuted" (JSON's null;
+    /// the words of the error are the JSON API's).
+    fn muted_until(self, raw: Option<u64>) -> Result<Option<u64>, ServiceError> {
+        match raw {
+            Some(raw) if raw > MUTED_FOREVER => Err(ServiceError::invalid(
+                self.name("muted_until"),
+                MUTED_UNTIL_REASON,
+            )),
+            raw => Ok(raw),
+        }
+    }
+
+    /// A notification level by its API name.
+    fn level(self, raw: Option<&str>) -> Result<Option<Level>, ServiceError> {
+        raw.map(|text| {
+            Level::parse(text)
+                .ok_or_else(|| ServiceError::invalid(self.name("level"), LEVEL_REASON))
+        })
+        .transpose()
+    }
+
     pub fn message_created(self, r: pb::MessageCreatedRequest) -> Result<Op, ServiceError> {
         Ok(Op::MessageCreated {
             channel: self.channel(r.channel_id)?,
@@ -134,6 +164,31 @@ impl Fields {
         })
     }
 
+    pub fn set_channel(self, r: &pb::SetChannelRequest) -> Result<Op, ServiceError> {
+        Ok(Op::SetChannel {
+            channel: self.channel(r.channel_id)?,
+            parent: self.optional_id("parent_id", r.parent_id)?,
+            group: self.group(r.group_id)?,
+            at: r.at,
+        })
+    }
+
+    pub fn settings(self, r: &pb::UpdateSettingsRequest) -> Result<Op, ServiceError> {
+        Ok(Op::Settings {
+            user: self.user(r.user_id)?,
+            channel: self.channel(r.channel_id)?,
+            muted_until: self.muted_until(r.muted_until)?,
+            level: self.level(r.level.as_deref())?,
+            at: r.at,
+        })
+    }
+
+    pub fn delete_user(self, r: &pb::DeleteUserRequest) -> Result<Op, ServiceError> {
+        Ok(Op::DeleteUser {
+            user: self.user(r.user_id)?,
+        })
+    }
+
     /// One op of a batch or `Write` stream.
     pub fn batch_op(self, op: pb::Op) -> Result<Op, ServiceError> {
         use pb::op::Op as Kind;
@@ -146,6 +201,9 @@ impl Fields {
             Some(Kind::Unread(r)) => self.unread(&r),
             Some(Kind::Leave(r)) => self.leave(&r),
             Some(Kind::DeleteChannel(r)) => self.delete_channel(r),
+            Some(Kind::SetChannel(r)) => self.set_channel(&r),
+            Some(Kind::Settings(r)) => self.settings(&r),
+            Some(Kind::DeleteUser(r)) => self.delete_user(&r),
             None => Err(ServiceError::invalid(
                 self.name("op"),
                 format!("required: one of {}", crate::api::ops::OP_NAMES.join(", ")),
@@ -180,6 +238,23 @@ impl Fields {
         self.ids("user_ids", raws)
     }
 
+    /// The channel of a request about one channel.
+    pub fn channel_only(self, channel: u64) -> Result<ChannelId, ServiceError> {
+        self.channel(channel)
+    }
+
+    /// The user, parent channel and cursor of `GetThreads`.
+    pub fn threads(
+        self,
+        r: &pb::GetThreadsRequest,
+    ) -> Result<(UserId, ChannelId, Option<ChannelId>), ServiceError> {
+        Ok((
+            self.user(r.user_id)?,
+            self.channel(r.channel_id)?,
+            self.optional_id("after", r.after)?,
+        ))
+    }
+
     /// The channel, message and cursor of `Readers`.
     pub fn readers(
         self,
@@ -204,6 +279,9 @@ impl From<ReadStateView> for pb::ReadState {
             unread_capped: v.unread_capped,
             mention_count: v.mention_count,
             mention_capped: v.mention_capped,
+            first_unread_message_id: v.first_unread_message_id,
+            muted: v.muted,
+            level: v.level.as_str().to_owned(),
         }
     }
 }
@@ -220,7 +298,68 @@ impl From<Summary> for pb::Summary {
         Self {
             unread_channels: s.unread_channels,
             mentions: s.mentions,
+            unread_threads: s.unread_threads,
         }
+    }
+}
+
+/// The reply of `GetGroups`.
+pub fn groups(groups: GroupSummaries) -> pb::GroupsReply {
+    pb::GroupsReply {
+        groups: groups
+            .into_iter()
+            .map(|(group, s)| (group, s.into()))
+            .collect(),
+    }
+}
+
+impl From<Threads> for pb::ThreadsReply {
+    fn from(t: Threads) -> Self {
+        Self {
+            unread_threads: t.summary.unread_threads,
+            mentions: t.summary.mentions,
+            read_states: t.read_states.into_iter().map(pb::ReadState::from).collect(),
+            next: t.next.map(ChannelId::get),
+        }
+    }
+}
+
+/// 0 (unset) as an absent field.
+fn non_zero(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
+impl From<ChannelInfo> for pb::Channel {
+    fn from(c: ChannelInfo) -> Self {
+        Self {
+            channel_id: c.channel,
+            parent_id: non_zero(c.parent),
+            group_id: non_zero(c.group),
+            last_message_id: c.last_message_id,
+        }
+    }
+}
+
+impl From<StoredState> for pb::StoredReadState {
+    fn from(s: StoredState) -> Self {
+        Self {
+            channel_id: s.channel,
+            last_read_message_id: s.read.pos,
+            epoch: s.read.epoch,
+            mention_ids: s.mentions,
+            muted_until: s.settings.muted_until,
+            muted_at: s.settings.muted_at,
+            level: s.settings.level.as_str().to_owned(),
+            level_at: s.settings.level_at,
+        }
+    }
+}
+
+/// The reply of `ExportUser`.
+pub fn export(user: UserId, states: Vec<StoredState>) -> pb::ExportReply {
+    pb::ExportReply {
+        user_id: user.get(),
+        read_states: states.into_iter().map(pb::StoredReadState::from).collect(),
     }
 }
 

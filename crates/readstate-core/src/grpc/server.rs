@@ -10,7 +10,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{Fields, op_result, read_states};
+use super::convert::{Fields, export, groups, op_result, read_states};
 use super::pb::read_states_server::ReadStates;
 use super::{denied_status, parse_timeout, pb, problem_status, status};
 use crate::api::problem::{Problem, log_batch_errors};
@@ -231,9 +231,26 @@ impl ReadStates for GrpcService {
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
             let channels = Fields::BARE.channels(&message.channels)?;
-            Ok(read_states(
-                self.service.read_states(user, channels.as_deref()).await?,
-            ))
+            let views = match (Fields::BARE.group(message.group_id)?, channels) {
+                (Some(group), None) => self.service.read_states_in_group(user, group).await?,
+                (Some(group), Some(channels)) => {
+                    // Both filters: the listed channels that are in the group.
+                    let listed = self.service.read_states(user, Some(&channels)).await?;
+                    let in_group: std::collections::HashSet<u64> = self
+                        .service
+                        .read_states_in_group(user, group)
+                        .await?
+                        .iter()
+                        .map(|v| v.channel_id)
+                        .collect();
+                    listed
+                        .into_iter()
+                        .filter(|v| in_group.contains(&v.channel_id))
+                        .collect()
+                }
+                (None, channels) => self.service.read_states(user, channels.as_deref()).await?,
+            };
+            Ok(read_states(views))
         })
         .await
     }
@@ -270,7 +287,11 @@ impl ReadStates for GrpcService {
         self.access(&metadata, Operation::GetSummary, Some(message.user_id))?;
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
-            Ok(self.service.summary(user).await?.into())
+            let summary = match Fields::BARE.group(message.group_id)? {
+                Some(group) => self.service.group_summary(user, group).await?,
+                None => self.service.summary(user).await?,
+            };
+            Ok(summary.into())
         })
         .await
     }
@@ -291,9 +312,87 @@ impl ReadStates for GrpcService {
                         user_id: user.get(),
                         unread_channels: s.unread_channels,
                         mentions: s.mentions,
+                        unread_threads: s.unread_threads,
                     })
                     .collect(),
             })
+        })
+        .await
+    }
+
+    async fn set_channel(&self, request: Request<pb::SetChannelRequest>) -> Reply<pb::Channel> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::SetChannel, None)?;
+        self.within(&metadata, async {
+            let op = Fields::BARE.set_channel(&message)?;
+            let channel = Fields::BARE.channel_only(message.channel_id)?;
+            self.service.execute(&op).await?;
+            Ok(self.service.channel(channel).await?.into())
+        })
+        .await
+    }
+
+    async fn get_channel(&self, request: Request<pb::GetChannelRequest>) -> Reply<pb::Channel> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetChannel, None)?;
+        self.within(&metadata, async {
+            let channel = Fields::BARE.channel_only(message.channel_id)?;
+            Ok(self.service.channel(channel).await?.into())
+        })
+        .await
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Reply<pb::ReadState> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::Settings, Some(message.user_id))?;
+        let op = Fields::BARE.settings(&message);
+        self.write_and_read(&metadata, op, message.user_id, message.channel_id)
+            .await
+    }
+
+    async fn get_groups(&self, request: Request<pb::GetGroupsRequest>) -> Reply<pb::GroupsReply> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetGroups, Some(message.user_id))?;
+        self.within(&metadata, async {
+            let user = Fields::BARE.user_only(message.user_id)?;
+            Ok(groups(self.service.groups(user).await?))
+        })
+        .await
+    }
+
+    async fn get_threads(
+        &self,
+        request: Request<pb::GetThreadsRequest>,
+    ) -> Reply<pb::ThreadsReply> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::GetThreads, Some(message.user_id))?;
+        self.within(&metadata, async {
+            let (user, channel, after) = Fields::BARE.threads(&message)?;
+            let threads = self
+                .service
+                .threads(user, channel, after, message.limit)
+                .await?;
+            Ok(threads.into())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Reply<pb::WriteReply> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::DeleteUser, Some(message.user_id))?;
+        self.write_op(&metadata, Fields::BARE.delete_user(&message))
+            .await
+    }
+
+    async fn export_user(&self, request: Request<pb::ExportUserRequest>) -> Reply<pb::ExportReply> {
+        let (metadata, _, message) = request.into_parts();
+        self.access(&metadata, Operation::ExportUser, Some(message.user_id))?;
+        self.within(&metadata, async {
+            let user = Fields::BARE.user_only(message.user_id)?;
+            Ok(export(user, self.service.export(user).await?))
         })
         .await
     }

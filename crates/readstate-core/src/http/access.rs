@@ -24,6 +24,8 @@ use super::problem::Problem;
 pub fn operation(method: &Method, route: &str) -> Option<Operation> {
     let op = match (method.as_str(), route) {
         ("DELETE", "/v1/channels/{channel_id}") => Operation::DeleteChannel,
+        ("PUT", "/v1/channels/{channel_id}") => Operation::SetChannel,
+        ("GET", "/v1/channels/{channel_id}") => Operation::GetChannel,
         ("POST", "/v1/channels/{channel_id}/messages") => Operation::MessageCreated,
         ("DELETE", "/v1/channels/{channel_id}/messages/{message_id}") => Operation::MessageDeleted,
         ("GET", "/v1/channels/{channel_id}/messages/{message_id}/readers") => Operation::Readers,
@@ -32,6 +34,11 @@ pub fn operation(method: &Method, route: &str) -> Option<Operation> {
         ("GET", "/v1/users/{user_id}/channels/{channel_id}") => Operation::GetReadState,
         ("POST", "/v1/users/{user_id}/channels/{channel_id}/ack") => Operation::Ack,
         ("POST", "/v1/users/{user_id}/channels/{channel_id}/unread") => Operation::MarkUnread,
+        ("PUT", "/v1/users/{user_id}/channels/{channel_id}/settings") => Operation::Settings,
+        ("GET", "/v1/users/{user_id}/channels/{channel_id}/threads") => Operation::GetThreads,
+        ("DELETE", "/v1/users/{user_id}") => Operation::DeleteUser,
+        ("GET", "/v1/users/{user_id}/export") => Operation::ExportUser,
+        ("GET", "/v1/users/{user_id}/groups") => Operation::GetGroups,
         ("GET", "/v1/users/{user_id}/read-states") => Operation::GetReadStates,
         ("GET", "/v1/users/{user_id}/summary") => Operation::GetSummary,
         ("GET", "/v1/users/{user_id}/events") => Operation::Subscribe,

@@ -209,6 +209,23 @@ impl IntoResponses for NotFoundResponse {
     }
 }
 
+/// 404 `not-found` of a channel the service has never seen.
+#[derive(Debug)]
+pub struct ChannelNotFoundResponse;
+
+impl IntoResponses for ChannelNotFoundResponse {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let problem = Problem::from_service_error(&ServiceError::NotFound { what: "channel" });
+        BTreeMap::from([(
+            "404".to_owned(),
+            problem_response(
+                "`not-found`: the service has never seen this channel (no message, no metadata)",
+                &[problem],
+            ),
+        )])
+    }
+}
+
 /// 503 `overloaded`, `unavailable` or `timeout`, with `Retry-After`.
 #[derive(Debug)]
 pub struct UnavailableResponse;
@@ -306,15 +323,16 @@ impl Modify for ProblemExamples {
                 .into_iter()
                 .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
             {
-                // Every path parameter is an id, and so is the `after` cursor, and
-                // `channels` is a list of them: say exactly which text is one.
+                // Every path parameter is an id, and so are the `after` cursor and
+                // `group_id`, and `channels` is a list of them: say exactly which
+                // text is one.
                 for parameter in operation.parameters.iter_mut().flatten() {
                     let RefOr::T(parameter) = parameter else {
                         continue;
                     };
                     let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
                         (utoipa::openapi::path::ParameterIn::Path, _)
-                        | (utoipa::openapi::path::ParameterIn::Query, "after") => {
+                        | (utoipa::openapi::path::ParameterIn::Query, "after" | "group_id") => {
                             crate::api::ids::ID_PATTERN
                         }
                         (utoipa::openapi::path::ParameterIn::Query, "channels") => {
@@ -426,6 +444,8 @@ fn invalid_input_example(path: &str) -> Problem {
         routes::channels::create_message,
         routes::channels::delete_message,
         routes::channels::delete_channel,
+        routes::channels::set_channel,
+        routes::channels::get_channel,
         routes::channels::get_readers,
         routes::users::join_channel,
         routes::users::leave_channel,
@@ -434,7 +454,12 @@ fn invalid_input_example(path: &str) -> Problem {
         routes::users::unread_channel,
         routes::users::get_read_states,
         routes::users::get_summary,
+        routes::users::get_groups,
+        routes::users::get_threads,
+        routes::users::put_settings,
         routes::users::ack_all,
+        routes::users::delete_user,
+        routes::users::export_user,
         routes::summaries::post_summaries,
         routes::events::get_events,
         routes::events::get_events_ws,
@@ -451,6 +476,8 @@ fn invalid_input_example(path: &str) -> Problem {
         dto::JoinRequest,
         dto::AckRequest,
         dto::UnreadRequest,
+        dto::SetChannelRequest,
+        dto::SettingsRequest,
         dto::SummariesRequest,
         dto::BatchRequest,
         dto::BatchOp,
@@ -462,11 +489,16 @@ fn invalid_input_example(path: &str) -> Problem {
         dto::SummaryBody,
         dto::SummariesBody,
         dto::ReadersBody,
+        dto::ChannelBody,
+        dto::GroupsBody,
+        dto::ThreadsBody,
+        dto::ExportBody,
+        dto::ExportedStateBody,
         dto::Status,
     )),
     tags(
-        (name = "channels", description = "Message events and channel lifecycle"),
-        (name = "read states", description = "One user's read states: join, ack, mark unread, leave, read"),
+        (name = "channels", description = "Message events, channel metadata (thread parent, group) and channel lifecycle"),
+        (name = "read states", description = "One user's read states: join, ack, mark unread, leave, notification settings, read (overall, per group, threads); delete and export a user"),
         (name = "batch", description = "Many writes or reads in one request"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
@@ -726,12 +758,12 @@ mod tests {
             doc["openapi"]
         );
         let paths = doc["paths"].as_object().expect("paths");
-        assert_eq!(paths.len(), 17, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
         let operations: usize = paths
             .values()
             .map(|p| p.as_object().map_or(0, |o| o.len()))
             .sum();
-        assert_eq!(operations, 19);
+        assert_eq!(operations, 26);
         let ack = &paths["/v1/users/{user_id}/channels/{channel_id}/ack"]["post"];
         for status in ["200", "400", "413", "415", "503"] {
             assert!(ack["responses"].get(status).is_some(), "ack lacks {status}");
@@ -753,7 +785,25 @@ mod tests {
             "{events}"
         );
         let schemas = doc["components"]["schemas"].as_object().expect("schemas");
-        for name in ["Problem", "ReadState", "IdInput", "BatchOp", "Summaries"] {
+        assert!(
+            paths["/v1/channels/{channel_id}"]["get"]["responses"]
+                .get("404")
+                .is_some()
+        );
+        for name in [
+            "Problem",
+            "ReadState",
+            "IdInput",
+            "BatchOp",
+            "Summaries",
+            "Channel",
+            "Groups",
+            "Threads",
+            "Export",
+            "ExportedState",
+            "SettingsRequest",
+            "SetChannelRequest",
+        ] {
             assert!(schemas.contains_key(name), "missing schema {name}");
         }
     }

@@ -45,6 +45,10 @@ pub enum Kind {
     MessageDeleted,
     /// The channel was deleted: the read state is gone.
     ChannelDeleted,
+    /// The read state's notification settings changed.
+    Settings,
+    /// The user was deleted: the read state is gone.
+    UserDeleted,
 }
 
 impl Kind {
@@ -58,6 +62,8 @@ impl Kind {
             Kind::Leave => "leave",
             Kind::MessageDeleted => "message_deleted",
             Kind::ChannelDeleted => "channel_deleted",
+            Kind::Settings => "settings",
+            Kind::UserDeleted => "user_deleted",
         }
     }
 
@@ -65,7 +71,10 @@ impl Kind {
     pub fn of(effect: &UserEffect, change: &UserChange) -> Kind {
         match (effect, change) {
             (_, UserChange::Mention { .. }) => Kind::Mention,
+            (_, UserChange::Settings { .. }) => Kind::Settings,
+            (UserEffect::DeleteUser { .. }, _) => Kind::UserDeleted,
             (_, UserChange::Removed { .. }) => Kind::Leave,
+            (UserEffect::Settings { .. }, _) => Kind::Join,
             (UserEffect::Unread { .. }, _) => Kind::Unread,
             (UserEffect::Join { .. }, _) => Kind::Join,
             _ => Kind::Ack,

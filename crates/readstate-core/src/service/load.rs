@@ -180,6 +180,26 @@ impl Service {
         Ok(out)
     }
 
+    /// `(channel, its parent)` up the chain of parents from `start` (`start` first),
+    /// at most [`crate::domain::MAX_PARENT_DEPTH`] + 1 channels.
+    pub(super) async fn parent_chain(&self, start: u64) -> Result<Vec<(u64, u64)>, ServiceError> {
+        let mut chain = Vec::new();
+        let mut at = start;
+        while at != 0 && chain.len() <= crate::domain::MAX_PARENT_DEPTH {
+            if chain.iter().any(|(c, _)| *c == at) {
+                break;
+            }
+            let parent = self
+                .with_channels(&[at], |_, w| w.meta().parent)
+                .await?
+                .remove(&at)
+                .unwrap_or(0);
+            chain.push((at, parent));
+            at = parent;
+        }
+        Ok(chain)
+    }
+
     pub(super) async fn user_channels(&self, user: u64) -> Result<Vec<u64>, ServiceError> {
         self.with_user(user, |states| states.channels().collect())
             .await

@@ -316,6 +316,16 @@ impl Service {
     }
 }
 
+/// The wall clock in ms since the Unix epoch: stamps marks unread and writes
+/// without `at`, and decides whether a mute has run out.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 mod load;
 mod read;
 mod write;
+
+pub use read::{ChannelInfo, StoredState, Threads};

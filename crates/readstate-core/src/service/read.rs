@@ -1,11 +1,46 @@
-//! The queries: read states, summaries, readers.
+//! The queries: read states, summaries (overall, per group, of threads), readers,
+//! a channel's metadata and a user's export.
+
+use std::collections::HashMap;
 
 use crate::config::Durability;
 use crate::domain::{
-    ChannelId, MessageId, ReadPos, ReadStateView, StateRef, Summary, UserId, derive,
+    ChannelId, ChannelMeta, GroupId, GroupSummaries, MAX_PARENT_DEPTH, MessageId, ReadPos,
+    ReadStateView, Settings, StateRef, Summary, UserId, derive, group_of,
 };
 
-use super::{DEFAULT_READERS_LIMIT, Service, ServiceError};
+use super::{DEFAULT_READERS_LIMIT, Service, ServiceError, now_ms};
+
+/// A channel's metadata and head, as `GET /v1/channels/{id}` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub channel: u64,
+    /// The thread's parent (0: none).
+    pub parent: u64,
+    /// The group set on the channel itself (0: none).
+    pub group: u64,
+    /// The newest non-deleted message (0: none).
+    pub last_message_id: u64,
+}
+
+/// One read state as stored: everything the export of a user holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    pub channel: u64,
+    pub read: ReadPos,
+    pub mentions: Vec<u64>,
+    pub settings: Settings,
+}
+
+/// Read states of threads under one channel: their summary, and one page of those
+/// that are unread or mention the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threads {
+    pub summary: Summary,
+    pub read_states: Vec<ReadStateView>,
+    /// The cursor of the next page, when more may follow.
+    pub next: Option<ChannelId>,
+}
 
 impl Service {
     /// The read states of `user` (all, or those of the listed channels), with derived fields.
@@ -44,20 +79,236 @@ impl Service {
                         channel: s.channel,
                         read: s.read,
                         mentions: s.mentions.to_vec(),
+                        settings: s.settings,
                     })
                     .collect()
             })
             .await?;
+        Ok(self
+            .views(states)
+            .await?
+            .into_iter()
+            .map(|(view, _)| view)
+            .collect())
+    }
+
+    /// The derived fields of `states` (sorted by channel) with each channel's
+    /// metadata, in the same order.
+    async fn views(
+        &self,
+        states: Vec<OwnedState>,
+    ) -> Result<Vec<(ReadStateView, ChannelMeta)>, ServiceError> {
         let ids: Vec<u64> = states.iter().map(|s| s.channel).collect();
         let caps = self.caps;
+        let now = now_ms();
         // `states` is sorted by channel (as the user's states are), so each lookup is a search.
         let mut views = self
             .with_channels(&ids, |c, window| {
                 let at = states.partition_point(|s| s.channel < c);
-                derive(states[at].as_ref(), window, caps)
+                (
+                    derive(states[at].as_ref(), window, caps, now),
+                    window.meta(),
+                )
             })
             .await?;
         Ok(ids.iter().filter_map(|c| views.remove(c)).collect())
+    }
+
+    /// Every read state of `user` with its channel's group (own or inherited).
+    async fn grouped_views(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<(ReadStateView, Option<u64>)>, ServiceError> {
+        let states = self.owned_states(user).await?;
+        let views = self.views(states).await?;
+        let mut metas: HashMap<u64, ChannelMeta> =
+            views.iter().map(|(v, m)| (v.channel_id, *m)).collect();
+        // Threads without a group of their own take their parents': load the metadata
+        // up the chains, a level at a time.
+        for _ in 0..MAX_PARENT_DEPTH {
+            let mut missing: Vec<u64> = metas
+                .values()
+                .filter(|m| m.group == 0 && m.parent != 0 && !metas.contains_key(&m.parent))
+                .map(|m| m.parent)
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            missing.sort_unstable();
+            missing.dedup();
+            metas.extend(self.with_channels(&missing, |_, w| w.meta()).await?);
+        }
+        let meta_of = |c: u64| metas.get(&c).copied().unwrap_or_default();
+        Ok(views
+            .into_iter()
+            .map(|(view, _)| {
+                let group = group_of(view.channel_id, meta_of);
+                (view, group)
+            })
+            .collect())
+    }
+
+    async fn owned_states(&self, user: UserId) -> Result<Vec<OwnedState>, ServiceError> {
+        self.with_user(user.get(), |states| {
+            states
+                .iter()
+                .map(|s| OwnedState {
+                    channel: s.channel,
+                    read: s.read,
+                    mentions: s.mentions.to_vec(),
+                    settings: s.settings,
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The read states of `user` in channels of `group` (own or inherited).
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn read_states_in_group(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Vec<ReadStateView>, ServiceError> {
+        Ok(self
+            .grouped_views(user)
+            .await?
+            .into_iter()
+            .filter(|(_, g)| *g == Some(group.get()))
+            .map(|(view, _)| view)
+            .collect())
+    }
+
+    /// The summary of `user` over the read states in `group`.
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn group_summary(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Summary, ServiceError> {
+        let mut summary = Summary::default();
+        for view in self.read_states_in_group(user, group).await? {
+            summary.add(&view);
+        }
+        Ok(summary)
+    }
+
+    /// A summary per group in which `user` has a read state (the guild list's
+    /// badges in one call).
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn groups(&self, user: UserId) -> Result<GroupSummaries, ServiceError> {
+        let mut out = GroupSummaries::new();
+        for (view, group) in self.grouped_views(user).await? {
+            if let Some(group) = group {
+                out.entry(group).or_default().add(&view);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `user`'s read states of threads under `channel`: the summary over all of
+    /// them, and a page (channel ids after `after`, at most `limit`) of those that
+    /// are unread or mention the user.
+    ///
+    /// # Errors
+    /// A limit out of range, or storage failures.
+    pub async fn threads(
+        &self,
+        user: UserId,
+        channel: ChannelId,
+        after: Option<ChannelId>,
+        limit: Option<u32>,
+    ) -> Result<Threads, ServiceError> {
+        let limit = self.page_limit(limit)?;
+        let states = self.owned_states(user).await?;
+        let mut summary = Summary::default();
+        let mut page = Vec::new();
+        let mut next = None;
+        for (view, meta) in self.views(states).await? {
+            if meta.parent != channel.get() {
+                continue;
+            }
+            summary.add(&view);
+            if !(view.has_unread || view.mention_count > 0)
+                || after.is_some_and(|a| view.channel_id <= a.get())
+            {
+                continue;
+            }
+            if page.len() == limit as usize {
+                next = page
+                    .last()
+                    .and_then(|v: &ReadStateView| ChannelId::new(v.channel_id).ok());
+            } else {
+                page.push(view);
+            }
+        }
+        Ok(Threads {
+            summary,
+            read_states: page,
+            next,
+        })
+    }
+
+    /// A channel's metadata and head.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for a channel the service has never seen (no
+    /// message, no metadata).
+    pub async fn channel(&self, channel: ChannelId) -> Result<ChannelInfo, ServiceError> {
+        let c = channel.get();
+        self.with_channels(&[c], |_, w| {
+            w.is_known().then(|| {
+                let meta = w.meta();
+                ChannelInfo {
+                    channel: c,
+                    parent: meta.parent,
+                    group: meta.group,
+                    last_message_id: w.head(),
+                }
+            })
+        })
+        .await?
+        .remove(&c)
+        .flatten()
+        .ok_or(ServiceError::NotFound { what: "channel" })
+    }
+
+    /// Everything stored about `user`: each read state's position with its unread
+    /// epoch, its mention ids and its settings.
+    ///
+    /// # Errors
+    /// Storage failures while loading.
+    pub async fn export(&self, user: UserId) -> Result<Vec<StoredState>, ServiceError> {
+        Ok(self
+            .owned_states(user)
+            .await?
+            .into_iter()
+            .map(|s| StoredState {
+                channel: s.channel,
+                read: s.read,
+                mentions: s.mentions.iter().map(|(_, m)| *m).collect(),
+                settings: s.settings,
+            })
+            .collect())
+    }
+
+    /// A page size: `limit`, or the default when `None`.
+    fn page_limit(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
+        let max_page = self.limits.max_page;
+        match limit {
+            None => Ok(DEFAULT_READERS_LIMIT.min(max_page)),
+            Some(limit) if (1..=max_page).contains(&limit) => Ok(limit),
+            Some(_) => Err(ServiceError::invalid(
+                "limit",
+                format!("must be an integer between 1 and {max_page}"),
+            )),
+        }
     }
 
     /// One read state.
@@ -123,17 +374,7 @@ impl Service {
         after: Option<UserId>,
         limit: Option<u32>,
     ) -> Result<(Vec<UserId>, Option<UserId>), ServiceError> {
-        let max_page = self.limits.max_page;
-        let limit = match limit {
-            None => DEFAULT_READERS_LIMIT.min(max_page),
-            Some(limit) if (1..=max_page).contains(&limit) => limit,
-            Some(_) => {
-                return Err(ServiceError::invalid(
-                    "limit",
-                    format!("must be an integer between 1 and {max_page}"),
-                ));
-            }
-        };
+        let limit = self.page_limit(limit)?;
         // Receipts come from the database: in sync mode they show every acknowledged
         // write, so with the commit log the logged ones are checkpointed first.
         if self.committer.durability() == Durability::Sync
@@ -169,6 +410,7 @@ struct OwnedState {
     channel: u64,
     read: ReadPos,
     mentions: Vec<(u64, u64)>,
+    settings: Settings,
 }
 
 impl OwnedState {
@@ -177,6 +419,7 @@ impl OwnedState {
             channel: self.channel,
             read: self.read,
             mentions: &self.mentions,
+            settings: self.settings,
         }
     }
 }

@@ -3,18 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::commit::{Entry, Key, Reserved};
 use crate::config::Durability;
 use crate::domain::{
-    ChannelEffect, ChannelWindow, Op, UserChange, UserEffect, UserStates, apply_user_effect, expand,
+    ChannelEffect, ChannelId, ChannelWindow, GroupId, Op, ParentError, UserChange, UserEffect,
+    UserStates, apply_user_effect, channel_meta, check_parent, expand,
 };
 use crate::live::Kind;
 use crate::store::{ACK_NOW, Write};
 
 use super::load::thrashing;
-use super::{Durable, MAX_ATTEMPTS, Service, ServiceError};
+use super::{Durable, MAX_ATTEMPTS, Service, ServiceError, now_ms};
 
 impl Service {
     /// Checks an operation against the limits.
@@ -22,15 +22,40 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Invalid`] naming the offending field.
     pub fn validate(&self, op: &Op) -> Result<(), ServiceError> {
-        if let Op::MessageCreated { mentions, .. } = op
-            && mentions.len() > self.limits.max_mentions
-        {
-            return Err(ServiceError::invalid(
-                "mentions",
-                format!("at most {} users", self.limits.max_mentions),
-            ));
+        match op {
+            Op::MessageCreated { mentions, .. } if mentions.len() > self.limits.max_mentions => {
+                Err(ServiceError::invalid(
+                    "mentions",
+                    format!("at most {} users", self.limits.max_mentions),
+                ))
+            }
+            Op::SetChannel {
+                channel,
+                parent: Some(parent),
+                ..
+            } if parent == channel => Err(ServiceError::invalid(
+                "parent_id",
+                "must not be the channel itself",
+            )),
+            Op::Settings {
+                muted_until: Some(until),
+                ..
+            } if *until > crate::domain::MUTED_FOREVER => Err(ServiceError::invalid(
+                "muted_until",
+                "must be a non-negative integer (ms since the Unix epoch) or null",
+            )),
+            Op::Settings { at: Some(at), .. }
+            | Op::SetChannel { at: Some(at), .. }
+            | Op::Ack { at: Some(at), .. }
+                if *at > crate::domain::MAX_STAMP =>
+            {
+                Err(ServiceError::invalid(
+                    "at",
+                    "must be a non-negative integer (ms since the Unix epoch) below 2^63",
+                ))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Applies one write operation; in `sync` mode returns once it is durable.
@@ -136,14 +161,18 @@ impl Service {
     ) -> Vec<Result<(), ServiceError>> {
         let mut results = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
+            let named = |e: ServiceError| match e {
+                ServiceError::Invalid { field, reason } => ServiceError::Invalid {
+                    field: format!("{}{field}", prefix(i)),
+                    reason,
+                },
+                e => e,
+            };
             results.push(match op {
+                // A parent cycle is found while applying: named like a validation error.
                 Ok(op) => match self.validate(&op) {
-                    Ok(()) => self.apply(&op).await,
-                    Err(ServiceError::Invalid { field, reason }) => Err(ServiceError::Invalid {
-                        field: format!("{}{field}", prefix(i)),
-                        reason,
-                    }),
-                    Err(e) => Err(e),
+                    Ok(()) => self.apply(&op).await.map_err(named),
+                    Err(e) => Err(named(e)),
                 },
                 Err(e) => Err(e),
             });
@@ -178,17 +207,24 @@ impl Service {
     }
 
     async fn apply(&self, op: &Op) -> Result<(), ServiceError> {
-        if let Op::DeleteChannel { channel } = op {
-            return self.delete_channel(channel.get());
+        let now = now_ms();
+        match *op {
+            Op::DeleteChannel { channel } => return self.delete_channel(channel.get()),
+            Op::SetChannel {
+                channel,
+                parent,
+                group,
+                at,
+            } => return self.set_channel(channel, parent, group, at, now).await,
+            _ => {}
         }
-        let (channel, users) = expand(op);
+        let (channel, users) = expand(op, now);
         let mut reserved = self
             .committer
             .reserve(usize::from(channel.is_some()) + users.len())?;
         if let Some(effect) = channel {
             self.apply_channel(effect, &mut reserved).await?;
         }
-        let now = now_ms();
         for effect in users {
             self.apply_user(effect, &mut reserved, now).await?;
         }
@@ -249,13 +285,15 @@ impl Service {
                 channel,
                 read: None,
                 ..
-            } => self.heads(&[channel.get()]).await?,
+            }
+            | UserEffect::Settings { channel, .. } => self.heads(&[channel.get()]).await?,
             UserEffect::AckAll { .. } => {
                 let channels = self.user_channels(user).await?;
                 self.heads(&channels).await?
             }
             _ => HashMap::new(),
         };
+        let delete_user = matches!(effect, UserEffect::DeleteUser { .. });
         let mention_window = self.caps.mention_window();
         let shared = self.store.shared();
         let stamp = ack_stamp(&effect);
@@ -268,10 +306,16 @@ impl Service {
                     .update_user(user, |states| {
                         let changes =
                             apply_user_effect(states, &effect, head_of, now, mention_window);
-                        let mut writes: Vec<Write> = changes
-                            .iter()
-                            .map(|c| user_write(user, *c, stamp))
-                            .collect();
+                        let mut writes: Vec<Write> = if delete_user {
+                            // One removal of everything stored, whatever the cached
+                            // copy held (on a shared database it may lag).
+                            vec![Write::DeleteUser { user }]
+                        } else {
+                            changes
+                                .iter()
+                                .map(|c| user_write(user, *c, stamp))
+                                .collect()
+                        };
                         if shared {
                             unchanged_acks(states, &effect, head_of, &mut writes);
                         }
@@ -297,6 +341,64 @@ impl Service {
                 return Ok(());
             }
             self.ensure_user(user).await?;
+        }
+        Err(thrashing())
+    }
+
+    /// Sets a channel's metadata, after checking that its parent forms no cycle
+    /// (walking the parent's chain, loading the channels on it).
+    async fn set_channel(
+        &self,
+        channel: ChannelId,
+        parent: Option<ChannelId>,
+        group: Option<GroupId>,
+        at: Option<u64>,
+        now: u64,
+    ) -> Result<(), ServiceError> {
+        let meta = channel_meta(parent, group, at, now);
+        let channel = channel.get();
+        if meta.parent != 0 {
+            let chain = self.parent_chain(meta.parent).await?;
+            let parent_of = |c: u64| chain.iter().find(|(id, _)| *id == c).map_or(0, |(_, p)| *p);
+            check_parent(channel, meta.parent, parent_of).map_err(|e| {
+                ServiceError::invalid(
+                    "parent_id",
+                    match e {
+                        ParentError::SelfParent => "must not be the channel itself".to_owned(),
+                        ParentError::Cycle => {
+                            "would form a cycle: the channel is an ancestor of this parent"
+                                .to_owned()
+                        }
+                        ParentError::TooDeep => format!(
+                            "the parent's chain of parents is deeper than {}",
+                            crate::domain::MAX_PARENT_DEPTH
+                        ),
+                    },
+                )
+            })?;
+        }
+        let mut reserved = self.committer.reserve(1)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let applied = {
+                let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+                shard
+                    .update_channel(channel, |w| w.merge_meta(&meta))
+                    .map(|changed| {
+                        if changed {
+                            shard.channels.add_pending(channel);
+                            reserved.send(Entry {
+                                keys: vec![Key::Channel(channel)],
+                                writes: vec![Write::ChannelMeta { channel, meta }],
+                                reply: None,
+                                ..Entry::default()
+                            });
+                        }
+                    })
+            };
+            if applied.is_some() {
+                return Ok(());
+            }
+            self.ensure_channels(&[channel]).await?;
         }
         Err(thrashing())
     }
@@ -355,7 +457,9 @@ fn ack_stamp(effect: &UserEffect) -> u64 {
         UserEffect::Mention { .. }
         | UserEffect::Unread { .. }
         | UserEffect::Join { .. }
-        | UserEffect::Leave { .. } => 0,
+        | UserEffect::Leave { .. }
+        | UserEffect::Settings { .. }
+        | UserEffect::DeleteUser { .. } => 0,
     }
 }
 
@@ -410,7 +514,9 @@ fn unchanged_acks(
         UserEffect::Mention { .. }
         | UserEffect::Unread { .. }
         | UserEffect::Join { .. }
-        | UserEffect::Leave { .. } => {}
+        | UserEffect::Leave { .. }
+        | UserEffect::Settings { .. }
+        | UserEffect::DeleteUser { .. } => {}
     }
 }
 
@@ -429,11 +535,10 @@ fn user_write(user: u64, change: UserChange, stamp: u64) -> Write {
             message,
         },
         UserChange::Removed { channel } => Write::Leave { user, channel },
+        UserChange::Settings { channel, settings } => Write::Settings {
+            user,
+            channel,
+            settings,
+        },
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

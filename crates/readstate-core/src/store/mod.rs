@@ -6,10 +6,13 @@ mod batch;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 
 use async_trait::async_trait;
 
-use crate::domain::{ChannelWindow, UserStates};
+use crate::domain::{ChannelMeta, ChannelWindow, Settings, UserStates};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -67,10 +70,35 @@ pub enum Write {
         message: u64,
         deleted: bool,
     },
-    /// Removes one read state and its mentions.
+    /// Removes one read state, its mentions and its settings.
     Leave { user: u64, channel: u64 },
-    /// Removes a channel, its messages and every read state in it.
+    /// Removes a channel, its messages, its metadata and every read state in it
+    /// (with their mentions and settings).
     DeleteChannel { channel: u64 },
+    /// A read state's notification settings, merged register by register (see
+    /// [`Settings::merge`]). The state itself is written by its own [`Write::ReadPos`];
+    /// settings of a state that has no row are ignored when loading.
+    Settings {
+        user: u64,
+        channel: u64,
+        settings: Settings,
+    },
+    /// A channel's metadata, merged as one register (see [`ChannelMeta::merge`]).
+    ChannelMeta { channel: u64, meta: ChannelMeta },
+    /// Removes every read state of the user, with their mentions and settings.
+    DeleteUser { user: u64 },
+}
+
+impl Write {
+    /// Whether the write removes rows (leave, delete channel, delete user): it orders
+    /// against every write before and after it, so a commit applies it on its own
+    /// and never runs it concurrently with another batch.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Write::Leave { .. } | Write::DeleteChannel { .. } | Write::DeleteUser { .. }
+        )
+    }
 }
 
 /// [`Write::ReadPos::at`] of an ack without an `at` stamp: it applies in whatever

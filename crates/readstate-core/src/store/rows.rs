@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::StoreError;
-use crate::domain::{ChannelWindow, ReadPos, UserStates};
+use crate::domain::{ChannelMeta, ChannelWindow, Level, ReadPos, Settings, UserStates};
 
 /// An id or epoch as SQL stores it. Ids and epochs are at most 2^63-1 (checked at
 /// the API boundary).
@@ -49,17 +49,60 @@ impl UserRows {
         Ok(())
     }
 
+    /// A read state's settings: a row of `settings` joined to the state's
+    /// `read_states` row, whose position is `read` (the state is there already, so
+    /// nothing is created at it). Repeats merge.
+    pub(super) fn settings(
+        &mut self,
+        channel: i64,
+        read: (i64, i64),
+        [muted_until, muted_at, level, level_at]: [i64; 4],
+    ) -> Result<(), StoreError> {
+        let settings = Settings {
+            muted_until: uid(muted_until)?,
+            muted_at: uid(muted_at)?,
+            level: u8::try_from(level)
+                .ok()
+                .and_then(Level::from_code)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown level {level}")))?,
+            level_at: uid(level_at)?,
+        };
+        let read = ReadPos {
+            epoch: uid(read.0)?,
+            pos: uid(read.1)?,
+        };
+        self.states.merge_settings(uid(channel)?, &settings, read);
+        Ok(())
+    }
+
     pub(super) fn finish(self) -> UserStates {
         self.states
     }
 }
 
-/// Channels' windows, gathered row by row: each row names a channel, its floor,
-/// and one of its message ids with its tombstone bit (no id for a channel with no
-/// rows).
+/// A channel's metadata as stored (`parent_id`, `group_id`, `at`).
+fn channel_meta([parent, group, at]: [i64; 3]) -> Result<ChannelMeta, StoreError> {
+    Ok(ChannelMeta {
+        parent: uid(parent)?,
+        group: uid(group)?,
+        at: uid(at)?,
+    })
+}
+
+/// One channel's rows gathered: its floor, metadata and `(id, deleted)` messages.
+#[derive(Default)]
+struct Gathered {
+    floor: u64,
+    meta: ChannelMeta,
+    messages: Vec<(u64, bool)>,
+}
+
+/// Channels' windows, gathered row by row: each row names a channel, its floor, its
+/// metadata (all 0 when never set), and one of its message ids with its tombstone
+/// bit (no id for a channel with no rows).
 #[derive(Default)]
 pub(super) struct ChannelRows {
-    grouped: BTreeMap<u64, (u64, Vec<(u64, bool)>)>,
+    grouped: BTreeMap<u64, Gathered>,
 }
 
 impl ChannelRows {
@@ -67,27 +110,35 @@ impl ChannelRows {
         &mut self,
         channel: i64,
         floor: i64,
+        meta: [i64; 3],
         message: Option<i64>,
         deleted: bool,
     ) -> Result<(), StoreError> {
-        let entry = self
-            .grouped
-            .entry(uid(channel)?)
-            .or_insert((uid(floor)?, Vec::new()));
+        let channel = uid(channel)?;
+        let entry = match self.grouped.entry(channel) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(Gathered {
+                floor: uid(floor)?,
+                meta: channel_meta(meta)?,
+                messages: Vec::new(),
+            }),
+        };
         if let Some(message) = message {
-            entry.1.push((uid(message)?, deleted));
+            entry.messages.push((uid(message)?, deleted));
         }
         Ok(())
     }
 
-    /// The window of each of `channels`, in their order (empty for a channel never
-    /// seen).
+    /// The window of each of `channels`, in their order, with its metadata (empty
+    /// for a channel never seen).
     pub(super) fn finish(mut self, channels: &[u64], window: usize) -> Vec<(u64, ChannelWindow)> {
         channels
             .iter()
             .map(|c| {
-                let (floor, rows) = self.grouped.remove(c).unwrap_or_default();
-                (*c, ChannelWindow::from_rows(rows, floor, window))
+                let g = self.grouped.remove(c).unwrap_or_default();
+                let mut ch = ChannelWindow::from_rows(g.messages, g.floor, window);
+                ch.merge_meta(&g.meta);
+                (*c, ch)
             })
             .collect()
     }

@@ -289,6 +289,63 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
+        if !seg.settings.is_empty() {
+            // settings primary key: each register is the lexicographic max of
+            // (stamp, value), as `Settings::merge` has it; an unchanged row is not
+            // rewritten.
+            let rows = json_rows(seg.settings.iter().map(|(&(u, c), s)| {
+                [
+                    u,
+                    c,
+                    stored(s.muted_until),
+                    stored(s.muted_at),
+                    u64::from(s.level.code()),
+                    stored(s.level_at),
+                ]
+            }));
+            sqlx::query(
+                "insert into settings (user_id, channel_id, muted_until, muted_at, level, level_at) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                        json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
+                        json_extract(value, '$[4]'), json_extract(value, '$[5]') \
+                 from json_each(?1) where true \
+                 on conflict (user_id, channel_id) do update set \
+                 muted_until = case when (excluded.muted_at, excluded.muted_until) > (settings.muted_at, settings.muted_until) \
+                   then excluded.muted_until else settings.muted_until end, \
+                 muted_at = case when (excluded.muted_at, excluded.muted_until) > (settings.muted_at, settings.muted_until) \
+                   then excluded.muted_at else settings.muted_at end, \
+                 level = case when (excluded.level_at, excluded.level) > (settings.level_at, settings.level) \
+                   then excluded.level else settings.level end, \
+                 level_at = case when (excluded.level_at, excluded.level) > (settings.level_at, settings.level) \
+                   then excluded.level_at else settings.level_at end \
+                 where (excluded.muted_at, excluded.muted_until) > (settings.muted_at, settings.muted_until) \
+                 or (excluded.level_at, excluded.level) > (settings.level_at, settings.level)",
+            )
+            .bind(rows)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !seg.metas.is_empty() {
+            // channel_meta primary key: the max of (at, parent_id, group_id).
+            let rows = json_rows(
+                seg.metas
+                    .iter()
+                    .map(|(&c, m)| [c, stored(m.parent), stored(m.group), stored(m.at)]),
+            );
+            sqlx::query(
+                "insert into channel_meta (channel_id, parent_id, group_id, at) \
+                 select json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                        json_extract(value, '$[2]'), json_extract(value, '$[3]') \
+                 from json_each(?1) where true \
+                 on conflict (channel_id) do update \
+                 set parent_id = excluded.parent_id, group_id = excluded.group_id, at = excluded.at \
+                 where (excluded.at, excluded.parent_id, excluded.group_id) \
+                   > (channel_meta.at, channel_meta.parent_id, channel_meta.group_id)",
+            )
+            .bind(rows)
+            .execute(&mut **tx)
+            .await?;
+        }
         // An ack's stamp (`seg.acks`) plays no part here: only one node writes a
         // SQLite database, and its cached copy is never behind the stored epoch.
         if !seg.reads.is_empty() {
@@ -316,9 +373,11 @@ impl SqliteStore {
     ) -> Result<(), sqlx::Error> {
         match *w {
             Write::Leave { user, channel } => {
+                // Primary keys.
                 for sql in [
                     "delete from read_states where user_id = ?1 and channel_id = ?2",
                     "delete from mentions where user_id = ?1 and channel_id = ?2",
+                    "delete from settings where user_id = ?1 and channel_id = ?2",
                 ] {
                     sqlx::query(sql)
                         .bind(id(user))
@@ -328,13 +387,15 @@ impl SqliteStore {
                 }
             }
             Write::DeleteChannel { channel } => {
-                // read_states_by_channel, mentions_by_channel and the primary keys
-                // make each of these an index range delete.
+                // read_states_by_channel, mentions_by_channel, settings_by_channel and
+                // the primary keys make each of these an index range delete.
                 for sql in [
                     "delete from read_states where channel_id = ?1",
                     "delete from mentions where channel_id = ?1",
+                    "delete from settings where channel_id = ?1",
                     "delete from channel_messages where channel_id = ?1",
                     "delete from channels where channel_id = ?1",
+                    "delete from channel_meta where channel_id = ?1",
                 ] {
                     sqlx::query(sql)
                         .bind(id(channel))
@@ -342,7 +403,21 @@ impl SqliteStore {
                         .await?;
                 }
             }
-            Write::ReadPos { .. } | Write::Mention { .. } | Write::Message { .. } => {}
+            Write::DeleteUser { user } => {
+                // Range deletes on the user_id prefix of each primary key.
+                for sql in [
+                    "delete from read_states where user_id = ?1",
+                    "delete from mentions where user_id = ?1",
+                    "delete from settings where user_id = ?1",
+                ] {
+                    sqlx::query(sql).bind(id(user)).execute(&mut **tx).await?;
+                }
+            }
+            Write::ReadPos { .. }
+            | Write::Mention { .. }
+            | Write::Message { .. }
+            | Write::Settings { .. }
+            | Write::ChannelMeta { .. } => {}
         }
         Ok(())
     }
@@ -389,6 +464,12 @@ async fn discard(conn: SqliteConnection, timeout: Duration) {
     }
 }
 
+/// A value as SQLite stores it: at most 2^63-1 (as [`id`] has it), so that
+/// `json_each` reads it as an integer.
+fn stored(v: u64) -> u64 {
+    v.min(i64::MAX as u64)
+}
+
 /// `[[a,b,..],..]` for `json_each` (ids are at most 2^63-1: SQLite reads them as integers).
 fn json_rows<const N: usize>(rows: impl Iterator<Item = [u64; N]>) -> String {
     use std::fmt::Write as _;
@@ -432,12 +513,16 @@ impl Store for SqliteStore {
     }
 
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
-        // Primary key prefix scan on read_states; mentions by their primary key.
+        // Primary key prefix scan on read_states; mentions and settings by their
+        // primary keys.
         let rows = sqlx::query(
             "select r.channel_id, r.epoch, r.pos, \
              (select group_concat(m.message_id) from mentions m \
-              where m.user_id = r.user_id and m.channel_id = r.channel_id) as mentions \
-             from read_states r where r.user_id = ?1",
+              where m.user_id = r.user_id and m.channel_id = r.channel_id) as mentions, \
+             s.muted_until, s.muted_at, s.level, s.level_at \
+             from read_states r left join settings s \
+               on s.user_id = r.user_id and s.channel_id = r.channel_id \
+             where r.user_id = ?1",
         )
         .bind(id(user))
         .fetch_all(&self.readers)
@@ -445,10 +530,21 @@ impl Store for SqliteStore {
         let mut states = UserRows::new(mention_window);
         for row in rows {
             let channel: i64 = row.try_get(0)?;
-            states.read(channel, row.try_get(1)?, row.try_get(2)?)?;
+            let read = (row.try_get(1)?, row.try_get(2)?);
+            states.read(channel, read.0, read.1)?;
             let mentions: Option<String> = row.try_get(3)?;
             for message in parse_id_list(mentions.as_deref().unwrap_or(""))? {
                 states.mention(channel, message)?;
+            }
+            let muted_until: Option<i64> = row.try_get(4)?;
+            if let Some(muted_until) = muted_until {
+                let settings = [
+                    muted_until,
+                    row.try_get(5)?,
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                ];
+                states.settings(channel, read, settings)?;
             }
         }
         Ok(states.finish())
@@ -461,12 +557,15 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
         let list =
             serde_json::to_string(channels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Primary key range scans of channel_messages, one per listed channel.
+        // Primary key range scans of channel_messages, one per listed channel; the
+        // floor and the metadata by their primary keys.
         let rows = sqlx::query(
-            "select c.value as channel_id, m.message_id, coalesce(m.deleted, 0), coalesce(f.floor, 0) as floor \
+            "select c.value as channel_id, m.message_id, coalesce(m.deleted, 0), coalesce(f.floor, 0) as floor, \
+             coalesce(x.parent_id, 0), coalesce(x.group_id, 0), coalesce(x.at, 0) \
              from json_each(?1) c \
              left join channel_messages m on m.channel_id = c.value \
-             left join channels f on f.channel_id = c.value",
+             left join channels f on f.channel_id = c.value \
+             left join channel_meta x on x.channel_id = c.value",
         )
         .bind(list)
         .fetch_all(&self.readers)
@@ -477,6 +576,7 @@ impl Store for SqliteStore {
             windows.row(
                 row.try_get(0)?,
                 row.try_get(3)?,
+                [row.try_get(4)?, row.try_get(5)?, row.try_get(6)?],
                 row.try_get(1)?,
                 deleted != 0,
             )?;

@@ -16,6 +16,7 @@
 use std::fmt;
 
 use super::{Position, Write};
+use crate::domain::{ChannelMeta, Level, Settings};
 
 /// File name prefix and suffix of a segment: `wal-<20-digit seq>.log`.
 const SEGMENT_PREFIX: &str = "wal-";
@@ -42,7 +43,8 @@ pub(crate) const CHECKPOINT_LEN: usize = 28;
 const FLAG_HAS_PREV: u8 = 1;
 
 /// Payload tags, one per [`Write`] variant (`Message` has two: the `deleted` flag is in
-/// the tag). Zero is never a tag.
+/// the tag; `ReadPos` two: an ack's stamp follows only [`TAG_ACK`]). Zero is never a
+/// tag. Tags are never reused or renumbered: a log written by an older build replays.
 const TAG_READ_POS: u8 = 1;
 const TAG_MENTION: u8 = 2;
 const TAG_MESSAGE: u8 = 3;
@@ -51,6 +53,12 @@ const TAG_LEAVE: u8 = 5;
 const TAG_DELETE_CHANNEL: u8 = 6;
 /// A read position that an ack wrote: [`TAG_READ_POS`]'s fields, then its `at`.
 const TAG_ACK: u8 = 7;
+/// Notification settings: user, channel, muted_until, muted_at, level code, level_at.
+const TAG_SETTINGS: u8 = 8;
+/// Channel metadata: channel, parent, group, at.
+const TAG_CHANNEL_META: u8 = 9;
+/// Delete a user: user.
+const TAG_DELETE_USER: u8 = 10;
 
 pub(crate) fn crc(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
@@ -236,6 +244,7 @@ pub(crate) enum DecodeError {
     VarintOverflow,
     VarintOverlong,
     BadTag(u8),
+    BadLevel(u64),
     CountTooLarge(u64),
     TrailingBytes(usize),
 }
@@ -247,6 +256,7 @@ impl fmt::Display for DecodeError {
             DecodeError::VarintOverflow => f.write_str("varint overflows u64"),
             DecodeError::VarintOverlong => f.write_str("over-long varint"),
             DecodeError::BadTag(t) => write!(f, "unknown write tag {t}"),
+            DecodeError::BadLevel(l) => write!(f, "unknown notification level {l}"),
             DecodeError::CountTooLarge(n) => write!(f, "write count {n} cannot fit the payload"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the last write"),
         }
@@ -290,6 +300,14 @@ impl Reader<'_> {
             }
             shift += 7;
         }
+    }
+
+    fn level(&mut self) -> Result<Level, DecodeError> {
+        let code = self.varint()?;
+        u8::try_from(code)
+            .ok()
+            .and_then(Level::from_code)
+            .ok_or(DecodeError::BadLevel(code))
     }
 
     fn remaining(&self) -> usize {
@@ -349,6 +367,33 @@ pub(crate) fn encode_payload(out: &mut Vec<u8>, writes: &[Write]) {
                 out.push(TAG_DELETE_CHANNEL);
                 put_varint(out, channel);
             }
+            Write::Settings {
+                user,
+                channel,
+                settings,
+            } => {
+                out.push(TAG_SETTINGS);
+                for v in [
+                    user,
+                    channel,
+                    settings.muted_until,
+                    settings.muted_at,
+                    u64::from(settings.level.code()),
+                    settings.level_at,
+                ] {
+                    put_varint(out, v);
+                }
+            }
+            Write::ChannelMeta { channel, meta } => {
+                out.push(TAG_CHANNEL_META);
+                for v in [channel, meta.parent, meta.group, meta.at] {
+                    put_varint(out, v);
+                }
+            }
+            Write::DeleteUser { user } => {
+                out.push(TAG_DELETE_USER);
+                put_varint(out, user);
+            }
         }
     }
 }
@@ -388,6 +433,25 @@ pub(crate) fn decode_payload(data: &[u8]) -> Result<Vec<Write>, DecodeError> {
             TAG_DELETE_CHANNEL => Write::DeleteChannel {
                 channel: r.varint()?,
             },
+            TAG_SETTINGS => Write::Settings {
+                user: r.varint()?,
+                channel: r.varint()?,
+                settings: Settings {
+                    muted_until: r.varint()?,
+                    muted_at: r.varint()?,
+                    level: r.level()?,
+                    level_at: r.varint()?,
+                },
+            },
+            TAG_CHANNEL_META => Write::ChannelMeta {
+                channel: r.varint()?,
+                meta: ChannelMeta {
+                    parent: r.varint()?,
+                    group: r.varint()?,
+                    at: r.varint()?,
+                },
+            },
+            TAG_DELETE_USER => Write::DeleteUser { user: r.varint()? },
             tag => return Err(DecodeError::BadTag(tag)),
         };
         writes.push(w);

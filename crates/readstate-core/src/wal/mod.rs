@@ -33,6 +33,9 @@
 //!     tag 5 Leave          user channel
 //!     tag 6 DeleteChannel  channel
 //!     tag 7 ReadPos (ack)  user channel epoch pos at
+//!     tag 8 Settings       user channel muted_until muted_at level level_at
+//!     tag 9 ChannelMeta    channel parent group at
+//!     tag 10 DeleteUser    user
 //! checkpoint (28 bytes): "RSWALCP1", segment u64, offset u64, crc u32 of bytes 0..24
 //! ```
 //!

@@ -10,6 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use super::codec::{self, HEADER_LEN, PrevSegment, SegmentHeader};
 use super::memfs::{Fault, FaultOp, MemFs};
 use super::*;
+use crate::domain::{ChannelMeta, Level, MUTED_FOREVER, Settings};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -33,22 +34,47 @@ fn group(id: u64) -> Vec<Write> {
         });
     }
     if id % 4 >= 2 {
-        g.push(Write::Mention {
-            user: id % 89 + 1,
-            channel: 3,
-            message: id << 20,
+        // Mentions mostly; now and then settings or channel metadata.
+        g.push(match id % 6 {
+            1 => Write::Settings {
+                user: id % 89 + 1,
+                channel: 3,
+                settings: Settings {
+                    muted_until: if id.is_multiple_of(7) {
+                        MUTED_FOREVER
+                    } else {
+                        id * 1000
+                    },
+                    muted_at: id,
+                    level: Level::from_code((id % 3) as u8).unwrap(),
+                    level_at: id / 2,
+                },
+            },
+            3 => Write::ChannelMeta {
+                channel,
+                meta: ChannelMeta {
+                    parent: id % 7,
+                    group: id % 5,
+                    at: id,
+                },
+            },
+            _ => Write::Mention {
+                user: id % 89 + 1,
+                channel: 3,
+                message: id << 20,
+            },
         });
     }
     if id % 4 >= 3 {
-        g.push(if id.is_multiple_of(2) {
-            Write::Leave {
+        g.push(match id % 3 {
+            0 => Write::Leave {
                 user: id,
                 channel: 1,
-            }
-        } else {
-            Write::DeleteChannel {
+            },
+            1 => Write::DeleteChannel {
                 channel: u64::MAX - id,
-            }
+            },
+            _ => Write::DeleteUser { user: id % 97 },
         });
     }
     g
@@ -201,6 +227,40 @@ fn payloads_round_trip_every_write_kind() {
             channel: 6,
         },
         Write::DeleteChannel { channel: 10 },
+        Write::Settings {
+            user: 11,
+            channel: 12,
+            settings: Settings {
+                muted_until: MUTED_FOREVER,
+                muted_at: 1_750_000_000_000,
+                level: Level::Nothing,
+                level_at: 1_750_000_000_001,
+            },
+        },
+        Write::Settings {
+            user: 11,
+            channel: 12,
+            settings: Settings::written(None, Some(Level::Mentions), 5),
+        },
+        Write::Settings {
+            user: 1,
+            channel: 2,
+            settings: Settings::default(),
+        },
+        Write::ChannelMeta {
+            channel: 13,
+            meta: ChannelMeta {
+                parent: 14,
+                group: 15,
+                at: 16,
+            },
+        },
+        Write::ChannelMeta {
+            channel: u64::MAX,
+            meta: ChannelMeta::default(),
+        },
+        Write::DeleteUser { user: 17 },
+        Write::DeleteUser { user: u64::MAX },
     ];
     for n in 0..=all.len() {
         let mut buf = Vec::new();
@@ -211,6 +271,130 @@ fn payloads_round_trip_every_write_kind() {
     let mut buf = Vec::new();
     codec::encode_payload(&mut buf, &all[..1]);
     assert_eq!(buf, [1, 1, 1, 2, 3, 4]);
+}
+
+#[test]
+fn the_new_write_kinds_have_their_own_tags_and_the_old_tags_still_decode() {
+    let encoded = |w: Write| {
+        let mut buf = Vec::new();
+        codec::encode_payload(&mut buf, &[w]);
+        buf
+    };
+    // Tags 8, 9 and 10, their fields as varints in order (level as its code).
+    assert_eq!(
+        encoded(Write::Settings {
+            user: 1,
+            channel: 2,
+            settings: Settings {
+                muted_until: 3,
+                muted_at: 4,
+                level: Level::Mentions,
+                level_at: 5,
+            },
+        }),
+        [1, 8, 1, 2, 3, 4, 1, 5]
+    );
+    assert_eq!(
+        encoded(Write::ChannelMeta {
+            channel: 1,
+            meta: ChannelMeta {
+                parent: 2,
+                group: 3,
+                at: 4,
+            },
+        }),
+        [1, 9, 1, 2, 3, 4]
+    );
+    assert_eq!(
+        encoded(Write::DeleteUser { user: 300 }),
+        [1, 10, 0xac, 0x02]
+    );
+    // Records as an older build wrote them (tags 1 to 7) decode as before.
+    let old: [(&[u8], Write); 7] = [
+        (
+            &[1, 1, 1, 2, 3, 4],
+            Write::ReadPos {
+                user: 1,
+                channel: 2,
+                epoch: 3,
+                pos: 4,
+                at: 0,
+            },
+        ),
+        (
+            &[1, 2, 1, 2, 3],
+            Write::Mention {
+                user: 1,
+                channel: 2,
+                message: 3,
+            },
+        ),
+        (
+            &[1, 3, 1, 2],
+            Write::Message {
+                channel: 1,
+                message: 2,
+                deleted: false,
+            },
+        ),
+        (
+            &[1, 4, 1, 2],
+            Write::Message {
+                channel: 1,
+                message: 2,
+                deleted: true,
+            },
+        ),
+        (
+            &[1, 5, 1, 2],
+            Write::Leave {
+                user: 1,
+                channel: 2,
+            },
+        ),
+        (&[1, 6, 1], Write::DeleteChannel { channel: 1 }),
+        (
+            &[1, 7, 1, 2, 3, 4, 5],
+            Write::ReadPos {
+                user: 1,
+                channel: 2,
+                epoch: 3,
+                pos: 4,
+                at: 5,
+            },
+        ),
+    ];
+    for (bytes, write) in old {
+        assert_eq!(codec::decode_payload(bytes).unwrap(), [write], "{bytes:?}");
+    }
+    // A level code no build wrote, a truncated write of each new kind, and the first
+    // tag after them.
+    use codec::DecodeError::*;
+    assert_eq!(
+        codec::decode_payload(&[1, 8, 1, 2, 3, 4, 3, 5]),
+        Err(BadLevel(3))
+    );
+    assert_eq!(
+        codec::decode_payload(&[1, 8, 1, 2, 3, 4, 0x80, 0x02, 5]),
+        Err(BadLevel(256))
+    );
+    assert_eq!(
+        codec::decode_payload(&[1, 8, 1, 2, 3, 4, 1]),
+        Err(Truncated)
+    );
+    assert_eq!(codec::decode_payload(&[1, 9, 1, 2, 3]), Err(Truncated));
+    assert_eq!(codec::decode_payload(&[1, 10, 0x80]), Err(Truncated));
+    assert_eq!(codec::decode_payload(&[1, 11, 1]), Err(BadTag(11)));
+}
+
+#[test]
+fn every_write_kind_appears_in_the_generated_groups() {
+    // The recovery and crash tests replay `group`s: make sure they cover every kind.
+    let kinds: std::collections::HashSet<std::mem::Discriminant<Write>> = (1..=48)
+        .flat_map(group)
+        .map(|w| std::mem::discriminant(&w))
+        .collect();
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
 }
 
 #[test]

@@ -1,15 +1,18 @@
-//! Channel routes: message created and deleted, channel deleted, read receipts.
+//! Channel routes: message created and deleted, channel deleted, a channel's
+//! metadata (parent and group), read receipts.
 
 use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::api::dto::{CreateMessageRequest, ReadersBody};
+use crate::api::dto::{ChannelBody, CreateMessageRequest, ReadersBody, SetChannelRequest};
 use crate::domain::{Op, UserId};
 use crate::http::HttpState;
 use crate::http::extract::{ApiId, ApiJson, ApiPath, ApiQuery, ChannelPath, MessagePath};
-use crate::http::openapi::{BodyResponses, InvalidInputResponse, UnavailableResponse};
+use crate::http::openapi::{
+    BodyResponses, ChannelNotFoundResponse, InvalidInputResponse, UnavailableResponse,
+};
 use crate::http::problem::Problem;
 
 /// Message created.
@@ -111,6 +114,70 @@ pub async fn delete_channel(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set what a channel belongs to.
+///
+/// `parent_id` makes the channel a thread of that channel; `group_id` puts it in a
+/// group (guild, team, workspace, category). A thread without a group of its own
+/// belongs to its parent's. Each write replaces both fields (absent or null:
+/// unset) and is idempotent; the write with the newest `at` wins, so a redelivered
+/// old one changes nothing. A parent that is the channel itself, or one of its own
+/// threads (a cycle), is refused naming `parent_id`.
+#[utoipa::path(
+    put,
+    path = "/v1/channels/{channel_id}",
+    tag = "channels",
+    params(("channel_id" = String, Path, description = "Channel id (1..=2^63-1)")),
+    request_body(content = SetChannelRequest, example = json!({"parent_id": "2000", "group_id": null})),
+    responses(
+        (status = 200, description = "The channel after the write", body = ChannelBody,
+            example = json!({"channel_id": "2001", "parent_id": "2000", "group_id": null, "last_message_id": "0"})),
+        InvalidInputResponse,
+        BodyResponses,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel))]
+pub async fn set_channel(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<ChannelPath>,
+    ApiJson(body): ApiJson<SetChannelRequest>,
+) -> Result<Json<ChannelBody>, Problem> {
+    let op = Op::SetChannel {
+        channel: path.channel,
+        parent: body.parent_id.map(|p| p.get()),
+        group: body.group_id.map(|g| g.get()),
+        at: body.at,
+    };
+    state.service.execute(&op).await?;
+    let info = state.service.channel(path.channel).await?;
+    Ok(Json(ChannelBody::from(info)))
+}
+
+/// Get a channel.
+///
+/// What the channel belongs to and its newest message; 404 for a channel the
+/// service has never seen (no message, no metadata).
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel_id}",
+    tag = "channels",
+    params(("channel_id" = String, Path, description = "Channel id (1..=2^63-1)")),
+    responses(
+        (status = 200, description = "The channel", body = ChannelBody),
+        InvalidInputResponse,
+        ChannelNotFoundResponse,
+        UnavailableResponse,
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(channel_id = %path.channel))]
+pub async fn get_channel(
+    State(state): State<HttpState>,
+    ApiPath(path): ApiPath<ChannelPath>,
+) -> Result<Json<ChannelBody>, Problem> {
+    let info = state.service.channel(path.channel).await?;
+    Ok(Json(ChannelBody::from(info)))
 }
 
 /// Query of `readers`.

@@ -18,7 +18,9 @@ pub fn api() -> Router<HttpState> {
     Router::new()
         .route(
             "/v1/channels/{channel_id}",
-            delete(channels::delete_channel),
+            delete(channels::delete_channel)
+                .put(channels::set_channel)
+                .get(channels::get_channel),
         )
         .route(
             "/v1/channels/{channel_id}/messages",
@@ -46,6 +48,17 @@ pub fn api() -> Router<HttpState> {
             "/v1/users/{user_id}/channels/{channel_id}/unread",
             post(users::unread_channel),
         )
+        .route(
+            "/v1/users/{user_id}/channels/{channel_id}/settings",
+            put(users::put_settings),
+        )
+        .route(
+            "/v1/users/{user_id}/channels/{channel_id}/threads",
+            get(users::get_threads),
+        )
+        .route("/v1/users/{user_id}", delete(users::delete_user))
+        .route("/v1/users/{user_id}/export", get(users::export_user))
+        .route("/v1/users/{user_id}/groups", get(users::get_groups))
         .route(
             "/v1/users/{user_id}/read-states",
             get(users::get_read_states),

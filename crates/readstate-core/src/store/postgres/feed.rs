@@ -19,10 +19,14 @@ pub(super) fn touched(writes: &[Write]) -> (BTreeSet<u64>, BTreeSet<u64>) {
         match *w {
             Write::ReadPos { user, .. }
             | Write::Mention { user, .. }
-            | Write::Leave { user, .. } => {
+            | Write::Leave { user, .. }
+            | Write::Settings { user, .. }
+            | Write::DeleteUser { user } => {
                 users.insert(user);
             }
-            Write::Message { channel, .. } | Write::DeleteChannel { channel } => {
+            Write::Message { channel, .. }
+            | Write::DeleteChannel { channel }
+            | Write::ChannelMeta { channel, .. } => {
                 channels.insert(channel);
             }
         }
@@ -227,5 +231,35 @@ mod tests {
         let (users, channels) = touched(&writes);
         assert_eq!(users.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(channels.into_iter().collect::<Vec<_>>(), [12, 14]);
+    }
+
+    #[test]
+    fn touched_names_the_user_of_settings_and_deleted_users_and_the_channel_of_metadata() {
+        use crate::domain::{ChannelMeta, Settings};
+        let writes = [
+            Write::Settings {
+                user: 4,
+                channel: 20,
+                settings: Settings::written(Some(1), None, 1),
+            },
+            Write::DeleteUser { user: 5 },
+            Write::ChannelMeta {
+                channel: 21,
+                meta: ChannelMeta {
+                    parent: 22,
+                    group: 23,
+                    at: 1,
+                },
+            },
+        ];
+        let (users, channels) = touched(&writes);
+        assert_eq!(users.into_iter().collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(channels.into_iter().collect::<Vec<_>>(), [21]);
+        let sql = super::super::sql::commit_sql(&writes, 10, 4, 3);
+        assert!(sql.contains(r#"'{"node":3,"u":[4,5],"c":[21]}'"#), "{sql}");
+        assert!(
+            !sql.contains(r#""d":"#),
+            "a deleted user is no deleted channel: {sql}"
+        );
     }
 }

@@ -10,14 +10,15 @@
 //! - **Commit.** A batch is one round trip: one multi-statement SQL string, built by
 //!   `commit_sql`, sent as a simple query on one connection inside `begin; ... commit;`.
 //!   As in the SQLite store, the batch is split into segments at the order-sensitive
-//!   removals (leave, delete channel); within a segment the merges are combined in
-//!   memory and written with one `insert ... select from unnest(...) on conflict do
-//!   update` per table, rows sorted by primary key (nodes then take row locks in the
-//!   same order; a deadlock remains possible only across segments of concurrent
-//!   batches, and PostgreSQL then aborts one batch, which the commit writer retries).
-//!   Mentioned states are created by the read-state upsert itself, so read states are
-//!   written by one statement per segment, in key order. Merge expressions (max of the
-//!   read position, set union of ids, sticky tombstones) make a replayed batch harmless
+//!   removals (leave, delete channel, delete user); within a segment the merges are
+//!   combined in memory and written with one `insert ... select from unnest(...) on
+//!   conflict do update` per table, rows sorted by primary key (nodes then take row
+//!   locks in the same order; a deadlock remains possible only across segments of
+//!   concurrent batches, and PostgreSQL then aborts one batch, which the commit writer
+//!   retries). Mentioned states are created by the read-state upsert itself, so read
+//!   states are written by one statement per segment, in key order. Merge expressions
+//!   (max of the read position, set union of ids, sticky tombstones, per-register
+//!   last-writer-wins of settings and channel metadata) make a replayed batch harmless
 //!   and let nodes converge.
 //! - **Change feed.** The same string ends with `pg_notify('readstate_changes', ...)`
 //!   naming every user and channel the batch wrote; PostgreSQL delivers it only if and
@@ -267,14 +268,19 @@ impl Store for PgStore {
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
         let user_id = id(user);
         // read_states primary key (range scan on the user_id prefix) joined with the
-        // mentions primary key (the planner carries user_id over: a second range scan).
+        // mentions and settings primary keys (the planner carries user_id over: range
+        // scans again). A state has at most one settings row, so the join repeats it
+        // once per mention at most (merging it again changes nothing).
         let rows = self
             .with_conn(|c| {
                 Box::pin(async move {
                     sqlx::query(
-                        "select r.channel_id, r.epoch, r.pos, m.message_id \
+                        "select r.channel_id, r.epoch, r.pos, m.message_id, \
+                         s.muted_until, s.muted_at, s.level, s.level_at \
                          from read_states r left join mentions m \
                            on m.user_id = r.user_id and m.channel_id = r.channel_id \
+                         left join settings s \
+                           on s.user_id = r.user_id and s.channel_id = r.channel_id \
                          where r.user_id = $1",
                     )
                     .bind(user_id)
@@ -286,10 +292,21 @@ impl Store for PgStore {
         let mut states = UserRows::new(mention_window);
         for row in rows {
             let channel: i64 = row.try_get(0)?;
-            states.read(channel, row.try_get(1)?, row.try_get(2)?)?;
+            let read = (row.try_get(1)?, row.try_get(2)?);
+            states.read(channel, read.0, read.1)?;
             let mention: Option<i64> = row.try_get(3)?;
             if let Some(message) = mention {
                 states.mention(channel, uid(message)?)?;
+            }
+            let muted_until: Option<i64> = row.try_get(4)?;
+            if let Some(muted_until) = muted_until {
+                let settings = [
+                    muted_until,
+                    row.try_get(5)?,
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                ];
+                states.settings(channel, read, settings)?;
             }
         }
         Ok(states.finish())
@@ -303,16 +320,18 @@ impl Store for PgStore {
         let mut list: Vec<i64> = channels.iter().map(|&c| id(c)).collect();
         list.sort_unstable();
         list.dedup();
-        // channel_messages primary key: one range scan per listed channel; the floor by
-        // the channels primary key.
+        // channel_messages primary key: one range scan per listed channel; the floor and
+        // the metadata by the channels and channel_meta primary keys.
         let rows = self
             .with_conn(|c| {
                 Box::pin(async move {
                     sqlx::query(
-                        "select l.channel_id, m.message_id, coalesce(m.deleted, false), coalesce(f.floor, 0) \
+                        "select l.channel_id, m.message_id, coalesce(m.deleted, false), coalesce(f.floor, 0), \
+                         coalesce(x.parent_id, 0), coalesce(x.group_id, 0), coalesce(x.at, 0) \
                          from unnest($1::bigint[]) as l (channel_id) \
                          left join channel_messages m on m.channel_id = l.channel_id \
-                         left join channels f on f.channel_id = l.channel_id",
+                         left join channels f on f.channel_id = l.channel_id \
+                         left join channel_meta x on x.channel_id = l.channel_id",
                     )
                     .bind(list)
                     .fetch_all(c)
@@ -325,6 +344,7 @@ impl Store for PgStore {
             windows.row(
                 row.try_get(0)?,
                 row.try_get(3)?,
+                [row.try_get(4)?, row.try_get(5)?, row.try_get(6)?],
                 row.try_get(1)?,
                 row.try_get(2)?,
             )?;

@@ -181,6 +181,46 @@ fn push_segment(sql: &mut String, seg: &Segment, channel_window: i64, mention_wi
             bigints(keys.iter().map(|&(_, c)| c)),
         );
     }
+    if !seg.settings.is_empty() {
+        // settings primary key: each register is the lexicographic max of (stamp,
+        // value), as `Settings::merge` has it; an unchanged row is not rewritten.
+        let mute =
+            "(excluded.muted_at, excluded.muted_until) > (settings.muted_at, settings.muted_until)";
+        let level = "(excluded.level_at, excluded.level) > (settings.level_at, settings.level)";
+        let _ = writeln!(
+            sql,
+            "insert into settings (user_id, channel_id, muted_until, muted_at, level, level_at) \
+             select * from unnest({}, {}, {}, {}, {}, {}) \
+             on conflict (user_id, channel_id) do update set \
+             muted_until = case when {mute} then excluded.muted_until else settings.muted_until end, \
+             muted_at = case when {mute} then excluded.muted_at else settings.muted_at end, \
+             level = case when {level} then excluded.level else settings.level end, \
+             level_at = case when {level} then excluded.level_at else settings.level_at end \
+             where {mute} or {level};",
+            bigints(seg.settings.keys().map(|&(u, _)| u)),
+            bigints(seg.settings.keys().map(|&(_, c)| c)),
+            bigints(seg.settings.values().map(|s| s.muted_until)),
+            bigints(seg.settings.values().map(|s| s.muted_at)),
+            bigints(seg.settings.values().map(|s| u64::from(s.level.code()))),
+            bigints(seg.settings.values().map(|s| s.level_at)),
+        );
+    }
+    if !seg.metas.is_empty() {
+        // channel_meta primary key: the max of (at, parent_id, group_id).
+        let _ = writeln!(
+            sql,
+            "insert into channel_meta (channel_id, parent_id, group_id, at) \
+             select * from unnest({}, {}, {}, {}) \
+             on conflict (channel_id) do update \
+             set parent_id = excluded.parent_id, group_id = excluded.group_id, at = excluded.at \
+             where (excluded.at, excluded.parent_id, excluded.group_id) \
+               > (channel_meta.at, channel_meta.parent_id, channel_meta.group_id);",
+            bigints(seg.metas.keys().copied()),
+            bigints(seg.metas.values().map(|m| m.parent)),
+            bigints(seg.metas.values().map(|m| m.group)),
+            bigints(seg.metas.values().map(|m| m.at)),
+        );
+    }
 }
 
 /// Writes one removal.
@@ -188,26 +228,45 @@ fn push_removal(sql: &mut String, w: &Write) {
     match *w {
         Write::Leave { user, channel } => {
             let (u, c) = (id(user), id(channel));
-            // read_states and mentions primary keys.
+            // read_states, mentions and settings primary keys.
             let _ = writeln!(
                 sql,
                 "delete from read_states where user_id = {u} and channel_id = {c};\n\
-                 delete from mentions where user_id = {u} and channel_id = {c};"
+                 delete from mentions where user_id = {u} and channel_id = {c};\n\
+                 delete from settings where user_id = {u} and channel_id = {c};"
             );
         }
         Write::DeleteChannel { channel } => {
             let c = id(channel);
-            // read_states_by_channel, mentions_by_channel, and the channel_messages and
-            // channels primary keys: index range deletes.
+            // read_states_by_channel, mentions_by_channel, settings_by_channel, and the
+            // channel_messages, channels and channel_meta primary keys: index range
+            // deletes.
             let _ = writeln!(
                 sql,
                 "delete from read_states where channel_id = {c};\n\
                  delete from mentions where channel_id = {c};\n\
+                 delete from settings where channel_id = {c};\n\
                  delete from channel_messages where channel_id = {c};\n\
-                 delete from channels where channel_id = {c};"
+                 delete from channels where channel_id = {c};\n\
+                 delete from channel_meta where channel_id = {c};"
             );
         }
-        Write::ReadPos { .. } | Write::Mention { .. } | Write::Message { .. } => {}
+        Write::DeleteUser { user } => {
+            let u = id(user);
+            // Range deletes on the user_id prefix of the read_states, mentions and
+            // settings primary keys.
+            let _ = writeln!(
+                sql,
+                "delete from read_states where user_id = {u};\n\
+                 delete from mentions where user_id = {u};\n\
+                 delete from settings where user_id = {u};"
+            );
+        }
+        Write::ReadPos { .. }
+        | Write::Mention { .. }
+        | Write::Message { .. }
+        | Write::Settings { .. }
+        | Write::ChannelMeta { .. } => {}
     }
 }
 
@@ -373,5 +432,74 @@ pub(super) mod tests {
         assert!(sql.contains("r.epoch > t.epoch and t.at >= r.epoch and t.pos > r.pos"));
         let plain = commit_sql(&[read(6, 5, 2)], 10, 4, 1);
         assert!(!plain.contains("update read_states"), "{plain}");
+    }
+
+    #[test]
+    fn settings_and_metadata_upsert_in_key_order_and_removals_take_their_rows() {
+        use crate::domain::{ChannelMeta, Level, MUTED_FOREVER, Settings};
+        let settings = |user, channel, settings| Write::Settings {
+            user,
+            channel,
+            settings,
+        };
+        let meta = |channel, group, at| Write::ChannelMeta {
+            channel,
+            meta: ChannelMeta {
+                parent: 0,
+                group,
+                at,
+            },
+        };
+        let writes = [
+            settings(3, 10, Settings::written(Some(MUTED_FOREVER), None, 5)),
+            settings(1, 20, Settings::written(None, Some(Level::Nothing), 6)),
+            settings(3, 10, Settings::written(Some(7), Some(Level::Mentions), 5)),
+            meta(30, 2, 1),
+            meta(20, 1, 1),
+            meta(30, 4, 1),
+            Write::DeleteUser { user: 3 },
+            Write::Leave {
+                user: 1,
+                channel: 20,
+            },
+            Write::DeleteChannel { channel: 30 },
+        ];
+        let sql = commit_sql(&writes, 10, 4, 1);
+        // Keys ascending; each register of (3, 10) merged in memory first (the mute
+        // at stamp 5: the larger value wins the tie).
+        assert!(
+            sql.contains(&format!(
+                "unnest('{{1,3}}'::bigint[], '{{20,10}}'::bigint[], '{{0,{}}}'::bigint[], \
+                 '{{0,5}}'::bigint[], '{{2,1}}'::bigint[], '{{6,5}}'::bigint[])",
+                i64::MAX
+            )),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "unnest('{20,30}'::bigint[], '{0,0}'::bigint[], '{1,4}'::bigint[], '{1,1}'::bigint[])"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "where (excluded.muted_at, excluded.muted_until) > (settings.muted_at, settings.muted_until) \
+                 or (excluded.level_at, excluded.level) > (settings.level_at, settings.level);"
+            ),
+            "{sql}"
+        );
+        let upsert = sql.find("insert into settings").unwrap();
+        let delete_user = sql.find("delete from settings where user_id = 3;").unwrap();
+        let leave = sql
+            .find("delete from settings where user_id = 1 and channel_id = 20;")
+            .unwrap();
+        let delete_channel = sql
+            .find("delete from settings where channel_id = 30;")
+            .unwrap();
+        assert!(upsert < delete_user && delete_user < leave && leave < delete_channel);
+        assert!(sql.contains("delete from read_states where user_id = 3;"));
+        assert!(sql.contains("delete from mentions where user_id = 3;"));
+        assert!(sql.contains("delete from channel_meta where channel_id = 30;"));
+        assert!(!sql.contains("insert into read_states"), "{sql}");
     }
 }
