@@ -88,9 +88,20 @@ fn every_operation_needs_the_scope_the_issue_gives_it() {
             Operation::GetSummaries,
             Operation::Subscribe,
             Operation::Monitor,
+            Operation::GetChannel,
+            Operation::GetGroups,
+            Operation::GetThreads,
         ]
     );
-    assert_eq!(by_scope(Scope::Admin), [Operation::DeleteChannel]);
+    // Issue 14: deleting and exporting a user's data is an administrator's act.
+    assert_eq!(
+        by_scope(Scope::Admin),
+        [
+            Operation::DeleteChannel,
+            Operation::DeleteUser,
+            Operation::ExportUser
+        ]
+    );
     let end_user: Vec<_> = Operation::ALL
         .into_iter()
         .filter(|op| op.for_end_users())
@@ -105,6 +116,9 @@ fn every_operation_needs_the_scope_the_issue_gives_it() {
             Operation::AckAll,
             Operation::GetSummary,
             Operation::Subscribe,
+            Operation::Settings,
+            Operation::GetGroups,
+            Operation::GetThreads,
         ]
     );
 }
