@@ -292,7 +292,7 @@ fn op_field_schema(field: &str) -> RefOr<Schema> {
              mark unread is ignored; `set_channel`, `settings`: the newest write wins)",
         ),
         // Its null (muted until unmuted) is the null every optional field may be.
-        "muted_until" => muted_until_integer_schema(
+        "muted_until" => stamp_schema(
             "Muted until this time, ms since the Unix epoch (`0`: not muted); null: muted \
              until unmuted; absent: unchanged",
         ),
@@ -301,51 +301,43 @@ fn op_field_schema(field: &str) -> RefOr<Schema> {
     }
 }
 
-/// A timestamp (`at`): ms since the Unix epoch, any unsigned 64-bit integer.
+/// A timestamp (`at`, `muted_until`): ms since the Unix epoch, 0..=2^63-1 (stored
+/// as SQL's signed 64-bit integers: `domain::MAX_STAMP`).
 fn stamp_schema(description: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(0_u64))
-        // Stored as SQL's signed 64-bit integers (`domain::MAX_STAMP`).
         .maximum(Some(crate::domain::MAX_STAMP))
         .description(Some(description))
         .into()
 }
 
-/// `at` of an ack body: a timestamp, or null.
-fn optional_timestamp_schema() -> RefOr<Schema> {
+/// `item`, or null.
+fn nullable(item: RefOr<Schema>) -> RefOr<Schema> {
     OneOfBuilder::new()
-        .item(stamp_schema(
-            "When the ack was made, ms since the Unix epoch",
-        ))
+        .item(item)
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .into()
+}
+
+/// `at` of an ack body: a timestamp, or null.
+fn optional_timestamp_schema() -> RefOr<Schema> {
+    nullable(stamp_schema(
+        "When the ack was made, ms since the Unix epoch",
+    ))
 }
 
 /// `at` of a settings or channel body: a timestamp, or null.
 fn optional_stamp_schema() -> RefOr<Schema> {
-    OneOfBuilder::new()
-        .item(stamp_schema(
-            "When the write was made, ms since the Unix epoch; the newest wins",
-        ))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .into()
-}
-
-/// `muted_until` as an integer: 0..=2^63-1 ms.
-fn muted_until_integer_schema(description: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(0_u64))
-        .maximum(Some(MAX_ID))
-        .description(Some(description))
-        .into()
+    nullable(stamp_schema(
+        "When the write was made, ms since the Unix epoch; the newest wins",
+    ))
 }
 
 /// `muted_until` of a settings body: an integer, or null (muted until unmuted).
 fn muted_until_schema() -> RefOr<Schema> {
     OneOfBuilder::new()
-        .item(muted_until_integer_schema(
+        .item(stamp_schema(
             "Muted until this time, ms since the Unix epoch; `0`: not muted",
         ))
         .item(
@@ -372,16 +364,13 @@ fn level_schema() -> RefOr<Schema> {
 
 /// `level` of a settings body: a level, or null (unchanged).
 fn optional_level_schema() -> RefOr<Schema> {
-    OneOfBuilder::new()
-        .item(level_schema())
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .into()
+    nullable(level_schema())
 }
 
 /// `muted_until` of an export: an integer, or null (muted until unmuted).
 fn exported_muted_until_schema() -> RefOr<Schema> {
     OneOfBuilder::new()
-        .item(muted_until_integer_schema(
+        .item(stamp_schema(
             "Muted until this time, ms since the Unix epoch; `0`: not muted",
         ))
         .item(
