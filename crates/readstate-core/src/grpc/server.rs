@@ -231,25 +231,11 @@ impl ReadStates for GrpcService {
         self.within(&metadata, async {
             let user = Fields::BARE.user_only(message.user_id)?;
             let channels = Fields::BARE.channels(&message.channels)?;
-            let views = match (Fields::BARE.group(message.group_id)?, channels) {
-                (Some(group), None) => self.service.read_states_in_group(user, group).await?,
-                (Some(group), Some(channels)) => {
-                    // Both filters: the listed channels that are in the group.
-                    let listed = self.service.read_states(user, Some(&channels)).await?;
-                    let in_group: std::collections::HashSet<u64> = self
-                        .service
-                        .read_states_in_group(user, group)
-                        .await?
-                        .iter()
-                        .map(|v| v.channel_id)
-                        .collect();
-                    listed
-                        .into_iter()
-                        .filter(|v| in_group.contains(&v.channel_id))
-                        .collect()
-                }
-                (None, channels) => self.service.read_states(user, channels.as_deref()).await?,
-            };
+            let group = Fields::BARE.group(message.group_id)?;
+            let views = self
+                .service
+                .read_states_filtered(user, channels.as_deref(), group)
+                .await?;
             Ok(read_states(views))
         })
         .await

@@ -52,20 +52,7 @@ impl Service {
         user: UserId,
         channels: Option<&[ChannelId]>,
     ) -> Result<Vec<ReadStateView>, ServiceError> {
-        if let Some(channels) = channels
-            && channels.len() > self.limits.max_channels_filter
-        {
-            return Err(ServiceError::invalid(
-                "channels",
-                format!("at most {} channels", self.limits.max_channels_filter),
-            ));
-        }
-        let filter: Option<Vec<u64>> = channels.map(|cs| {
-            let mut v: Vec<u64> = cs.iter().map(|c| c.get()).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        });
+        let filter = self.channel_filter(channels)?;
         let states: Vec<OwnedState> = self
             .with_user(user.get(), |states| {
                 states
@@ -88,6 +75,56 @@ impl Service {
             .views(states)
             .await?
             .into_iter()
+            .map(|(view, _)| view)
+            .collect())
+    }
+
+    /// The listed channels, sorted and deduplicated, after checking how many.
+    fn channel_filter(
+        &self,
+        channels: Option<&[ChannelId]>,
+    ) -> Result<Option<Vec<u64>>, ServiceError> {
+        let Some(channels) = channels else {
+            return Ok(None);
+        };
+        if channels.len() > self.limits.max_channels_filter {
+            return Err(ServiceError::invalid(
+                "channels",
+                format!("at most {} channels", self.limits.max_channels_filter),
+            ));
+        }
+        let mut v: Vec<u64> = channels.iter().map(|c| c.get()).collect();
+        v.sort_unstable();
+        v.dedup();
+        Ok(Some(v))
+    }
+
+    /// The read states of `user`: all, those of the listed channels, those of the
+    /// channels of `group` (own or inherited), or with both filters the listed
+    /// channels that are in the group.
+    ///
+    /// # Errors
+    /// Too many channels listed, or storage failures.
+    pub async fn read_states_filtered(
+        &self,
+        user: UserId,
+        channels: Option<&[ChannelId]>,
+        group: Option<GroupId>,
+    ) -> Result<Vec<ReadStateView>, ServiceError> {
+        let Some(group) = group else {
+            return self.read_states(user, channels).await;
+        };
+        let filter = self.channel_filter(channels)?;
+        Ok(self
+            .grouped_views(user)
+            .await?
+            .into_iter()
+            .filter(|(view, g)| {
+                *g == Some(group.get())
+                    && filter
+                        .as_ref()
+                        .is_none_or(|f| f.binary_search(&view.channel_id).is_ok())
+            })
             .map(|(view, _)| view)
             .collect())
     }
@@ -172,13 +209,7 @@ impl Service {
         user: UserId,
         group: GroupId,
     ) -> Result<Vec<ReadStateView>, ServiceError> {
-        Ok(self
-            .grouped_views(user)
-            .await?
-            .into_iter()
-            .filter(|(_, g)| *g == Some(group.get()))
-            .map(|(view, _)| view)
-            .collect())
+        self.read_states_filtered(user, None, Some(group)).await
     }
 
     /// The summary of `user` over the read states in `group`.

@@ -260,33 +260,10 @@ pub async fn get_read_states(
         }
     };
     let group = group_param(query.group_id.as_deref())?;
-    let views = match (group, channels) {
-        (Some(group), None) => state.service.read_states_in_group(path.user, group).await?,
-        (Some(group), Some(channels)) => {
-            // Both filters: the listed channels that are in the group.
-            let listed = state
-                .service
-                .read_states(path.user, Some(&channels))
-                .await?;
-            let in_group: std::collections::HashSet<u64> = state
-                .service
-                .read_states_in_group(path.user, group)
-                .await?
-                .iter()
-                .map(|v| v.channel_id)
-                .collect();
-            listed
-                .into_iter()
-                .filter(|v| in_group.contains(&v.channel_id))
-                .collect()
-        }
-        (None, channels) => {
-            state
-                .service
-                .read_states(path.user, channels.as_deref())
-                .await?
-        }
-    };
+    let views = state
+        .service
+        .read_states_filtered(path.user, channels.as_deref(), group)
+        .await?;
     Ok(Json(ReadStatesBody::from_views(views)))
 }
 
