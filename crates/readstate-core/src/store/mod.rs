@@ -9,6 +9,7 @@ pub mod sqlite;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+mod writeback;
 
 use async_trait::async_trait;
 

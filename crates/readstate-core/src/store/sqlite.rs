@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 
 use super::batch::{Segment, Step, steps};
 use super::rows::{ChannelRows, UserRows, id, uid};
+use super::writeback;
 use super::{Store, StoreError, Write, parse_id_list};
 use crate::domain::{ChannelWindow, UserStates};
 
@@ -83,6 +84,9 @@ pub struct SqliteStore {
     /// Whether the main writer's thread runs at the lowest priority.
     background_writer: bool,
     readers: SqlitePool,
+    /// The database file and its WAL, flushed while a checkpoint writes them
+    /// ([`super::writeback`]).
+    files: Arc<[PathBuf]>,
     timeout: Duration,
     channel_window: i64,
     mention_window: i64,
@@ -140,6 +144,7 @@ impl SqliteStore {
             writer_options,
             background_writer: opts.background_writer,
             readers,
+            files: Arc::from([path.clone(), wal_path(&path)]),
             timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
             mention_window: i64::try_from(opts.mention_window).unwrap_or(i64::MAX),
@@ -451,6 +456,13 @@ async fn open_writer(
     }
 }
 
+/// SQLite's WAL file for the database at `db`.
+fn wal_path(db: &std::path::Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 /// Closes a writer connection that failed: SQLite rolls back any transaction still
 /// open on it and releases its locks. Waits for the close, so that the connection
 /// opened next does not queue behind this one's write lock.
@@ -592,11 +604,28 @@ impl Store for SqliteStore {
 
     async fn checkpoint(&self, writes: &[Write], urgent: bool) -> Result<(), StoreError> {
         let mut writers = self.writers.lock().await;
-        if urgent && self.background_writer {
-            self.commit_on(&mut writers.urgent, false, writes).await
+        let (slot, lowered) = if urgent && self.background_writer {
+            (&mut writers.urgent, false)
         } else {
-            self.commit_on(&mut writers.main, self.background_writer, writes)
-                .await
+            (&mut writers.main, self.background_writer)
+        };
+        let pacer = writeback::Pacer::start(&self.files, writeback::EVERY);
+        let result = self.commit_on(slot, lowered, writes).await;
+        let paced = tokio::task::spawn_blocking(move || pacer.finish())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match (result, paced) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+            // A flush of the files failed: what SQLite reported as durable may not
+            // be, so the checkpoint fails (the log keeps its records) and the
+            // connection, whose page cache may hold what never reached the disk, is
+            // replaced.
+            (Ok(()), Err(e)) => {
+                tracing::warn!(error = %e, "flushing the database files during a checkpoint failed");
+                self.discard_writer(slot).await;
+                Err(StoreError::Unavailable(sqlx::Error::Io(e)))
+            }
         }
     }
 
