@@ -1050,8 +1050,11 @@ impl Checkpointer {
             if let Some(job) = job {
                 job.write()?;
             }
+            let doomed = wal.lock().checkpoint_written(end);
+            // Unlinked without the log's lock, so that appends go on meanwhile.
+            let deleted = doomed.delete();
             let mut wal = wal.lock();
-            let removed = wal.checkpoint_written(end)?;
+            let removed = wal.deleted(deleted)?;
             Ok::<_, WalError>((removed, wal.bytes_on_disk()))
         })
         .await;

@@ -570,6 +570,50 @@ fn checkpoint_at_the_durable_end_keeps_only_the_current_segment() {
 }
 
 #[test]
+fn segments_are_deleted_outside_the_lock_and_a_failed_delete_is_retried_next_checkpoint() {
+    let fs = MemFs::new();
+    let (mut wal, _, _) = mem_open(&fs, 200).unwrap();
+    append_synced(&mut wal, &(1..=30).map(group).collect::<Vec<_>>());
+    let first = wal.durable_end();
+    assert!(first.segment > 3);
+    // The checkpoint moves at once; the segments go only when deleted and booked.
+    let on_disk = wal.bytes_on_disk();
+    let job = wal.checkpoint_job(first).unwrap().expect("a new position");
+    job.write().unwrap();
+    let doomed = wal.checkpoint_written(first);
+    assert_eq!(wal.checkpoint(), Some(first));
+    assert_eq!(
+        wal.bytes_on_disk(),
+        on_disk,
+        "nothing booked before the delete"
+    );
+    // The oldest segment's delete fails: deleting stops there, everything stays
+    // listed.
+    let before = fs.names().len();
+    fs.fail_next(FaultOp::Remove, Fault::Fail);
+    let deleted = doomed.delete();
+    assert!(wal.deleted(deleted).is_err(), "the error is reported");
+    assert_eq!(
+        fs.names().len(),
+        before,
+        "the failed delete stopped at once"
+    );
+    assert_eq!(wal.bytes_on_disk(), on_disk);
+    // The next checkpoint deletes what is left below it.
+    append_synced(&mut wal, &(31..=40).map(group).collect::<Vec<_>>());
+    let second = wal.durable_end();
+    assert!(wal.checkpointed(second).unwrap() > 0);
+    assert_eq!(
+        fs.names(),
+        vec!["checkpoint".to_owned(), seg(second.segment)]
+    );
+    drop(wal);
+    let (_, recs, report) = mem_open(&fs, 200).unwrap();
+    assert!(recs.is_empty());
+    assert_eq!(report.checkpoint, Some(second));
+}
+
+#[test]
 fn sync_is_one_write_and_one_fdatasync_and_nothing_when_idle() {
     let fs = MemFs::new();
     let (mut wal, _, _) = mem_open(&fs, 1 << 20).unwrap();
