@@ -636,7 +636,8 @@ impl Store for SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<u64>, StoreError> {
-        // read_states_by_channel: range scan from (channel, after), filtered on pos.
+        // read_states_by_channel: range scan from (channel, after) in user order, pos
+        // looked up in the table (migration 0003 took it out of the index).
         let rows: Vec<i64> = sqlx::query_scalar(
             "select user_id from read_states where channel_id = ?1 and user_id > ?2 and pos >= ?3 \
              order by user_id limit ?4",

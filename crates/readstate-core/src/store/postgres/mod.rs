@@ -396,7 +396,8 @@ impl Store for PgStore {
     ) -> Result<Vec<u64>, StoreError> {
         let (channel, after, message) = (id(channel), id(after), id(message));
         // read_states_by_channel: range scan from (channel, after) in user order,
-        // filtered on the included pos.
+        // pos read from the heap (migration 0003 took it out of the index, so that
+        // acks can be HOT updates).
         let rows: Vec<i64> = self
             .with_conn(|c| {
                 Box::pin(async move {
