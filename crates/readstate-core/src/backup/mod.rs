@@ -72,6 +72,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 
 use crate::config::{CommitMode, Durability, Secret, Settings};
+use crate::store::sqlite::with_suffix;
 use crate::wal::{self, DirFs, Position, RecoveryReport, WalOptions};
 
 /// Where the documentation of backups is, for refusals.
@@ -444,13 +445,6 @@ fn resolved(path: &Path) -> PathBuf {
             _ => return absolute,
         }
     }
-}
-
-/// `path` with `suffix` appended to its last component (`x.db` → `x.db-wal`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// The directory a file path lies in (`.` for a bare name).

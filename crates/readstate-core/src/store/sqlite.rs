@@ -84,8 +84,8 @@ pub struct SqliteStore {
     /// Whether the main writer's thread runs at the lowest priority.
     background_writer: bool,
     readers: SqlitePool,
-    /// The database file and its WAL, flushed while a checkpoint writes them
-    /// ([`super::writeback`]).
+    /// The database file and its WAL, whose write-back is paced while a checkpoint
+    /// writes them ([`super::writeback`]).
     files: Arc<[PathBuf]>,
     timeout: Duration,
     channel_window: i64,
@@ -144,7 +144,7 @@ impl SqliteStore {
             writer_options,
             background_writer: opts.background_writer,
             readers,
-            files: Arc::from([path.clone(), wal_path(&path)]),
+            files: Arc::from([path.clone(), with_suffix(&path, "-wal")]),
             timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
             mention_window: i64::try_from(opts.mention_window).unwrap_or(i64::MAX),
@@ -456,10 +456,11 @@ async fn open_writer(
     }
 }
 
-/// SQLite's WAL file for the database at `db`.
-fn wal_path(db: &std::path::Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
+/// `path` with `suffix` appended to its last component (`x.db` → `x.db-wal`): the
+/// names of SQLite's files beside a database.
+pub(crate) fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -617,12 +618,12 @@ impl Store for SqliteStore {
         match (result, paced) {
             (Err(e), _) => Err(e),
             (Ok(()), Ok(())) => Ok(()),
-            // A flush of the files failed: what SQLite reported as durable may not
-            // be, so the checkpoint fails (the log keeps its records) and the
+            // Write-back of the files failed: what SQLite reported as durable may
+            // not be, so the checkpoint fails (the log keeps its records) and the
             // connection, whose page cache may hold what never reached the disk, is
             // replaced.
             (Ok(()), Err(e)) => {
-                tracing::warn!(error = %e, "flushing the database files during a checkpoint failed");
+                tracing::warn!(error = %e, "write-back of the database files during a checkpoint failed");
                 self.discard_writer(slot).await;
                 Err(StoreError::Unavailable(sqlx::Error::Io(e)))
             }
