@@ -121,6 +121,7 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
         channel_window: CHANNEL_WINDOW,
         mention_window: MENTION_WINDOW,
         background_writer: false,
+        checkpoint_write_rate: 0,
     })
     .await
     .unwrap();

@@ -29,6 +29,8 @@ pub async fn open_store(storage: &TestStorage, caps: Caps) -> Arc<dyn Store> {
                 mention_window: caps.mention_window(),
                 // As with the commit log (the default): the writer thread lowered.
                 background_writer: true,
+                // And its writes paced as by default (storage.checkpoint_write_rate).
+                checkpoint_write_rate: 128 << 20,
             })
             .await
             .expect("the SQLite store opens"),

@@ -68,6 +68,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub grpc: bool,
 
+    /// A TOML configuration file for the readstate server the bench starts (given
+    /// to it as `READSTATE_CONFIG`), to compare settings on the same data. The
+    /// bench's own settings (address, storage URL, durability, cache budget, log
+    /// format) override what it says.
+    #[arg(long, value_name = "FILE")]
+    pub server_config: Option<PathBuf>,
+
     /// Measure an already running readstate (`http://host:port`) instead of
     /// starting one.
     #[arg(long, value_name = "URL")]

@@ -78,6 +78,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 mention_window: caps.mention_window(),
                 // With the commit log only checkpoints write the database.
                 background_writer: storage.uses_log(),
+                checkpoint_write_rate: storage.checkpoint_write_rate.0,
             })
             .await
             .with_context(|| format!("while opening storage {}", storage.url))?,

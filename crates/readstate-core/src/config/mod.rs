@@ -203,6 +203,10 @@ pub struct StorageSettings {
     pub checkpoint_interval_ms: u64,
     /// A checkpoint starts early once this many logged writes wait for it.
     pub checkpoint_writes: usize,
+    /// SQLite with the commit log: how fast, per second, a checkpoint that is not
+    /// behind writes the database file and its WAL, so that the device never gets a
+    /// burst that commit-log syncs wait for; 0: as fast as it can.
+    pub checkpoint_write_rate: ByteSize,
 }
 
 impl Default for StorageSettings {
@@ -223,6 +227,7 @@ impl Default for StorageSettings {
             log_segment_bytes: ByteSize::mib(64),
             checkpoint_interval_ms: 10_000,
             checkpoint_writes: 500_000,
+            checkpoint_write_rate: ByteSize::mib(128),
         }
     }
 }

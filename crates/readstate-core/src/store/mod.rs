@@ -3,6 +3,8 @@
 //! several nodes may write the same rows and still converge.
 
 mod batch;
+#[cfg(target_os = "linux")]
+mod paced_vfs;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -61,6 +61,10 @@ pub struct SqliteOptions {
     /// checkpoint ([`Store::checkpoint`]) then uses a second writer connection at
     /// normal priority.
     pub background_writer: bool,
+    /// With `background_writer`: the rate, in bytes per second, at which a
+    /// checkpoint that is not urgent writes the database file and its WAL
+    /// ([`writeback::Throttle`]); 0 does not pace them.
+    pub checkpoint_write_rate: u64,
 }
 
 /// The writer connections; one at a time writes (the mutex around them), since
@@ -87,6 +91,8 @@ pub struct SqliteStore {
     /// The database file and its WAL, whose write-back is paced while a checkpoint
     /// writes them ([`super::writeback`]).
     files: Arc<[PathBuf]>,
+    /// Paces the writes of checkpoints that are not urgent; `None`: unpaced.
+    throttle: Option<Arc<writeback::Throttle>>,
     timeout: Duration,
     channel_window: i64,
     mention_window: i64,
@@ -126,10 +132,22 @@ impl SqliteStore {
         // cache holds a large database's interior B-tree pages (about 1 % of the
         // file), so that a commit reads only the leaf pages it changes instead of
         // re-reading the path to each from the OS (SQLite's default is 2 MiB).
-        let writer_options = base
+        let mut writer_options = base
             .clone()
             .thread_name(|n| format!("sqlite-writer-{n}"))
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        // The writers write through a VFS that paces checkpoints when asked to; it is
+        // registered only where checkpoints are the writers' sole work.
+        let throttle = if opts.background_writer {
+            writeback::Throttle::new(opts.checkpoint_write_rate).map(Arc::new)
+        } else {
+            None
+        };
+        let throttle = throttle.and_then(|throttle| {
+            let vfs = paced_vfs(throttle.clone())?;
+            writer_options = writer_options.clone().vfs(vfs);
+            Some(throttle)
+        });
         let writer = open_writer(&writer_options, opts.timeout, opts.background_writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
@@ -145,6 +163,7 @@ impl SqliteStore {
             background_writer: opts.background_writer,
             readers,
             files: Arc::from([path.clone(), with_suffix(&path, "-wal")]),
+            throttle,
             timeout: opts.timeout,
             channel_window: i64::try_from(opts.channel_window).unwrap_or(i64::MAX),
             mention_window: i64::try_from(opts.mention_window).unwrap_or(i64::MAX),
@@ -464,6 +483,22 @@ pub(crate) fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Registers the VFS that paces writes with `throttle` and returns its name, or
+/// `None` where there is none (not Linux, or SQLite's default VFS is not `unix`).
+#[cfg(target_os = "linux")]
+fn paced_vfs(throttle: Arc<writeback::Throttle>) -> Option<String> {
+    let name = super::paced_vfs::register(throttle);
+    if name.is_none() {
+        tracing::warn!("cannot register the pacing SQLite VFS; checkpoints write unpaced");
+    }
+    name
+}
+
+#[cfg(not(target_os = "linux"))]
+fn paced_vfs(_throttle: Arc<writeback::Throttle>) -> Option<String> {
+    None
+}
+
 /// Closes a writer connection that failed: SQLite rolls back any transaction still
 /// open on it and releases its locks. Waits for the close, so that the connection
 /// opened next does not queue behind this one's write lock.
@@ -611,7 +646,21 @@ impl Store for SqliteStore {
             (&mut writers.main, self.background_writer)
         };
         let pacer = writeback::Pacer::start(&self.files, writeback::EVERY);
+        // An urgent checkpoint is behind already: it writes as fast as it can.
+        let throttle = self.throttle.as_ref().filter(|_| !urgent);
+        if let Some(throttle) = throttle {
+            throttle.begin();
+        }
         let result = self.commit_on(slot, lowered, writes).await;
+        if let Some(throttle) = throttle {
+            let paced = throttle.end();
+            tracing::debug!(
+                bytes = paced.bytes,
+                slept_ms = paced.slept.as_millis(),
+                gave_up = paced.gave_up,
+                "checkpoint writes paced"
+            );
+        }
         let paced = tokio::task::spawn_blocking(move || pacer.finish())
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -701,6 +750,14 @@ mod tests {
     }
 
     async fn open(dir: &tempfile::TempDir, background_writer: bool) -> SqliteStore {
+        open_paced(dir, background_writer, 0).await
+    }
+
+    async fn open_paced(
+        dir: &tempfile::TempDir,
+        background_writer: bool,
+        checkpoint_write_rate: u64,
+    ) -> SqliteStore {
         SqliteStore::open(&SqliteOptions {
             url: format!("sqlite://{}", dir.path().join("rs.db").display()),
             full_sync: false,
@@ -709,9 +766,70 @@ mod tests {
             channel_window: 16,
             mention_window: 4,
             background_writer,
+            checkpoint_write_rate,
         })
         .await
         .expect("the store opens")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_that_can_wait_write_through_the_pacing_vfs_and_urgent_ones_do_not() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // 8 MiB/s: a checkpoint of a few MB goes beyond the throttle's burst.
+        let store = open_paced(&dir, true, 8 << 20).await;
+        store.migrate().await.expect("migrates");
+        let throttle = store
+            .throttle
+            .clone()
+            .expect("a positive rate and Linux: paced");
+        let writes: Vec<Write> = (0..100_000u64)
+            .map(|i| Write::ReadPos {
+                user: i % 10_000,
+                channel: i,
+                epoch: 0,
+                pos: i + 1,
+                at: 0,
+            })
+            .collect();
+        store.checkpoint(&writes, false).await.expect("commits");
+        // `end` reports what was paced since the last `begin`: the checkpoint's.
+        let paced = throttle.end();
+        assert!(
+            paced.bytes > 2 << 20 && (paced.slept > Duration::ZERO || paced.gave_up),
+            "the database and WAL writes went through the throttle: {paced:?}"
+        );
+        // Every write landed, through SQLite's own file methods.
+        for user in [0, 9_999] {
+            let states = store.load_user(user, 16).await.expect("loads");
+            assert_eq!(states.len(), 10, "user {user}");
+        }
+        let states = store.load_user(7, 16).await.expect("loads");
+        assert_eq!(states.get(10_007).map(|s| s.read.pos), Some(10_008));
+        // An urgent checkpoint is behind already: not paced (no `begin`, so the
+        // report is still the last checkpoint's).
+        store
+            .checkpoint(
+                &[Write::ReadPos {
+                    user: 7,
+                    channel: 10_007,
+                    epoch: 0,
+                    pos: 99_999,
+                    at: 0,
+                }],
+                true,
+            )
+            .await
+            .expect("commits");
+        assert_eq!(throttle.end(), paced);
+        let states = store.load_user(7, 16).await.expect("loads");
+        assert_eq!(states.get(10_007).map(|s| s.read.pos), Some(99_999));
+        store.close().await;
+
+        // Rate 0: no throttle, no VFS of its own.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open_paced(&dir, true, 0).await;
+        assert!(store.throttle.is_none());
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

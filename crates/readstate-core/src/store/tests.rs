@@ -24,6 +24,7 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
         channel_window: CHANNEL_WINDOW,
         mention_window: MENTION_WINDOW,
         background_writer: false,
+        checkpoint_write_rate: 0,
     })
     .await
     .expect("the store opens");
