@@ -506,25 +506,23 @@ async fn bench_readstate(
 ) -> Result<TargetResult, Failure> {
     let description = match (&ctx.args.url, ctx.args.storage) {
         (Some(url), _) => format!("readstate over HTTP/1.1 at {url} (an existing server)."),
-        (None, storage) => {
-            format!(
-                "readstate over HTTP/1.1, started by the bench on {} storage with {} durability (group commit) and cache.max_bytes = {}.",
-                match storage {
-                    BenchStorage::Sqlite => "SQLite",
-                    BenchStorage::Postgres => "PostgreSQL",
-                },
-                match ctx.args.durability {
-                    BenchDurability::Sync => "sync",
-                    BenchDurability::Async => "async",
-                },
-                ctx.args.cache_max_bytes
-            ) + &ctx
-                .args
+        (None, storage) => format!(
+            "readstate over HTTP/1.1, started by the bench on {} storage with {} durability (group commit) and cache.max_bytes = {}.{}",
+            match storage {
+                BenchStorage::Sqlite => "SQLite",
+                BenchStorage::Postgres => "PostgreSQL",
+            },
+            match ctx.args.durability {
+                BenchDurability::Sync => "sync",
+                BenchDurability::Async => "async",
+            },
+            ctx.args.cache_max_bytes,
+            ctx.args
                 .server_config
                 .as_ref()
                 .map(|c| format!(" Its other settings: {}.", c.display()))
                 .unwrap_or_default()
-        }
+        ),
     };
     let mut result = TargetResult {
         description: description.clone(),

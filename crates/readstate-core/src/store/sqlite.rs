@@ -138,16 +138,15 @@ impl SqliteStore {
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
         // The writers write through a VFS that paces checkpoints when asked to; it is
         // registered only where checkpoints are the writers' sole work.
-        let throttle = if opts.background_writer {
-            writeback::Throttle::new(opts.checkpoint_write_rate).map(Arc::new)
-        } else {
-            None
-        };
-        let throttle = throttle.and_then(|throttle| {
-            let vfs = paced_vfs(throttle.clone())?;
-            writer_options = writer_options.clone().vfs(vfs);
-            Some(throttle)
-        });
+        let throttle = opts
+            .background_writer
+            .then(|| writeback::Throttle::new(opts.checkpoint_write_rate))
+            .flatten()
+            .map(Arc::new)
+            .and_then(|throttle| {
+                writer_options = writer_options.clone().vfs(paced_vfs(throttle.clone())?);
+                Some(throttle)
+            });
         let writer = open_writer(&writer_options, opts.timeout, opts.background_writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.readers.max(1))
@@ -647,13 +646,13 @@ impl Store for SqliteStore {
         };
         let pacer = writeback::Pacer::start(&self.files, writeback::EVERY);
         // An urgent checkpoint is behind already: it writes as fast as it can.
-        let throttle = self.throttle.as_ref().filter(|_| !urgent);
-        if let Some(throttle) = throttle {
-            throttle.begin();
-        }
+        let pacing = self
+            .throttle
+            .as_deref()
+            .filter(|_| !urgent)
+            .map(writeback::Throttle::begin);
         let result = self.commit_on(slot, lowered, writes).await;
-        if let Some(throttle) = throttle {
-            let paced = throttle.end();
+        if let Some(paced) = pacing.map(writeback::Pacing::end) {
             tracing::debug!(
                 bytes = paced.bytes,
                 slept_ms = paced.slept.as_millis(),

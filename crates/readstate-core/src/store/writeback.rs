@@ -162,12 +162,14 @@ impl Throttle {
         })
     }
 
-    /// Switches pacing on, for one checkpoint.
-    pub(crate) fn begin(&self) {
+    /// Switches pacing on, for one checkpoint, until the returned guard ends or is
+    /// dropped (a cancelled checkpoint leaves nothing paced).
+    pub(crate) fn begin(&self) -> Pacing<'_> {
         *self.state.lock() = ThrottleState {
             on: true,
             ..ThrottleState::default()
         };
+        Pacing(self)
     }
 
     /// Switches pacing off and reports what it did since [`Throttle::begin`].
@@ -219,6 +221,23 @@ impl Throttle {
     fn duration_of(&self, bytes: u64) -> Duration {
         let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(self.rate);
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// Pacing switched on by [`Throttle::begin`]; switched off when ended or dropped.
+#[derive(Debug)]
+pub(crate) struct Pacing<'a>(&'a Throttle);
+
+impl Pacing<'_> {
+    /// Switches pacing off and reports what it did.
+    pub(crate) fn end(self) -> Paced {
+        self.0.end()
+    }
+}
+
+impl Drop for Pacing<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().on = false;
     }
 }
 
@@ -298,11 +317,11 @@ mod tests {
             throttle.take(64 << 10);
         }
         assert_eq!(throttle.end(), Paced::default(), "off: nothing counted");
-        throttle.begin();
+        let pacing = throttle.begin();
         for _ in 0..64 {
             throttle.take(64 << 10);
         }
-        let paced = throttle.end();
+        let paced = pacing.end();
         let took = started.elapsed();
         assert_eq!(paced.bytes, 4 << 20);
         // Sleeps last at least what they ask for, so pacing took at least the time
