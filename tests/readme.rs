@@ -82,8 +82,9 @@ fn copy_checkout(from: &Path, to: &Path) {
 }
 
 /// Runs `script` with bash in `dir`, in the environment of a newcomer's shell: none
-/// of the test suite's `READSTATE_*` settings, and none of the `CARGO_*` variables
-/// cargo sets for a test (build scripts that watch them would rebuild otherwise).
+/// of the test suite's `READSTATE_*` settings, none of the `CARGO_*` variables cargo
+/// sets for a test (build scripts that watch them would rebuild otherwise), and not
+/// the clippy driver scripts/test compiles the workspace with.
 fn shell(dir: &Path, script: &str) -> Command {
     let mut command = Command::new("bash");
     command.arg("-c").arg(script).current_dir(dir);
@@ -95,6 +96,8 @@ fn shell(dir: &Path, script: &str) -> Command {
         if key_text.starts_with("READSTATE_")
             || key_text == "DATABASE_URL"
             || key_text == "OUT_DIR"
+            || key_text == "RUSTC_WORKSPACE_WRAPPER"
+            || key_text == "CLIPPY_ARGS"
             || cargo_set
         {
             command.env_remove(&key);

@@ -509,7 +509,9 @@ async fn the_readme_grpc_example_answers_as_documented() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let build = std::process::Command::new("cargo")
             .current_dir(root)
-            .args(["build", "--quiet", "--example", "grpc_call"])
+            // The workspace's features, as the test build's: one package alone
+            // would build dependencies again with other features.
+            .args(["build", "--quiet", "--workspace", "--example", "grpc_call"])
             .status()
             .expect("cargo runs");
         assert!(build.success(), "the example builds");

@@ -185,14 +185,14 @@ async fn a_request_head_over_the_limits_gets_a_431_problem() {
         "the request head is larger than 417792 bytes or has more than 100 header fields",
     );
     let many: String = (0..101).map(|i| format!("X-Field-{i}: x\r\n")).collect();
-    let large = format!("X-Large: {}\r\n", "a".repeat(500_000));
+    let head = "GET /healthz HTTP/1.1\r\nHost: readstate\r\n";
+    // Hyper checks the size between reads, so a head that the read crossing the limit
+    // completes is served; this one never ends (no blank line), so it is refused once
+    // 417792 bytes are in, however the bytes arrive.
+    let endless = format!("{head}X-Large: {}", "a".repeat(500_000));
 
-    for fields in [many, large] {
-        let reply = answer(
-            &app,
-            format!("GET /healthz HTTP/1.1\r\nHost: readstate\r\n{fields}\r\n").as_bytes(),
-        )
-        .await;
+    for request in [format!("{head}{many}\r\n"), endless] {
+        let reply = answer(&app, request.as_bytes()).await;
 
         assert_wire_problem(&reply, &expected, true);
     }

@@ -33,7 +33,7 @@ async fn the_cache_stays_within_its_budget_and_evicted_users_reload_exactly() {
         s.cache.max_bytes = readstate::config::ByteSize::kib(256);
         // With the commit log an entry is evictable once a checkpoint has put it in
         // the database; checkpoint often, so the test does not wait on the default
-        // interval (10 s, as long as its patience).
+        // interval (10 s).
         s.storage.checkpoint_interval_ms = 100;
     })
     .await;
@@ -59,7 +59,10 @@ async fn the_cache_stays_within_its_budget_and_evicted_users_reload_exactly() {
         );
     }
 
-    let (bytes, evictions) = eventually(std::time::Duration::from_secs(10), || async {
+    // Checkpoints that can wait run under SCHED_IDLE, which gets almost no CPU while
+    // the machine is busy with other work (a build beside the tests, say): patience
+    // is for that, not for the service, which is done in well under a second.
+    let (bytes, evictions) = eventually(std::time::Duration::from_secs(60), || async {
         let text = app.metrics().await;
         let bytes = metric(&text, "readstate_cache_bytes").ok_or("no readstate_cache_bytes")?;
         let evictions = metric(&text, "readstate_cache_evictions_total").unwrap_or(0.0);
