@@ -3,11 +3,16 @@
 //! mentions and a connect (all read states of a user), plus the cache lookup that
 //! precedes each of them. `cargo bench --bench engine` (add `-- --quick` for a
 //! short run).
+//!
+//! With `ENGINE_STEPS=<workload>=<count>` (say `ack/10=100000`) the binary runs that
+//! workload's step `count` times and exits instead, which is what
+//! `scripts/engine-instructions` counts instructions of under callgrind: a figure
+//! that does not move with the machine's load, unlike criterion's times.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use readstate::cache::{Cache, Lookup};
 use readstate::domain::{
     Caps, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, UserEffect, UserId,
@@ -50,15 +55,44 @@ fn channel_window(caps: Caps) -> ChannelWindow {
     )
 }
 
-fn ack(c: &mut Criterion) {
+/// One benchmarked operation: where criterion files it, how many elements one step
+/// handles, and the step itself (which owns its state).
+struct Workload {
+    group: &'static str,
+    param: String,
+    elements: u64,
+    step: Box<dyn FnMut()>,
+}
+
+impl Workload {
+    fn new(
+        group: &'static str,
+        param: String,
+        elements: u64,
+        step: impl FnMut() + 'static,
+    ) -> Self {
+        Self {
+            group,
+            param,
+            elements,
+            step: Box::new(step),
+        }
+    }
+
+    /// `group/param`, as criterion names it and `ENGINE_STEPS` selects it.
+    fn id(&self) -> String {
+        format!("{}/{}", self.group, self.param)
+    }
+}
+
+fn ack() -> Vec<Workload> {
     let caps = Caps::default();
-    let mut group = c.benchmark_group("ack");
-    group.throughput(Throughput::Elements(1));
-    for channels in [10u64, 100] {
-        let mut states = user_states(channels);
-        let mut message = MESSAGES_PER_CHANNEL;
-        group.bench_function(BenchmarkId::from_parameter(channels), |b| {
-            b.iter(|| {
+    [10u64, 100]
+        .into_iter()
+        .map(|channels| {
+            let mut states = user_states(channels);
+            let mut message = MESSAGES_PER_CHANNEL;
+            Workload::new("ack", channels.to_string(), 1, move || {
                 // A new, later message each time, so every ack moves the position.
                 message += 1;
                 let effect = UserEffect::Ack {
@@ -73,83 +107,88 @@ fn ack(c: &mut Criterion) {
                     |_| 0,
                     NOW_MS,
                     caps.mention_window(),
-                ))
-            });
-        });
-    }
-    group.finish();
+                ));
+            })
+        })
+        .collect()
 }
 
-fn message_created(c: &mut Criterion) {
+fn message_created() -> Vec<Workload> {
     let caps = Caps::default();
-    let mut group = c.benchmark_group("message_created");
-    group.throughput(Throughput::Elements(1));
-    for mentions in [0u64, 3] {
-        let mut window = channel_window(caps);
-        // Author and mentioned users, each in 10 channels (the bench's dataset).
-        let mut users: HashMap<u64, UserStates> = (1..=4).map(|u| (u, user_states(10))).collect();
-        let mut message = MESSAGES_PER_CHANNEL;
-        group.bench_function(BenchmarkId::new("mentions", mentions), |b| {
-            b.iter(|| {
-                message += 1;
-                let op = Op::MessageCreated {
-                    channel: id(1),
-                    message: id(message),
-                    author: Some(id(1)),
-                    mentions: (2..2 + mentions).map(id).collect(),
-                };
-                // What `Service::apply` does with the cached entries: expand, observe
-                // the channel, apply each user effect.
-                let (channel_effect, user_effects) = expand(black_box(&op), 0);
-                if let Some(e) = channel_effect {
-                    black_box(window.observe(e.message.get(), e.deleted, caps.channel_window()));
-                }
-                for effect in &user_effects {
-                    let Some(states) = users.get_mut(&effect.user().get()) else {
-                        continue;
+    [0u64, 3]
+        .into_iter()
+        .map(|mentions| {
+            let mut window = channel_window(caps);
+            // Author and mentioned users, each in 10 channels (the bench's dataset).
+            let mut users: HashMap<u64, UserStates> =
+                (1..=4).map(|u| (u, user_states(10))).collect();
+            let mut message = MESSAGES_PER_CHANNEL;
+            Workload::new(
+                "message_created",
+                format!("mentions/{mentions}"),
+                1,
+                move || {
+                    message += 1;
+                    let op = Op::MessageCreated {
+                        channel: id(1),
+                        message: id(message),
+                        author: Some(id(1)),
+                        mentions: (2..2 + mentions).map(id).collect(),
                     };
-                    black_box(apply_user_effect(
-                        states,
-                        effect,
-                        |_| 0,
-                        NOW_MS,
-                        caps.mention_window(),
-                    ));
-                }
-            });
-        });
-    }
-    group.finish();
+                    // What `Service::apply` does with the cached entries: expand, observe
+                    // the channel, apply each user effect.
+                    let (channel_effect, user_effects) = expand(black_box(&op), 0);
+                    if let Some(e) = channel_effect {
+                        black_box(window.observe(
+                            e.message.get(),
+                            e.deleted,
+                            caps.channel_window(),
+                        ));
+                    }
+                    for effect in &user_effects {
+                        let Some(states) = users.get_mut(&effect.user().get()) else {
+                            continue;
+                        };
+                        black_box(apply_user_effect(
+                            states,
+                            effect,
+                            |_| 0,
+                            NOW_MS,
+                            caps.mention_window(),
+                        ));
+                    }
+                },
+            )
+        })
+        .collect()
 }
 
-fn read_states(c: &mut Criterion) {
+fn read_states() -> Vec<Workload> {
     let caps = Caps::default();
-    let mut group = c.benchmark_group("read_states");
-    for channels in [10u64, 100] {
-        let mut states = user_states(channels);
-        // A few mentions, as a real user has.
-        for ch in (1..=channels).step_by(3) {
-            states.add_mention(ch, MESSAGES_PER_CHANNEL, caps.mention_window());
-        }
-        let windows: HashMap<u64, ChannelWindow> = (1..=channels)
-            .map(|ch| (ch, channel_window(caps)))
-            .collect();
-        let empty = ChannelWindow::new();
-        group.throughput(Throughput::Elements(channels));
-        group.bench_function(BenchmarkId::from_parameter(channels), |b| {
-            b.iter(|| {
+    [10u64, 100]
+        .into_iter()
+        .map(|channels| {
+            let mut states = user_states(channels);
+            // A few mentions, as a real user has.
+            for ch in (1..=channels).step_by(3) {
+                states.add_mention(ch, MESSAGES_PER_CHANNEL, caps.mention_window());
+            }
+            let windows: HashMap<u64, ChannelWindow> = (1..=channels)
+                .map(|ch| (ch, channel_window(caps)))
+                .collect();
+            let empty = ChannelWindow::new();
+            Workload::new("read_states", channels.to_string(), channels, move || {
                 let views: Vec<ReadStateView> = black_box(&states)
                     .iter()
                     .map(|s| derive(s, windows.get(&s.channel).unwrap_or(&empty), caps, 0))
                     .collect();
-                black_box(views)
-            });
-        });
-    }
-    group.finish();
+                black_box(views);
+            })
+        })
+        .collect()
 }
 
-fn cache_lookup(c: &mut Criterion) {
+fn cache_lookup() -> Workload {
     const USERS: u64 = 100_000;
     let cache = Cache::new(256 * 1024 * 1024);
     for user in 1..=USERS {
@@ -158,21 +197,48 @@ fn cache_lookup(c: &mut Criterion) {
             shard.finish_user_load(user, user_states(10));
         }
     }
-    let mut group = c.benchmark_group("cache");
-    group.throughput(Throughput::Elements(1));
     let mut user = 0u64;
-    group.bench_function("user_hit", |b| {
-        b.iter(|| {
-            // A stride through the users, so lookups do not stay in one cache line.
-            user = (user + 7_919) % USERS + 1;
-            let found = cache
-                .lock(cache.user_shard(black_box(user)))
-                .update_user(user, |states| states.len());
-            black_box(found)
-        });
-    });
-    group.finish();
+    Workload::new("cache", "user_hit".to_string(), 1, move || {
+        // A stride through the users, so lookups do not stay in one cache line.
+        user = (user + 7_919) % USERS + 1;
+        let found = cache
+            .lock(cache.user_shard(black_box(user)))
+            .update_user(user, |states| states.len());
+        black_box(found);
+    })
 }
 
-criterion_group!(benches, ack, message_created, read_states, cache_lookup);
-criterion_main!(benches);
+fn workloads() -> Vec<Workload> {
+    let mut all = ack();
+    all.extend(message_created());
+    all.extend(read_states());
+    all.push(cache_lookup());
+    all
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("ENGINE_STEPS") {
+        let (name, count) = spec
+            .rsplit_once('=')
+            .expect("ENGINE_STEPS is <workload>=<count>, say ack/10=100000");
+        let count: u64 = count.parse().expect("ENGINE_STEPS's count is a number");
+        let mut workload = workloads()
+            .into_iter()
+            .find(|w| w.id() == name)
+            .unwrap_or_else(|| panic!("no workload {name}: ack/10, ack/100, message_created/mentions/0, message_created/mentions/3, read_states/10, read_states/100, cache/user_hit"));
+        for _ in 0..count {
+            (workload.step)();
+        }
+        return;
+    }
+    let mut criterion = Criterion::default().configure_from_args();
+    for mut workload in workloads() {
+        let mut group = criterion.benchmark_group(workload.group);
+        group.throughput(Throughput::Elements(workload.elements));
+        group.bench_function(BenchmarkId::from_parameter(&workload.param), |b| {
+            b.iter(&mut workload.step);
+        });
+        group.finish();
+    }
+    criterion.final_summary();
+}

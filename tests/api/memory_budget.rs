@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{assert_json, eventually, metric, read_states, spawn_app_with, state};
 
 const BUDGET: u64 = 256 * 1024;
-const USERS: u64 = 3_000;
+const USERS: u64 = 10_000;
 const CHANNELS: [u64; 3] = [1, 2, 3];
 const HEAD: u64 = 5;
 

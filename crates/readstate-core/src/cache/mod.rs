@@ -5,7 +5,8 @@
 //!   (users, channels). A table is a slab `Vec<Slot<T>>` indexed by a
 //!   `hashbrown::HashTable<u32>` of slab positions: 4 bytes of index per entry and no
 //!   per-entry allocation besides the value's own. A user's read states are one
-//!   [`UserStates`] (16 bytes per state), so "all read states of a user" is one lookup.
+//!   [`UserStates`] (one allocation, a few bytes per state: see its encoding), so
+//!   "all read states of a user" is one lookup.
 //! - **Budget.** Every shard gets `max_bytes / SHARDS`. Bytes are counted exactly from
 //!   capacities (slab slots, index buckets, each value's heap), not estimated.
 //!   After any insert or growth, the shard evicts with CLOCK (second chance) until it

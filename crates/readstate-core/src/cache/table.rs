@@ -137,6 +137,12 @@ impl<T: Weigh> Table<T> {
                 pos
             }
             None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow by an eighth, not by doubling: the slab's capacity counts
+                    // against the budget, and doubling a full slab could take the
+                    // shard over it with nothing left to evict.
+                    self.slots.reserve_exact((self.slots.len() / 8).max(4));
+                }
                 self.slots.push(slot);
                 u32::try_from(self.slots.len() - 1).expect("a shard holds fewer than 2^32 entries")
             }

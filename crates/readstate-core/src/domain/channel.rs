@@ -5,15 +5,20 @@
 //! `floor` is the largest id that fell out of it. Both are functions of the set of
 //! events, so the same events in any order, any number of times, give the same
 //! window (the merge is commutative, associative and idempotent).
-
+//!
+//! **Encoding** (frame of reference, as a user's read states): one byte holding the
+//! record width (1..=8), the varint `base`, then one record per id, ascending:
+//! `(id - base) << 1 | deleted` in `width` little-endian bytes. Ids that span less
+//! than 2^7 take 1 byte each, less than 2^15 2 bytes; snowflakes a day apart take 7, against 8 for a
+//! `u64`. A new id that fits is written in place (the oldest shifted out of a full
+//! window); one below the base or wider than the records re-encodes the window with
+//! the smallest base and the narrowest width.
 //!
 //! A channel's metadata (parent, group) rides along on the side, with the floor:
 //! a channel that never overflowed its window and has no metadata pays for neither.
 
 use super::ChannelMeta;
-
-/// Bit 63 marks a tombstone; ids never use it (they are at most 2^63-1).
-const DELETED: u64 = 1 << 63;
+use super::packed::{push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le};
 
 /// The rare parts of a channel, allocated only when one of them is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,13 +28,129 @@ struct Side {
     meta: ChannelMeta,
 }
 
+/// The header of an encoded window, parsed.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    base: u64,
+    width: usize,
+    /// Offset of the first record.
+    start: usize,
+    len: usize,
+}
+
+impl Layout {
+    #[inline]
+    fn of(data: &[u8]) -> Option<Layout> {
+        let width = usize::from(*data.first()?);
+        let mut at = 1;
+        let base = read_varint(data, &mut at);
+        Some(Layout {
+            base,
+            width,
+            start: at,
+            len: (data.len() - at) / width,
+        })
+    }
+
+    #[inline]
+    fn raw(&self, data: &[u8], i: usize) -> u64 {
+        let at = self.start + i * self.width;
+        read_le(&data[at..at + self.width])
+    }
+
+    #[inline]
+    fn id(&self, data: &[u8], i: usize) -> u64 {
+        self.base + (self.raw(data, i) >> 1)
+    }
+
+    /// Whether the record at `i` is a tombstone: bit 0 of its first byte (records
+    /// are little-endian), read without decoding the id.
+    #[inline]
+    fn tombstone(&self, data: &[u8], i: usize) -> bool {
+        data[self.start + i * self.width] & 1 != 0
+    }
+
+    /// The first byte of every record from `from` on, in order.
+    #[inline]
+    fn first_bytes<'d>(
+        &self,
+        data: &'d [u8],
+        from: usize,
+    ) -> impl DoubleEndedIterator<Item = u8> + 'd {
+        let start = (self.start + from * self.width).min(data.len());
+        data[start..].iter().step_by(self.width).copied()
+    }
+
+    /// The record of `id`, when it fits this layout.
+    fn record(&self, id: u64, deleted: bool) -> Option<u64> {
+        let raw = id.checked_sub(self.base)? << 1 | u64::from(deleted);
+        (width_of(raw | 1) <= self.width).then_some(raw)
+    }
+
+    /// Records with an id at most `id`: the index of the first one above it.
+    fn partition(&self, data: &[u8], id: u64) -> usize {
+        let Some(key) = id.checked_sub(self.base) else {
+            return 0;
+        };
+        if key > u64::MAX >> 1 {
+            // Above any id a record holds (ids are below 2^63).
+            return self.len;
+        }
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.raw(data, mid) <= key << 1 | 1 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// Encodes `rows` (ascending, distinct ids) with the smallest base and narrowest width.
+fn encode(rows: &[(u64, bool)]) -> Vec<u8> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Vec::new();
+    };
+    let base = first.0;
+    let width = width_of((last.0 - base) << 1 | 1);
+    let mut out = Vec::with_capacity(1 + varint_len(base) + rows.len() * width);
+    // The width is 1..=8.
+    out.push(width as u8);
+    push_varint(&mut out, base);
+    for &(id, deleted) in rows {
+        push_le(&mut out, (id - base) << 1 | u64::from(deleted), width);
+    }
+    out
+}
+
 /// The newest message ids of one channel, ascending, with tombstones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct ChannelWindow {
-    /// Ascending by id (the flag bit masked off); bit 63 set = deleted.
-    ids: Vec<u64>,
+    /// The header and the records (see the module's encoding); empty when no id is.
+    ids: Vec<u8>,
     /// The floor and the metadata; `None` while both are 0 / unset.
     side: Option<Box<Side>>,
+}
+
+/// Equal when the ids, tombstones, floor and metadata are, however encoded.
+impl PartialEq for ChannelWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.rows().eq(other.rows()) && self.side == other.side
+    }
+}
+
+impl Eq for ChannelWindow {}
+
+impl std::fmt::Debug for ChannelWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelWindow")
+            .field("rows", &self.rows().collect::<Vec<_>>())
+            .field("side", &self.side)
+            .finish()
+    }
 }
 
 impl ChannelWindow {
@@ -54,6 +175,10 @@ impl ChannelWindow {
         ch
     }
 
+    fn layout(&self) -> Option<Layout> {
+        Layout::of(&self.ids)
+    }
+
     /// Records that message `id` was created (`deleted = false`) or deleted.
     /// Returns whether the window or its floor changed.
     pub fn observe(&mut self, id: u64, deleted: bool, window: usize) -> bool {
@@ -61,59 +186,89 @@ impl ChannelWindow {
             // Older than everything the window keeps: it cannot enter the top W.
             return false;
         }
-        match self.ids.binary_search_by_key(&id, |raw| raw & !DELETED) {
-            Ok(at) => {
-                if deleted && self.ids[at] & DELETED == 0 {
-                    self.ids[at] |= DELETED;
-                    true
-                } else {
-                    false
-                }
+        let Some(layout) = self.layout() else {
+            self.ids = encode(&[(id, deleted)]);
+            return true;
+        };
+        let at = layout.partition(&self.ids, id);
+        if at > 0 && layout.id(&self.ids, at - 1) == id {
+            let off = layout.start + (at - 1) * layout.width;
+            if deleted && !layout.tombstone(&self.ids, at - 1) {
+                self.ids[off] |= 1;
+                return true;
             }
-            Err(at) => {
-                if self.ids.len() >= window {
-                    if at == 0 {
-                        // Older than a full window: it falls out at once, but it is
-                        // still the largest id outside the window (id > floor here),
-                        // so the floor rises; storage must learn that too.
-                        self.set_floor(id);
-                        return true;
-                    }
-                    let oldest = self.ids.remove(0) & !DELETED;
-                    self.set_floor(self.floor().max(oldest));
-                    self.ids
-                        .insert(at - 1, id | if deleted { DELETED } else { 0 });
+            return false;
+        }
+        let full = layout.len >= window;
+        if full {
+            if at == 0 {
+                // Older than a full window: it falls out at once, but it is still the
+                // largest id outside the window (id > floor here), so the floor rises;
+                // storage must learn that too.
+                self.set_floor(id);
+                return true;
+            }
+            let oldest = layout.id(&self.ids, 0);
+            self.set_floor(self.floor().max(oldest));
+        }
+        match layout.record(id, deleted) {
+            Some(raw) if full => {
+                // The oldest goes, the ones below `id` move down one, `id` goes in.
+                let (start, w) = (layout.start, layout.width);
+                self.ids.copy_within(start + w..start + at * w, start);
+                let off = start + (at - 1) * w;
+                write_le(&mut self.ids[off..off + w], raw);
+            }
+            Some(raw) => {
+                let (off, w) = (layout.start + at * layout.width, layout.width);
+                let end = self.ids.len();
+                self.ids.resize(end + w, 0);
+                self.ids.copy_within(off..end, off + w);
+                write_le(&mut self.ids[off..off + w], raw);
+            }
+            None => {
+                let mut rows: Vec<(u64, bool)> = self.rows().collect();
+                if full {
+                    rows.remove(0);
+                    rows.insert(at - 1, (id, deleted));
                 } else {
-                    self.ids.insert(at, id | if deleted { DELETED } else { 0 });
+                    rows.insert(at, (id, deleted));
                 }
-                true
+                self.ids = encode(&rows);
             }
         }
+        true
     }
 
     /// The newest non-deleted message id, or 0 when none is known.
     pub fn head(&self) -> u64 {
-        self.ids
-            .iter()
+        let Some(layout) = self.layout() else {
+            return 0;
+        };
+        (0..layout.len)
             .rev()
-            .find(|raw| *raw & DELETED == 0)
-            .copied()
-            .unwrap_or(0)
+            .find(|&i| !layout.tombstone(&self.ids, i))
+            .map_or(0, |i| layout.id(&self.ids, i))
     }
 
     /// Whether `id` is known to be deleted.
     pub fn is_deleted(&self, id: u64) -> bool {
-        self.ids
-            .binary_search_by_key(&id, |raw| raw & !DELETED)
-            .is_ok_and(|at| self.ids[at] & DELETED != 0)
+        let Some(layout) = self.layout() else {
+            return false;
+        };
+        let at = layout.partition(&self.ids, id);
+        at > 0 && layout.id(&self.ids, at - 1) == id && layout.tombstone(&self.ids, at - 1)
     }
 
     /// Non-deleted messages with id > `read`, counted up to `limit` (stops early).
     pub fn count_after(&self, read: u64, limit: usize) -> usize {
-        let start = self.ids.partition_point(|raw| raw & !DELETED <= read);
-        self.ids[start..]
-            .iter()
-            .filter(|raw| *raw & DELETED == 0)
+        let Some(layout) = self.layout() else {
+            return 0;
+        };
+        let start = layout.partition(&self.ids, read);
+        layout
+            .first_bytes(&self.ids, start)
+            .filter(|b| b & 1 == 0)
             .take(limit)
             .count()
     }
@@ -156,23 +311,26 @@ impl ChannelWindow {
         if read < self.floor() {
             return None;
         }
-        let start = self.ids.partition_point(|raw| raw & !DELETED <= read);
-        self.ids[start..]
-            .iter()
-            .find(|raw| *raw & DELETED == 0)
-            .copied()
+        let layout = self.layout()?;
+        let start = layout.partition(&self.ids, read);
+        (start..layout.len)
+            .find(|&i| !layout.tombstone(&self.ids, i))
+            .map(|i| layout.id(&self.ids, i))
     }
 
     /// Every `(id, deleted)` in the window, ascending.
     pub fn rows(&self) -> impl Iterator<Item = (u64, bool)> + '_ {
-        self.ids
-            .iter()
-            .map(|raw| (raw & !DELETED, raw & DELETED != 0))
+        self.layout().into_iter().flat_map(move |l| {
+            (0..l.len).map(move |i| {
+                let raw = l.raw(&self.ids, i);
+                (l.base + (raw >> 1), raw & 1 != 0)
+            })
+        })
     }
 
     /// Number of ids kept (created and deleted).
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.layout().map_or(0, |l| l.len)
     }
 
     /// True when the channel knows no message.
@@ -182,7 +340,7 @@ impl ChannelWindow {
 
     /// Heap bytes this window owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
-        self.ids.capacity() * std::mem::size_of::<u64>()
+        self.ids.capacity()
             + self
                 .side
                 .as_ref()
@@ -231,5 +389,64 @@ mod tests {
             early.observe(id, false, 4);
         }
         assert_eq!(late, early);
+    }
+
+    /// Ids that exercise every width: small ones, ones near 2^63, and anything between.
+    fn an_id() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => 1..60u64,
+            1 => (super::super::ids::MAX_ID - 60)..=super::super::ids::MAX_ID,
+            1 => 1..=super::super::ids::MAX_ID,
+            1 => (1u64 << 40)..(1u64 << 40) + 100,
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The compact window is the set definition: the newest `W` ids seen, each
+        /// deleted if any event deleted it, and the floor the largest id outside;
+        /// rebuilt from its rows and floor, it is the same window.
+        #[test]
+        fn the_compact_window_is_the_top_w_of_the_ids_seen(
+            events in proptest::collection::vec((an_id(), proptest::bool::weighted(0.2)), 0..80),
+            window in 1..8usize,
+        ) {
+            let mut ch = ChannelWindow::new();
+            let mut seen = std::collections::BTreeMap::<u64, bool>::new();
+            for (id, deleted) in events {
+                ch.observe(id, deleted, window);
+                *seen.entry(id).or_default() |= deleted;
+                let kept: Vec<(u64, bool)> =
+                    seen.iter().rev().take(window).rev().map(|(i, d)| (*i, *d)).collect();
+                let floor = seen.keys().rev().nth(window).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(ch.rows().collect::<Vec<_>>(), kept.clone());
+                proptest::prop_assert_eq!(ch.floor(), floor);
+                proptest::prop_assert_eq!(ch.len(), kept.len());
+                let head = kept.iter().rev().find(|(_, d)| !d).map_or(0, |(i, _)| *i);
+                proptest::prop_assert_eq!(ch.head(), head);
+            }
+            let rebuilt = ChannelWindow::from_rows(ch.rows().collect::<Vec<_>>().into_iter().rev(), ch.floor(), window);
+            proptest::prop_assert_eq!(&rebuilt, &ch);
+        }
+    }
+
+    #[test]
+    fn ids_take_the_bytes_their_span_needs() {
+        // The width byte, the base (1, one byte), 20 records of 1 byte (a span of 19).
+        let ch = ChannelWindow::from_rows((1..=20).map(|id| (id, false)), 0, 200);
+        assert_eq!(ch.heap_bytes(), 2 + 20);
+        assert_eq!(ch.head(), 20);
+        assert_eq!(ch.count_after(10, 100), 10);
+        // Ids 1,000 apart span 19,000: 2 bytes each, with a 2-byte base.
+        let mut ch = ChannelWindow::from_rows((1..=20).map(|i| (i * 1_000, false)), 0, 200);
+        assert_eq!(ch.heap_bytes(), 3 + 20 * 2);
+        // A snowflake re-encodes it wider; the rows stay what they were.
+        assert!(ch.observe(1 << 60, false, 200));
+        assert_eq!(ch.len(), 21);
+        assert_eq!(ch.head(), 1 << 60);
+        assert_eq!(ch.first_after(20_000), Some(1 << 60));
+        assert_eq!(ch.first_after(999), Some(1_000));
     }
 }

@@ -13,6 +13,7 @@ mod channel;
 mod ids;
 mod model;
 mod ops;
+mod packed;
 mod settings;
 mod user;
 mod view;

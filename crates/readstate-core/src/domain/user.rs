@@ -1,9 +1,23 @@
-//! All read states of one user, stored compactly: 16 bytes per read state in the
-//! common case (channel id + read position), with the rare parts (a non-zero unread
-//! epoch, mention ids, notification settings) in a side allocation that most users
-//! never have.
+//! All read states of one user, stored compactly in one allocation: a header, then
+//! one fixed-width record per state (channel id, read position), sorted by channel.
+//!
+//! **Encoding** (frame of reference). The header is one byte holding the two widths
+//! (`channel_width` in 1..=8 in the low nibble, `pos_width` in 0..=8 in the high one),
+//! then the varints `base_channel` and `base_pos`. A record is `channel - base_channel`
+//! in `channel_width` little-endian bytes, then `pos - base_pos` in `pos_width` bytes.
+//! Records keep a fixed width so that a lookup is a binary search and an ack that
+//! still fits is written in place; anything that does not fit (a channel or position
+//! below its base, a difference wider than its field) re-encodes the user with the
+//! narrowest widths and the smallest bases. A user in 10 channels whose ids span less
+//! than 2^24 and whose positions are within 255 of each other takes 4 bytes per state
+//! plus a header of a few bytes; ids that are 63-bit snowflakes a few days apart
+//! take about 14 bytes per state, still less than the 16 of two `u64`s.
+//!
+//! The rare parts (a non-zero unread epoch, mention ids, notification settings) live
+//! in a side allocation that most users never have.
 
 use super::Settings;
+use super::packed::{push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le};
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
 /// within the current epoch; marking unread starts a newer epoch (a timestamp), so a
@@ -15,12 +29,6 @@ pub struct ReadPos {
     pub epoch: u64,
     /// Last read message id within the epoch (0: nothing read).
     pub pos: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    channel: u64,
-    pos: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,11 +72,131 @@ pub struct StateRef<'a> {
     pub settings: Settings,
 }
 
-/// Every read state of one user, sorted by channel id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The header of an encoded user, parsed.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    base_channel: u64,
+    base_pos: u64,
+    channel_width: usize,
+    pos_width: usize,
+    /// Offset of the first record.
+    start: usize,
+    /// Number of records.
+    len: usize,
+}
+
+impl Layout {
+    /// The layout of `data`, `None` when it is empty (no state).
+    #[inline]
+    fn of(data: &[u8]) -> Option<Layout> {
+        let widths = *data.first()?;
+        let mut at = 1;
+        let base_channel = read_varint(data, &mut at);
+        let base_pos = read_varint(data, &mut at);
+        let channel_width = usize::from(widths & 0x0f);
+        let pos_width = usize::from(widths >> 4);
+        Some(Layout {
+            base_channel,
+            base_pos,
+            channel_width,
+            pos_width,
+            start: at,
+            len: (data.len() - at) / (channel_width + pos_width),
+        })
+    }
+
+    fn record(&self) -> usize {
+        self.channel_width + self.pos_width
+    }
+
+    #[inline]
+    fn channel(&self, data: &[u8], i: usize) -> u64 {
+        let at = self.start + i * self.record();
+        self.base_channel + read_le(&data[at..at + self.channel_width])
+    }
+
+    #[inline]
+    fn pos(&self, data: &[u8], i: usize) -> u64 {
+        let at = self.start + i * self.record() + self.channel_width;
+        self.base_pos + read_le(&data[at..at + self.pos_width])
+    }
+
+    /// Whether `(channel, pos)` can be stored without re-encoding.
+    fn fits(&self, channel: u64, pos: u64) -> bool {
+        channel >= self.base_channel
+            && width_of(channel - self.base_channel) <= self.channel_width
+            && self.fits_pos(pos)
+    }
+
+    fn fits_pos(&self, pos: u64) -> bool {
+        pos >= self.base_pos && width_of(pos - self.base_pos) <= self.pos_width
+    }
+
+    /// Appends the record of `(channel, pos)`; it must fit.
+    fn push(&self, out: &mut Vec<u8>, channel: u64, pos: u64) {
+        push_le(out, channel - self.base_channel, self.channel_width);
+        push_le(out, pos - self.base_pos, self.pos_width);
+    }
+}
+
+/// Encodes `records` (ascending by channel, distinct) with the narrowest widths.
+fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Box::default();
+    };
+    let (min_pos, max_pos) = records
+        .iter()
+        .fold((u64::MAX, 0), |(lo, hi), (_, p)| (lo.min(*p), hi.max(*p)));
+    let layout = Layout {
+        base_channel: first.0,
+        base_pos: min_pos,
+        channel_width: width_of(last.0 - first.0).max(1),
+        pos_width: width_of(max_pos - min_pos),
+        start: 0,
+        len: 0,
+    };
+    let header = 1 + varint_len(layout.base_channel) + varint_len(layout.base_pos);
+    let mut out = Vec::with_capacity(header + records.len() * layout.record());
+    // Both widths are at most 8, so each fits its nibble.
+    out.push(layout.channel_width as u8 | (layout.pos_width as u8) << 4);
+    push_varint(&mut out, layout.base_channel);
+    push_varint(&mut out, layout.base_pos);
+    for &(channel, pos) in records {
+        layout.push(&mut out, channel, pos);
+    }
+    debug_assert_eq!(
+        out.len(),
+        out.capacity(),
+        "the encoded length is computed exactly"
+    );
+    out.into_boxed_slice()
+}
+
+/// Every read state of one user, sorted by channel id (see the module's encoding).
+#[derive(Clone, Default)]
 pub struct UserStates {
-    entries: Vec<Entry>,
+    /// The header and the records; empty (no allocation) when the user has no state.
+    data: Box<[u8]>,
     extras: Option<Box<Extras>>,
+}
+
+/// Equal when the states are: two encodings of the same states (say one written in
+/// place, the other re-encoded) are equal.
+impl PartialEq for UserStates {
+    fn eq(&self, other: &Self) -> bool {
+        let extras = |u: &Self| u.extras.as_deref().filter(|x| !x.is_empty()).cloned();
+        self.len() == other.len()
+            && self.records().eq(other.records())
+            && extras(self) == extras(other)
+    }
+}
+
+impl Eq for UserStates {}
+
+impl std::fmt::Debug for UserStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl UserStates {
@@ -77,18 +205,123 @@ impl UserStates {
         Self::default()
     }
 
+    /// The states of `reads` (in any order; repeats merge by maximum), built with one
+    /// allocation: how a user is loaded from storage.
+    pub fn from_reads(mut reads: Vec<(u64, ReadPos)>) -> Self {
+        reads.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        reads.dedup_by_key(|(channel, _)| *channel);
+        let records: Vec<(u64, u64)> = reads.iter().map(|(c, r)| (*c, r.pos)).collect();
+        let epochs: Vec<(u64, u64)> = reads
+            .iter()
+            .filter(|(_, r)| r.epoch != 0)
+            .map(|(c, r)| (*c, r.epoch))
+            .collect();
+        Self {
+            data: encode(&records),
+            extras: (!epochs.is_empty()).then(|| {
+                Box::new(Extras {
+                    epochs,
+                    ..Extras::default()
+                })
+            }),
+        }
+    }
+
     /// Number of read states.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        Layout::of(&self.data).map_or(0, |l| l.len)
     }
 
     /// True when the user has no read state.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.data.is_empty()
+    }
+
+    /// `(channel, pos)` of every state, ascending by channel.
+    fn records(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        Layout::of(&self.data).into_iter().flat_map(move |l| {
+            (0..l.len).map(move |i| (l.channel(&self.data, i), l.pos(&self.data, i)))
+        })
+    }
+
+    fn find_in(&self, layout: &Layout, channel: u64) -> Result<usize, usize> {
+        if channel < layout.base_channel {
+            return Err(0);
+        }
+        let key = channel - layout.base_channel;
+        if width_of(key) > layout.channel_width {
+            return Err(layout.len);
+        }
+        let (mut lo, mut hi) = (0, layout.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = layout.start + mid * layout.record();
+            let probe = read_le(&self.data[at..at + layout.channel_width]);
+            match probe.cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
     }
 
     fn find(&self, channel: u64) -> Result<usize, usize> {
-        self.entries.binary_search_by_key(&channel, |e| e.channel)
+        match Layout::of(&self.data) {
+            Some(layout) => self.find_in(&layout, channel),
+            None => Err(0),
+        }
+    }
+
+    /// Sets the position of the state at `at` (which exists) of `layout` (this user's):
+    /// in place when it fits, by re-encoding otherwise.
+    fn set_pos(&mut self, layout: &Layout, at: usize, pos: u64) {
+        if layout.fits_pos(pos) {
+            let off = layout.start + at * layout.record() + layout.channel_width;
+            write_le(
+                &mut self.data[off..off + layout.pos_width],
+                pos - layout.base_pos,
+            );
+        } else {
+            let mut records: Vec<(u64, u64)> = self.records().collect();
+            records[at].1 = pos;
+            self.data = encode(&records);
+        }
+    }
+
+    /// Inserts the state `(channel, pos)` at index `at` (where `find` said it goes).
+    fn insert_at(&mut self, at: usize, channel: u64, pos: u64) {
+        match Layout::of(&self.data) {
+            Some(layout) if layout.fits(channel, pos) => {
+                let split = layout.start + at * layout.record();
+                let mut out = Vec::with_capacity(self.data.len() + layout.record());
+                out.extend_from_slice(&self.data[..split]);
+                layout.push(&mut out, channel, pos);
+                out.extend_from_slice(&self.data[split..]);
+                self.data = out.into_boxed_slice();
+            }
+            _ => {
+                let mut records: Vec<(u64, u64)> = self.records().collect();
+                records.insert(at, (channel, pos));
+                self.data = encode(&records);
+            }
+        }
+    }
+
+    /// Removes the record at `at` (which exists), keeping the widths.
+    fn remove_at(&mut self, at: usize) {
+        let Some(layout) = Layout::of(&self.data) else {
+            return;
+        };
+        if layout.len == 1 {
+            self.data = Box::default();
+            return;
+        }
+        let split = layout.start + at * layout.record();
+        let mut out = Vec::with_capacity(self.data.len() - layout.record());
+        out.extend_from_slice(&self.data[..split]);
+        out.extend_from_slice(&self.data[split + layout.record()..]);
+        self.data = out.into_boxed_slice();
     }
 
     fn epoch_of(&self, channel: u64) -> u64 {
@@ -128,31 +361,32 @@ impl UserStates {
 
     /// The read state of `channel`, if the user has one.
     pub fn get(&self, channel: u64) -> Option<StateRef<'_>> {
-        let at = self.find(channel).ok()?;
-        Some(self.state_at(at))
+        let layout = Layout::of(&self.data)?;
+        let at = self.find_in(&layout, channel).ok()?;
+        Some(self.state(channel, layout.pos(&self.data, at)))
     }
 
-    fn state_at(&self, at: usize) -> StateRef<'_> {
-        let e = self.entries[at];
+    fn state(&self, channel: u64, pos: u64) -> StateRef<'_> {
         StateRef {
-            channel: e.channel,
+            channel,
             read: ReadPos {
-                epoch: self.epoch_of(e.channel),
-                pos: e.pos,
+                epoch: self.epoch_of(channel),
+                pos,
             },
-            mentions: self.mention_range(e.channel),
-            settings: self.settings_of(e.channel),
+            mentions: self.mention_range(channel),
+            settings: self.settings_of(channel),
         }
     }
 
     /// Every read state, ascending by channel.
     pub fn iter(&self) -> impl Iterator<Item = StateRef<'_>> + '_ {
-        (0..self.entries.len()).map(|at| self.state_at(at))
+        self.records()
+            .map(|(channel, pos)| self.state(channel, pos))
     }
 
     /// Channel ids of every read state, ascending.
     pub fn channels(&self) -> impl Iterator<Item = u64> + '_ {
-        self.entries.iter().map(|e| e.channel)
+        self.records().map(|(channel, _)| channel)
     }
 
     /// Creates the state at `read` if missing. Returns the index and whether it was created.
@@ -160,13 +394,7 @@ impl UserStates {
         match self.find(channel) {
             Ok(at) => (at, Changed::No),
             Err(at) => {
-                self.entries.insert(
-                    at,
-                    Entry {
-                        channel,
-                        pos: read.pos,
-                    },
-                );
+                self.insert_at(at, channel, read.pos);
                 if read.epoch != 0 {
                     self.set_epoch(channel, read.epoch);
                 }
@@ -178,18 +406,20 @@ impl UserStates {
     /// Merges a read position in: the state becomes the lexicographic max of the
     /// two (created at `read` when missing). This is also how storage merges rows.
     pub fn merge_read(&mut self, channel: u64, read: ReadPos) -> Changed {
-        let (at, created) = self.ensure(channel, read);
-        if created.is_yes() {
-            return Changed::Yes;
-        }
+        // The header is parsed once for the lookup, the comparison and the write.
+        let found = Layout::of(&self.data)
+            .and_then(|layout| Some((layout, self.find_in(&layout, channel).ok()?)));
+        let Some((layout, at)) = found else {
+            return self.ensure(channel, read).1;
+        };
         let current = ReadPos {
             epoch: self.epoch_of(channel),
-            pos: self.entries[at].pos,
+            pos: layout.pos(&self.data, at),
         };
         if read <= current {
             return Changed::No;
         }
-        self.entries[at].pos = read.pos;
+        self.set_pos(&layout, at, read.pos);
         if read.epoch != current.epoch {
             self.set_epoch(channel, read.epoch);
         }
@@ -266,7 +496,7 @@ impl UserStates {
         let Ok(at) = self.find(channel) else {
             return Changed::No;
         };
-        self.entries.remove(at);
+        self.remove_at(at);
         if let Some(extras) = &mut self.extras {
             extras.epochs.retain(|(c, _)| *c != channel);
             extras.mentions.retain(|(c, _)| *c != channel);
@@ -307,9 +537,8 @@ impl UserStates {
         channels
     }
 
-    /// Drops spare capacity (after a load or many removals).
+    /// Drops spare capacity of the side allocation (the records never have any).
     pub fn shrink(&mut self) {
-        self.entries.shrink_to_fit();
         if let Some(extras) = &mut self.extras {
             extras.epochs.shrink_to_fit();
             extras.mentions.shrink_to_fit();
@@ -319,19 +548,20 @@ impl UserStates {
 
     /// Heap bytes this value owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
-        let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
         let extras = self.extras.as_ref().map_or(0, |x| {
             std::mem::size_of::<Extras>()
                 + x.epochs.capacity() * std::mem::size_of::<(u64, u64)>()
                 + x.mentions.capacity() * std::mem::size_of::<(u64, u64)>()
                 + x.settings.capacity() * std::mem::size_of::<(u64, Settings)>()
         });
-        entries + extras
+        self.data.len() + extras
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -375,5 +605,206 @@ mod tests {
         assert_eq!(u.add_mention(2, 2, 3), Changed::No);
         assert_eq!(u.remove(2), Changed::Yes);
         assert_eq!(u.get(1).map(|s| s.mentions.len()), Some(1));
+    }
+
+    /// What a user's states must be, kept the plain way: a map of channel to
+    /// position, mention ids and settings.
+    #[derive(Debug, Default)]
+    struct Plain(std::collections::BTreeMap<u64, (ReadPos, Vec<u64>, Settings)>);
+
+    impl Plain {
+        fn merge_read(&mut self, channel: u64, read: ReadPos) -> Changed {
+            match self.0.get_mut(&channel) {
+                None => {
+                    self.0
+                        .insert(channel, (read, Vec::new(), Settings::default()));
+                    Changed::Yes
+                }
+                Some(state) if read > state.0 => {
+                    state.0 = read;
+                    Changed::Yes
+                }
+                Some(_) => Changed::No,
+            }
+        }
+
+        fn epoch(&self, channel: u64) -> u64 {
+            self.0.get(&channel).map_or(0, |s| s.0.epoch)
+        }
+
+        fn states(&self) -> Vec<(u64, ReadPos, Vec<u64>, Settings)> {
+            self.0
+                .iter()
+                .map(|(c, (r, m, s))| (*c, *r, m.clone(), *s))
+                .collect()
+        }
+    }
+
+    fn compact(u: &UserStates) -> Vec<(u64, ReadPos, Vec<u64>, Settings)> {
+        u.iter()
+            .map(|s| {
+                let mentions = s.mentions.iter().map(|(_, m)| *m).collect();
+                (s.channel, s.read, mentions, s.settings)
+            })
+            .collect()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Read(u64, ReadPos),
+        Ack(u64, u64, Option<u64>),
+        Unread(u64, u64, u64),
+        Join(u64, ReadPos),
+        Mention(u64, u64),
+        Remove(u64),
+        Settings(u64, u64, ReadPos),
+    }
+
+    /// Ids that exercise every width: small ones, ones near 2^63, and anything between.
+    fn an_id() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => 1..40u64,
+            1 => (super::super::ids::MAX_ID - 40)..=super::super::ids::MAX_ID,
+            1 => 1..=super::super::ids::MAX_ID,
+            1 => (1u64 << 20)..(1u64 << 20) + 300,
+        ]
+    }
+
+    fn a_pos() -> impl Strategy<Value = u64> {
+        prop_oneof![3 => 0..300u64, 1 => an_id()]
+    }
+
+    fn a_read() -> impl Strategy<Value = ReadPos> {
+        (prop_oneof![3 => Just(0u64), 1 => 1..1_000u64], a_pos())
+            .prop_map(|(epoch, pos)| ReadPos { epoch, pos })
+    }
+
+    fn a_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (an_id(), a_read()).prop_map(|(c, r)| Step::Read(c, r)),
+            4 => (an_id(), a_pos(), proptest::option::of(0..1_000u64))
+                .prop_map(|(c, m, at)| Step::Ack(c, m, at)),
+            1 => (an_id(), 1..=super::super::ids::MAX_ID, 0..1_000u64)
+                .prop_map(|(c, m, now)| Step::Unread(c, m, now)),
+            2 => (an_id(), a_read()).prop_map(|(c, r)| Step::Join(c, r)),
+            2 => (an_id(), an_id()).prop_map(|(c, m)| Step::Mention(c, m)),
+            2 => an_id().prop_map(Step::Remove),
+            1 => (an_id(), 0..1_000u64, a_read()).prop_map(|(c, at, r)| Step::Settings(c, at, r)),
+        ]
+    }
+
+    const WINDOW: usize = 3;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The compact encoding holds exactly what a plain map holds, whatever the
+        /// ids and positions (each re-encoding, in-place write and removal is hit),
+        /// and a user rebuilt from its positions equals the original.
+        #[test]
+        fn the_compact_encoding_behaves_as_a_plain_map(steps in proptest::collection::vec(a_step(), 0..60)) {
+            let mut u = UserStates::new();
+            let mut plain = Plain::default();
+            for step in steps {
+                match step {
+                    Step::Read(c, r) => {
+                        prop_assert_eq!(u.merge_read(c, r), plain.merge_read(c, r));
+                    }
+                    Step::Ack(c, m, at) => {
+                        let epoch = plain.epoch(c);
+                        let expected = if at.is_some_and(|at| at < epoch) {
+                            None
+                        } else {
+                            let read = ReadPos { epoch, pos: m };
+                            plain.merge_read(c, read).is_yes().then_some(read)
+                        };
+                        prop_assert_eq!(u.ack(c, m, at), expected);
+                    }
+                    Step::Unread(c, m, now) => {
+                        let current = plain.0.get(&c).map(|s| s.0);
+                        let expected = if current.is_some_and(|r| r.pos == m - 1 && r.epoch != 0) {
+                            None
+                        } else {
+                            let epoch = now.max(current.map_or(0, |r| r.epoch + 1)).max(1);
+                            let read = ReadPos { epoch, pos: m - 1 };
+                            plain.merge_read(c, read);
+                            Some(read)
+                        };
+                        prop_assert_eq!(u.mark_unread(c, m, now), expected);
+                    }
+                    Step::Join(c, r) => {
+                        let expected = if plain.0.contains_key(&c) {
+                            Changed::No
+                        } else {
+                            plain.merge_read(c, r)
+                        };
+                        prop_assert_eq!(u.join(c, r), expected);
+                    }
+                    Step::Mention(c, m) => {
+                        let created = !plain.0.contains_key(&c);
+                        let ids = &mut plain.0.entry(c).or_default().1;
+                        let full_and_older = ids.len() >= WINDOW && m < ids[0];
+                        let inserted = !(ids.contains(&m) || full_and_older);
+                        if inserted {
+                            ids.push(m);
+                            ids.sort_unstable();
+                            if ids.len() > WINDOW {
+                                ids.remove(0);
+                            }
+                        }
+                        let expected = if inserted || created { Changed::Yes } else { Changed::No };
+                        prop_assert_eq!(u.add_mention(c, m, WINDOW), expected);
+                    }
+                    Step::Remove(c) => {
+                        let expected = if plain.0.remove(&c).is_some() { Changed::Yes } else { Changed::No };
+                        prop_assert_eq!(u.remove(c), expected);
+                    }
+                    Step::Settings(c, at, r) => {
+                        let settings = Settings { muted_until: at + 1, muted_at: at, ..Settings::default() };
+                        let created = !plain.0.contains_key(&c);
+                        let state = plain.0.entry(c).or_insert((r, Vec::new(), Settings::default()));
+                        let changed = state.2.merge(&settings);
+                        let expected = (changed || created)
+                            .then_some((state.2, if created { Changed::Yes } else { Changed::No }));
+                        prop_assert_eq!(u.merge_settings(c, &settings, r), expected);
+                    }
+                }
+                prop_assert_eq!(compact(&u), plain.states());
+                prop_assert_eq!(u.len(), plain.0.len());
+                prop_assert_eq!(u.is_empty(), plain.0.is_empty());
+            }
+            let reads: Vec<(u64, ReadPos)> = u.iter().map(|s| (s.channel, s.read)).collect();
+            let mut reloaded = UserStates::from_reads(reads.iter().rev().copied().collect());
+            for s in u.iter() {
+                for (_, m) in s.mentions {
+                    reloaded.add_mention(s.channel, *m, WINDOW);
+                }
+                reloaded.merge_settings(s.channel, &s.settings, s.read);
+            }
+            prop_assert_eq!(&reloaded, &u);
+            prop_assert_eq!(compact(&reloaded), compact(&u));
+        }
+    }
+
+    #[test]
+    fn ten_small_states_take_four_bytes_each_and_a_short_header() {
+        let mut u = UserStates::new();
+        for c in 0..10u64 {
+            u.merge_read(
+                1_000 + c * 20_000,
+                ReadPos {
+                    epoch: 0,
+                    pos: c * 2,
+                },
+            );
+        }
+        // Channels span 180,000 (3 bytes), positions 18 (1 byte); header: the
+        // widths, base channel 1,000 (2 bytes), base position 0 (1 byte).
+        assert_eq!(u.heap_bytes(), 4 + 10 * 4);
+        // An ack past what one byte holds widens every record by one byte.
+        assert!(u.ack(1_000, 1_000, None).is_some());
+        assert_eq!(u.heap_bytes(), 4 + 10 * 5);
+        assert_eq!(u.get(1_000).map(|s| s.read.pos), Some(1_000));
+        assert_eq!(u.get(21_000).map(|s| s.read.pos), Some(2));
     }
 }

@@ -18,16 +18,20 @@ pub(super) fn uid(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative id {v}")))
 }
 
-/// A user's read states, gathered row by row.
+/// A user's read states, gathered row by row and encoded once at the end.
 pub(super) struct UserRows {
-    states: UserStates,
+    reads: Vec<(u64, ReadPos)>,
+    mentions: Vec<(u64, u64)>,
+    settings: Vec<(u64, Settings, ReadPos)>,
     mention_window: usize,
 }
 
 impl UserRows {
     pub(super) fn new(mention_window: usize) -> Self {
         Self {
-            states: UserStates::new(),
+            reads: Vec::new(),
+            mentions: Vec::new(),
+            settings: Vec::new(),
             mention_window,
         }
     }
@@ -38,14 +42,13 @@ impl UserRows {
             epoch: uid(epoch)?,
             pos: uid(pos)?,
         };
-        self.states.merge_read(uid(channel)?, read);
+        self.reads.push((uid(channel)?, read));
         Ok(())
     }
 
     /// One of a read state's mention ids.
     pub(super) fn mention(&mut self, channel: i64, message: u64) -> Result<(), StoreError> {
-        self.states
-            .add_mention(uid(channel)?, message, self.mention_window);
+        self.mentions.push((uid(channel)?, message));
         Ok(())
     }
 
@@ -71,12 +74,22 @@ impl UserRows {
             epoch: uid(read.0)?,
             pos: uid(read.1)?,
         };
-        self.states.merge_settings(uid(channel)?, &settings, read);
+        self.settings.push((uid(channel)?, settings, read));
         Ok(())
     }
 
+    /// The user's states: the positions first (one allocation), then the mentions
+    /// and settings, which create a state only where no position row made one.
     pub(super) fn finish(self) -> UserStates {
-        self.states
+        let mut states = UserStates::from_reads(self.reads);
+        for (channel, message) in self.mentions {
+            states.add_mention(channel, message, self.mention_window);
+        }
+        for (channel, settings, read) in self.settings {
+            states.merge_settings(channel, &settings, read);
+        }
+        states.shrink();
+        states
     }
 }
 
