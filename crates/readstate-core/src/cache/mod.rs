@@ -225,10 +225,16 @@ impl Shard {
     }
 
     /// Evicts clean entries (CLOCK) until the shard is within budget or nothing more
-    /// can go. The entries named by `keep_*` stay: the caller is using them.
+    /// can go, compacting a table first when half of its slab is free slots. The
+    /// entries named by `keep_*` stay: the caller is using them.
     fn enforce_budget(&mut self, keep_user: Option<u64>, keep_channel: Option<u64>) {
         let mut stalled = [false, false];
         while self.bytes() > self.budget && !(stalled[0] && stalled[1]) {
+            // Over budget may be slab capacity that evicted entries left: give that
+            // back before evicting live entries for it.
+            if self.users.compact_if_sparse() | self.channels.compact_if_sparse() {
+                continue;
+            }
             self.clock_turn = !self.clock_turn;
             let (evicted, side) = if self.clock_turn {
                 (self.users.evict_one(keep_user), 0)

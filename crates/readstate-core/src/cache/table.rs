@@ -217,6 +217,38 @@ impl<T: Weigh> Table<T> {
         self.len -= 1;
     }
 
+    /// Rebuilds the slab and its index around the live entries when at least half of
+    /// the slab is free slots (and at least 16 are): a burst of dirty entries grows
+    /// the slab, and its capacity, which counts against the budget, would otherwise
+    /// stay at that high-water mark after the entries are evicted. The condition
+    /// makes the O(n) rebuild amortised: the next one needs as many removals again.
+    /// Returns whether it rebuilt.
+    pub fn compact_if_sparse(&mut self) -> bool {
+        let free = self.slots.len() - self.len;
+        if free < 16 || free < self.len {
+            return false;
+        }
+        let mut live: Vec<Slot<T>> = Vec::with_capacity(self.len);
+        live.extend(
+            std::mem::take(&mut self.slots)
+                .into_iter()
+                .filter(|s| s.id != 0),
+        );
+        self.slots = live;
+        self.free = Vec::new();
+        self.hand = 0;
+        let mut index = HashTable::with_capacity(self.slots.len());
+        for (pos, slot) in self.slots.iter().enumerate() {
+            let pos = u32::try_from(pos).expect("a shard holds fewer than 2^32 entries");
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            index.insert_unique(self.hasher.hash_one(slot.id), pos, |&p| {
+                hasher.hash_one(slots[p as usize].id)
+            });
+        }
+        self.index = index;
+        true
+    }
+
     /// Entries with writes not yet committed.
     pub fn dirty(&self) -> usize {
         self.slots

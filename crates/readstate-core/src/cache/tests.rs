@@ -183,3 +183,39 @@ fn a_remote_channel_delete_drops_every_cached_holder_of_a_state_in_it() {
         "users without a state in the channel stay"
     );
 }
+
+#[test]
+fn a_burst_of_dirty_entries_does_not_leave_the_slab_over_budget() {
+    const SHARD_BUDGET: usize = 4096;
+    let cache = Cache::new((SHARDS * SHARD_BUDGET) as u64);
+    let users: Vec<u64> = (1..)
+        .filter(|&u| cache.user_shard(u) == 0)
+        .take(400)
+        .collect();
+    let mut shard = cache.lock(0);
+    for &user in &users {
+        assert!(matches!(shard.lookup_user(user), Lookup::Miss));
+        shard.finish_user_load(user, states(4));
+        // Written and not yet committed: it cannot be evicted.
+        shard.users.add_pending(user);
+    }
+    assert!(shard.bytes() > 4 * SHARD_BUDGET, "{}", shard.bytes());
+    for &user in &users {
+        shard.users.done_pending(user);
+    }
+    shard.trim();
+    assert!(
+        shard.bytes() <= SHARD_BUDGET,
+        "{} bytes after the commits",
+        shard.bytes()
+    );
+    let kept: Vec<u64> = users
+        .iter()
+        .copied()
+        .filter(|&u| shard.has_user(u))
+        .collect();
+    assert!(!kept.is_empty());
+    for user in kept {
+        assert_eq!(shard.users.get(user), Some(&states(4)));
+    }
+}
