@@ -241,7 +241,7 @@ impl<T: Weigh> Table<T> {
         for (pos, slot) in self.slots.iter().enumerate() {
             let pos = u32::try_from(pos).expect("a shard holds fewer than 2^32 entries");
             let (slots, hasher) = (&self.slots, &self.hasher);
-            index.insert_unique(self.hasher.hash_one(slot.id), pos, |&p| {
+            index.insert_unique(self.hash(slot.id), pos, |&p| {
                 hasher.hash_one(slots[p as usize].id)
             });
         }

@@ -9,8 +9,8 @@
 //! **Encoding** (frame of reference, as a user's read states): one byte holding the
 //! record width (1..=8), the varint `base`, then one record per id, ascending:
 //! `(id - base) << 1 | deleted` in `width` little-endian bytes. Ids that span less
-//! than 2^7 take 1 byte each, less than 2^15 2 bytes; snowflakes a day apart take 7, against 8 for a
-//! `u64`. A new id that fits is written in place (the oldest shifted out of a full
+//! than 2^7 take 1 byte each, less than 2^15 2 bytes; snowflakes a day apart take
+//! 7, against 8 for a `u64`. A new id that fits is written in place (the oldest shifted out of a full
 //! window); one below the base or wider than the records re-encodes the window with
 //! the smallest base and the narrowest width.
 //!
@@ -72,11 +72,7 @@ impl Layout {
 
     /// The first byte of every record from `from` on, in order.
     #[inline]
-    fn first_bytes<'d>(
-        &self,
-        data: &'d [u8],
-        from: usize,
-    ) -> impl DoubleEndedIterator<Item = u8> + 'd {
+    fn first_bytes<'d>(&self, data: &'d [u8], from: usize) -> impl Iterator<Item = u8> + 'd {
         let start = (self.start + from * self.width).min(data.len());
         data[start..].iter().step_by(self.width).copied()
     }

@@ -10,8 +10,8 @@
 //! below its base, a difference wider than its field) re-encodes the user with the
 //! narrowest widths and the smallest bases. A user in 10 channels whose ids span less
 //! than 2^24 and whose positions are within 255 of each other takes 4 bytes per state
-//! plus a header of a few bytes; ids that are 63-bit snowflakes a few days apart
-//! take about 14 bytes per state, still less than the 16 of two `u64`s.
+//! plus a header of a few bytes; 63-bit snowflakes (channels years apart, positions
+//! days apart) take 13 to 15 bytes per state, still less than the 16 of two `u64`s.
 //!
 //! The rare parts (a non-zero unread epoch, mention ids, notification settings) live
 //! in a side allocation that most users never have.
