@@ -411,6 +411,7 @@ impl App {
             metrics = %format!("http://{http_addr}/metrics"),
             "open the dashboard and the API reference in a browser"
         );
+        crate::footprint::settle_after_start();
         let graceful = crate::http::serve::accept_until(
             listener,
             router,

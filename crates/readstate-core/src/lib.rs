@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod cache;
 pub mod commit;
 pub mod domain;
+pub mod footprint;
 pub mod limits;
 pub mod metrics;
 pub mod secret;

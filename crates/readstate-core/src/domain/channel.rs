@@ -18,7 +18,9 @@
 //! a channel that never overflowed its window and has no metadata pays for neither.
 
 use super::ChannelMeta;
-use super::packed::{push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le};
+use super::packed::{
+    count_at_most, push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le,
+};
 
 /// The rare parts of a channel, allocated only when one of them is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,16 +94,14 @@ impl Layout {
             // Above any id a record holds (ids are below 2^63).
             return self.len;
         }
-        let (mut lo, mut hi) = (0, self.len);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.raw(data, mid) <= key << 1 | 1 {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        count_at_most(
+            data,
+            self.start,
+            self.width,
+            self.width,
+            self.len,
+            key << 1 | 1,
+        )
     }
 }
 
@@ -120,6 +120,18 @@ fn encode(rows: &[(u64, bool)]) -> Vec<u8> {
         push_le(&mut out, (id - base) << 1 | u64::from(deleted), width);
     }
     out
+}
+
+/// What a read state sees of its channel: see [`ChannelWindow::unread`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// The newest non-deleted message id, 0 when none is known.
+    pub head: u64,
+    /// Non-deleted messages after the read position, up to the limit asked for.
+    pub count: usize,
+    /// The oldest non-deleted message after the read position, when the window
+    /// can tell (as [`ChannelWindow::first_after`]).
+    pub first: Option<u64>,
 }
 
 /// The newest message ids of one channel, ascending, with tombstones.
@@ -171,6 +183,7 @@ impl ChannelWindow {
         ch
     }
 
+    #[inline]
     fn layout(&self) -> Option<Layout> {
         Layout::of(&self.ids)
     }
@@ -267,6 +280,36 @@ impl ChannelWindow {
             .filter(|b| b & 1 == 0)
             .take(limit)
             .count()
+    }
+
+    /// What a read state at `read` sees of this channel, in one pass over the
+    /// window: [`Self::head`], [`Self::count_after`]`(read, limit)` and
+    /// [`Self::first_after`]`(read)` together (what every derived view needs).
+    pub fn unread(&self, read: u64, limit: usize) -> Unread {
+        let Some(layout) = self.layout() else {
+            return Unread::default();
+        };
+        let data = &self.ids;
+        let mut seen = Unread::default();
+        // The newest live id is the head: almost always the last record.
+        let Some(newest) = (0..layout.len).rev().find(|&i| !layout.tombstone(data, i)) else {
+            return seen;
+        };
+        seen.head = layout.id(data, newest);
+        if seen.head <= read {
+            return seen;
+        }
+        let start = layout.partition(data, read);
+        let live = |b: &u8| b & 1 == 0;
+        if let Some(skipped) = layout.first_bytes(data, start).position(|b| live(&b)) {
+            let first = start + skipped;
+            if read >= self.floor() {
+                seen.first = Some(layout.id(data, first));
+            }
+            let after = layout.first_bytes(data, first + 1).filter(live);
+            seen.count = (1 + after.take(limit.saturating_sub(1)).count()).min(limit);
+        }
+        seen
     }
 
     /// Largest id pushed out of the window (0: none).
@@ -422,6 +465,18 @@ mod tests {
                 proptest::prop_assert_eq!(ch.len(), kept.len());
                 let head = kept.iter().rev().find(|(_, d)| !d).map_or(0, |(i, _)| *i);
                 proptest::prop_assert_eq!(ch.head(), head);
+                for read in [0, 1, id, id.saturating_sub(1), head, floor, floor.saturating_sub(1)] {
+                    for limit in [0, 1, 3, usize::MAX] {
+                        proptest::prop_assert_eq!(
+                            ch.unread(read, limit),
+                            Unread {
+                                head,
+                                count: ch.count_after(read, limit),
+                                first: ch.first_after(read),
+                            }
+                        );
+                    }
+                }
             }
             let rebuilt = ChannelWindow::from_rows(ch.rows().collect::<Vec<_>>().into_iter().rev(), ch.floor(), window);
             proptest::prop_assert_eq!(&rebuilt, &ch);

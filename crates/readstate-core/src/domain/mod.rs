@@ -18,7 +18,7 @@ mod settings;
 mod user;
 mod view;
 
-pub use channel::ChannelWindow;
+pub use channel::{ChannelWindow, Unread};
 pub use ids::{ChannelId, GroupId, IdError, MessageId, UserId, is_canonical_decimal};
 pub use model::Model;
 pub use ops::{ChannelEffect, Op, UserChange, UserEffect, apply_user_effect, channel_meta, expand};

@@ -82,3 +82,80 @@ pub(super) fn push_le(out: &mut Vec<u8>, v: u64, width: usize) {
     out.resize(end, 0);
     write_le(&mut out[end - width..], v);
 }
+
+/// How many of `len` records (the first at `start`, `stride` bytes apart, ascending
+/// by the `width`-byte field they start with) have a field of at most `key`: a binary
+/// search. One loop per width, so that reading a field is a fixed-size load rather
+/// than a dispatch on its width at every probe.
+#[inline]
+pub(super) fn count_at_most(
+    data: &[u8],
+    start: usize,
+    stride: usize,
+    width: usize,
+    len: usize,
+    key: u64,
+) -> usize {
+    match width {
+        1 => count_at_most_w::<1>(data, start, stride, len, key),
+        2 => count_at_most_w::<2>(data, start, stride, len, key),
+        3 => count_at_most_w::<3>(data, start, stride, len, key),
+        4 => count_at_most_w::<4>(data, start, stride, len, key),
+        5 => count_at_most_w::<5>(data, start, stride, len, key),
+        6 => count_at_most_w::<6>(data, start, stride, len, key),
+        7 => count_at_most_w::<7>(data, start, stride, len, key),
+        _ => count_at_most_w::<8>(data, start, stride, len, key),
+    }
+}
+
+fn count_at_most_w<const W: usize>(
+    data: &[u8],
+    start: usize,
+    stride: usize,
+    len: usize,
+    key: u64,
+) -> usize {
+    let field = |i: usize| {
+        let at = start + i * stride;
+        let mut word = [0u8; 8];
+        word[..W].copy_from_slice(&data[at..at + W]);
+        u64::from_le_bytes(word)
+    };
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if field(mid) <= key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_counts_the_fields_at_most_the_key_at_every_width() {
+        for width in 1..=8usize {
+            // Records of the field then one padding byte, fields 0, 2, 4, ...
+            let stride = width + 1;
+            let mut data = vec![0xee; 3];
+            for v in 0..20u64 {
+                push_le(&mut data, v * 2, width);
+                data.push(0xff);
+            }
+            for key in 0..45u64 {
+                let expected = (0..20u64).filter(|v| v * 2 <= key).count();
+                assert_eq!(
+                    count_at_most(&data, 3, stride, width, 20, key),
+                    expected,
+                    "width {width}, key {key}"
+                );
+            }
+            assert_eq!(count_at_most(&data, 3, stride, width, 0, 7), 0);
+        }
+    }
+}

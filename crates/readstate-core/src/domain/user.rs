@@ -17,7 +17,9 @@
 //! in a side allocation that most users never have.
 
 use super::Settings;
-use super::packed::{push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le};
+use super::packed::{
+    count_at_most, push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le,
+};
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
 /// within the current epoch; marking unread starts a newer epoch (a timestamp), so a
@@ -46,6 +48,63 @@ impl Extras {
         self.epochs.is_empty() && self.mentions.is_empty() && self.settings.is_empty()
     }
 }
+
+/// The iterator of [`UserStates::iter`]: the records in order, with the side lists
+/// (ascending by channel too) walked alongside rather than searched per state.
+struct States<'a> {
+    data: &'a [u8],
+    layout: Option<Layout>,
+    /// Index of the next record.
+    next: usize,
+    /// The side lists' entries from the next record's channel on.
+    epochs: &'a [(u64, u64)],
+    mentions: &'a [(u64, u64)],
+    settings: &'a [(u64, Settings)],
+}
+
+/// Moves `list` past the entries of channels below `channel` and returns the prefix
+/// of entries of `channel` (moving past them too).
+fn entries_of<'a, T>(list: &mut &'a [(u64, T)], channel: u64) -> &'a [(u64, T)] {
+    let below = list.iter().take_while(|(c, _)| *c < channel).count();
+    let rest = &list[below..];
+    let of = rest.iter().take_while(|(c, _)| *c == channel).count();
+    let (mine, after) = rest.split_at(of);
+    *list = after;
+    mine
+}
+
+impl<'a> Iterator for States<'a> {
+    type Item = StateRef<'a>;
+
+    fn next(&mut self) -> Option<StateRef<'a>> {
+        let layout = self.layout.as_ref()?;
+        if self.next >= layout.len {
+            return None;
+        }
+        let channel = layout.channel(self.data, self.next);
+        let pos = layout.pos(self.data, self.next);
+        self.next += 1;
+        let epoch = entries_of(&mut self.epochs, channel)
+            .first()
+            .map_or(0, |e| e.1);
+        let settings = entries_of(&mut self.settings, channel)
+            .first()
+            .map_or_else(Settings::default, |s| s.1);
+        Some(StateRef {
+            channel,
+            read: ReadPos { epoch, pos },
+            mentions: entries_of(&mut self.mentions, channel),
+            settings,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.layout.map_or(0, |l| l.len - self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for States<'_> {}
 
 /// Whether an operation changed the stored state (and so needs a storage write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,18 +311,18 @@ impl UserStates {
         if width_of(key) > layout.channel_width {
             return Err(layout.len);
         }
-        let (mut lo, mut hi) = (0, layout.len);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let at = layout.start + mid * layout.record();
-            let probe = read_le(&self.data[at..at + layout.channel_width]);
-            match probe.cmp(&key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(mid),
-            }
+        let at_most = count_at_most(
+            &self.data,
+            layout.start,
+            layout.record(),
+            layout.channel_width,
+            layout.len,
+            key,
+        );
+        match at_most.checked_sub(1) {
+            Some(last) if layout.channel(&self.data, last) == channel => Ok(last),
+            _ => Err(at_most),
         }
-        Err(lo)
     }
 
     fn find(&self, channel: u64) -> Result<usize, usize> {
@@ -379,9 +438,16 @@ impl UserStates {
     }
 
     /// Every read state, ascending by channel.
-    pub fn iter(&self) -> impl Iterator<Item = StateRef<'_>> + '_ {
-        self.records()
-            .map(|(channel, pos)| self.state(channel, pos))
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = StateRef<'_>> + '_ {
+        let extras = self.extras.as_deref();
+        States {
+            data: &self.data,
+            layout: Layout::of(&self.data),
+            next: 0,
+            epochs: extras.map_or(&[], |x| &x.epochs),
+            mentions: extras.map_or(&[], |x| &x.mentions),
+            settings: extras.map_or(&[], |x| &x.settings),
+        }
     }
 
     /// Channel ids of every read state, ascending.
@@ -770,6 +836,11 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(compact(&u), plain.states());
+                // The iterator walks the side lists; `get` searches them.
+                prop_assert_eq!(u.iter().len(), plain.0.len());
+                for s in u.iter() {
+                    prop_assert_eq!(u.get(s.channel), Some(s));
+                }
                 prop_assert_eq!(u.len(), plain.0.len());
                 prop_assert_eq!(u.is_empty(), plain.0.is_empty());
             }

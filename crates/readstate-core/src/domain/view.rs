@@ -74,8 +74,8 @@ pub type GroupSummaries = BTreeMap<u64, Summary>;
 /// Computes the derived fields of `state` against its channel, at `now` (ms).
 pub fn derive(state: StateRef<'_>, channel: &ChannelWindow, caps: Caps, now: u64) -> ReadStateView {
     let read = state.read.pos;
-    let head = channel.head();
-    let unread = channel.count_after(read, caps.unread as usize + 1);
+    let seen = channel.unread(read, caps.unread as usize + 1);
+    let (head, unread) = (seen.head, seen.count);
     let mentions = state
         .mentions
         .iter()
@@ -96,7 +96,7 @@ pub fn derive(state: StateRef<'_>, channel: &ChannelWindow, caps: Caps, now: u64
         first_unread_message_id: if unread > caps.unread as usize {
             None
         } else {
-            channel.first_after(read)
+            seen.first
         },
         parent_id: channel.meta().parent,
     }
