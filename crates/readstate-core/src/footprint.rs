@@ -82,12 +82,26 @@ fn advise_pageout(start: u64, end: u64) -> std::io::Result<()> {
     }
 }
 
+/// How long after a node is ready its executable's pages are released a second
+/// time: work that follows readiness (the first checkpoint after a commit log replay,
+/// the first requests) faults start-up code in again.
+pub const SETTLE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// [`purge_in_background`] and [`release_executable_pages`], logged: what a node does
-/// once it is ready.
+/// once it is ready, and once more [`SETTLE_AGAIN_AFTER`] later (on a task of the
+/// current Tokio runtime).
 pub fn settle_after_start() {
     if let Err(error) = purge_in_background() {
         tracing::warn!(%error, "jemalloc background purging is off: RSS may stay high after a burst");
     }
+    release_logged();
+    tokio::spawn(async {
+        tokio::time::sleep(SETTLE_AGAIN_AFTER).await;
+        release_logged();
+    });
+}
+
+fn release_logged() {
     #[cfg(target_os = "linux")]
     {
         let before = crate::metrics::resident_bytes();
