@@ -652,6 +652,22 @@ impl Store for SqliteStore {
             .filter(|_| !urgent)
             .map(writeback::Throttle::begin);
         let result = self.commit_on(slot, lowered, writes).await;
+        if urgent
+            && self.background_writer
+            && result.is_ok()
+            && let Some(conn) = slot.as_mut()
+        {
+            // The urgent writer serves bursts (a bulk load, a backlog after a
+            // stall): its page cache, up to WRITER_CACHE_KIB, is given back after each
+            // of its checkpoints rather than kept for the next burst. The checkpoint
+            // has committed whatever this answers.
+            if let Err(e) = sqlx::query("PRAGMA shrink_memory")
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::warn!(error = %crate::error_chain(&e), "releasing the urgent writer's page cache");
+            }
+        }
         if let Some(paced) = pacing.map(writeback::Pacing::end) {
             tracing::debug!(
                 bytes = paced.bytes,
