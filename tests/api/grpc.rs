@@ -696,6 +696,25 @@ async fn set_channel_answers_the_channel_and_get_channel_shows_it_or_not_found()
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(bad_fields(&bad), vec!["channel_id".to_owned()]);
     assert_eq!(bad_fields(&bad_group), vec!["group_id".to_owned()]);
+
+    // Empty metadata stamped 0 stores nothing, and answers an empty channel.
+    let empty = grpc
+        .set_channel(pb::SetChannelRequest {
+            at: Some(0),
+            ..set_channel_request(30, None, None)
+        })
+        .await
+        .expect("set")
+        .into_inner();
+    assert_eq!(
+        empty,
+        pb::Channel {
+            channel_id: 30,
+            parent_id: None,
+            group_id: None,
+            last_message_id: 0,
+        }
+    );
 }
 
 #[tokio::test]

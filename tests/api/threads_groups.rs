@@ -169,6 +169,21 @@ async fn an_older_channel_write_after_a_newer_one_changes_nothing() {
 }
 
 #[tokio::test]
+async fn empty_metadata_stamped_0_answers_an_empty_channel_and_stores_nothing() {
+    let app = spawn_app().await;
+
+    // Found by Schemathesis: this write stores nothing (it equals what a channel
+    // never seen has), and it answered 404, which the operation does not document.
+    let reply = app.set_channel(20, json!({"at": 0})).await;
+
+    assert_json(&reply, StatusCode::OK, &channel(20, None, None, 0));
+    assert_problem(
+        &app.channel(20).await,
+        &problem("not-found", "channel not found"),
+    );
+}
+
+#[tokio::test]
 async fn a_channel_never_seen_is_not_found() {
     let app = spawn_app().await;
 

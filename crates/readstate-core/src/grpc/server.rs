@@ -313,7 +313,7 @@ impl ReadStates for GrpcService {
             let op = Fields::BARE.set_channel(&message)?;
             let channel = Fields::BARE.channel_only(message.channel_id)?;
             self.service.execute(&op).await?;
-            Ok(self.service.channel(channel).await?.into())
+            Ok(self.service.channel_after_write(channel).await?.into())
         })
         .await
     }

@@ -292,22 +292,54 @@ impl Service {
     /// [`ServiceError::NotFound`] for a channel the service has never seen (no
     /// message, no metadata).
     pub async fn channel(&self, channel: ChannelId) -> Result<ChannelInfo, ServiceError> {
+        self.channel_info(channel, true)
+            .await?
+            .ok_or(ServiceError::NotFound { what: "channel" })
+    }
+
+    /// The channel after a write of its metadata: what [`Self::channel`] answers,
+    /// except that a channel the service still does not know is answered as an
+    /// empty one rather than not found. (A write of empty metadata stamped 0 stores
+    /// nothing: it is what an unseen channel already has.)
+    ///
+    /// # Errors
+    /// The storage errors of loading the channel.
+    pub async fn channel_after_write(
+        &self,
+        channel: ChannelId,
+    ) -> Result<ChannelInfo, ServiceError> {
+        Ok(self
+            .channel_info(channel, false)
+            .await?
+            .unwrap_or(ChannelInfo {
+                channel: channel.get(),
+                parent: 0,
+                group: 0,
+                last_message_id: 0,
+            }))
+    }
+
+    async fn channel_info(
+        &self,
+        channel: ChannelId,
+        known_only: bool,
+    ) -> Result<Option<ChannelInfo>, ServiceError> {
         let c = channel.get();
-        self.with_channels(&[c], |_, w| {
-            w.is_known().then(|| {
-                let meta = w.meta();
-                ChannelInfo {
-                    channel: c,
-                    parent: meta.parent,
-                    group: meta.group,
-                    last_message_id: w.head(),
-                }
+        Ok(self
+            .with_channels(&[c], |_, w| {
+                (w.is_known() || !known_only).then(|| {
+                    let meta = w.meta();
+                    ChannelInfo {
+                        channel: c,
+                        parent: meta.parent,
+                        group: meta.group,
+                        last_message_id: w.head(),
+                    }
+                })
             })
-        })
-        .await?
-        .remove(&c)
-        .flatten()
-        .ok_or(ServiceError::NotFound { what: "channel" })
+            .await?
+            .remove(&c)
+            .flatten())
     }
 
     /// Everything stored about `user`: each read state's position with its unread

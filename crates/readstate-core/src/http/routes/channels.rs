@@ -151,7 +151,7 @@ pub async fn set_channel(
         at: body.at,
     };
     state.service.execute(&op).await?;
-    let info = state.service.channel(path.channel).await?;
+    let info = state.service.channel_after_write(path.channel).await?;
     Ok(Json(ChannelBody::from(info)))
 }
 
