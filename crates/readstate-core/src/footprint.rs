@@ -104,12 +104,18 @@ pub fn settle_after_start() {
 fn release_logged() {
     #[cfg(target_os = "linux")]
     {
-        let before = crate::metrics::resident_bytes();
+        // The resident set is read (from /proc) only for the debug line.
+        let rss = || {
+            tracing::enabled!(tracing::Level::DEBUG)
+                .then(crate::metrics::resident_bytes)
+                .flatten()
+        };
+        let before = rss();
         match release_executable_pages() {
             Ok(advised) => tracing::debug!(
                 advised_bytes = advised,
                 rss_before = before,
-                rss_after = crate::metrics::resident_bytes(),
+                rss_after = rss(),
                 "released the start-up pages of the executable"
             ),
             Err(error) => {
