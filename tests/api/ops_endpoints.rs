@@ -504,6 +504,8 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "readstate_checkpoint_duration_seconds",
     "readstate_checkpoint_writes",
     "readstate_checkpoints_urgent_total",
+    "readstate_checkpoint_paced_sleep_seconds",
+    "readstate_checkpoints_pacing_given_up_total",
 ];
 
 /// The metric names in README.md's backticked spans (outside code blocks), with

@@ -54,6 +54,8 @@ pub const LOG_REPLAYED: &str = "readstate_log_replayed_records";
 pub const CHECKPOINT_DURATION: &str = "readstate_checkpoint_duration_seconds";
 pub const CHECKPOINT_WRITES: &str = "readstate_checkpoint_writes";
 pub const CHECKPOINT_URGENT: &str = "readstate_checkpoints_urgent_total";
+pub const CHECKPOINT_PACED: &str = "readstate_checkpoint_paced_sleep_seconds";
+pub const CHECKPOINT_UNPACED: &str = "readstate_checkpoints_pacing_given_up_total";
 pub const PROCESS_RSS: &str = "readstate_process_resident_bytes";
 pub const ALLOCATED: &str = "readstate_allocator_allocated_bytes";
 pub const EVENT_SUBSCRIBERS: &str = "readstate_events_subscribers";
@@ -224,6 +226,15 @@ fn describe() {
         CHECKPOINT_URGENT,
         "Checkpoints run at normal priority because logged writes neared storage.max_unflushed"
     );
+    describe_histogram!(
+        CHECKPOINT_PACED,
+        metrics::Unit::Seconds,
+        "Time a paced checkpoint's writes slept to keep to storage.checkpoint_write_rate"
+    );
+    describe_counter!(
+        CHECKPOINT_UNPACED,
+        "Checkpoints that stopped pacing their writes because the writer thread waited for CPU longer than it slept"
+    );
     describe_counter!(
         COMMIT_BACKPRESSURE,
         "Writes refused because the commit queue was full"
@@ -285,6 +296,7 @@ fn export_at_zero() {
         LOG_APPENDS,
         LOG_APPENDED_BYTES,
         CHECKPOINT_URGENT,
+        CHECKPOINT_UNPACED,
         RATE_LIMITED,
     ] {
         counter!(name).increment(0);
@@ -333,6 +345,7 @@ fn export_at_zero() {
         LOG_FSYNC,
         CHECKPOINT_DURATION,
         CHECKPOINT_WRITES,
+        CHECKPOINT_PACED,
     ] {
         let _ = histogram!(name);
     }
@@ -386,6 +399,15 @@ pub fn checkpoint_done(writes: usize, took: Duration, urgent: bool) {
     histogram!(CHECKPOINT_DURATION).record(took.as_secs_f64());
     if urgent {
         counter!(CHECKPOINT_URGENT).increment(1);
+    }
+}
+
+/// A paced checkpoint slept `slept` in all to keep to its write rate; `gave_up`: it
+/// stopped pacing part-way ([`crate::store`]'s throttle).
+pub fn checkpoint_paced(slept: Duration, gave_up: bool) {
+    histogram!(CHECKPOINT_PACED).record(slept.as_secs_f64());
+    if gave_up {
+        counter!(CHECKPOINT_UNPACED).increment(1);
     }
 }
 
@@ -858,6 +880,7 @@ mod tests {
             NATS_ACK_PENDING,
             NATS_PUBLISHED,
             CHECKPOINT_URGENT,
+            CHECKPOINT_UNPACED,
         ] {
             assert!(
                 text.lines().any(|l| l

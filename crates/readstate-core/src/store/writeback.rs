@@ -110,10 +110,14 @@ impl Pacer {
 /// `fdatasync`: writing 400 MB as fast as possible with write-back started every 2 ms
 /// made the worst append 277–412 ms; the same writes at 200–400 MB/s, 2–36 ms.
 ///
-/// It stops pacing for the rest of a checkpoint once its sleeps overrun by
-/// [`GIVE_UP_LATE`] in all: the writer's thread then waits for CPU (it runs at the
-/// lowest priority and the requests use all of it), and a slower checkpoint would
-/// only fill the unflushed bound.
+/// It stops pacing for the rest of a checkpoint once its sleeps have overrun by
+/// [`GIVE_UP_LATE`] in all and by at least as long as they asked for
+/// ([`gives_up`]): the writer's thread then spends more time waiting for CPU after
+/// each sleep than sleeping (it runs at the lowest priority and the requests use all
+/// of it), and a slower checkpoint would only fill the unflushed bound. Overruns of a
+/// fraction of a millisecond per sleep, normal on a half-busy machine, add up to
+/// 250 ms over a long checkpoint without meaning that, so the overrun alone does
+/// not decide.
 #[derive(Debug)]
 pub(crate) struct Throttle {
     /// Bytes per second; never 0.
@@ -128,7 +132,7 @@ pub(crate) struct Paced {
     pub(crate) bytes: u64,
     /// Time its sleeps asked for.
     pub(crate) slept: Duration,
-    /// Whether it stopped pacing because its sleeps overran ([`GIVE_UP_LATE`]).
+    /// Whether it stopped pacing because its sleeps overran ([`gives_up`]).
     pub(crate) gave_up: bool,
 }
 
@@ -145,13 +149,21 @@ struct ThrottleState {
 /// Bytes a checkpoint may write at once before the rate applies.
 const BURST: u64 = 1 << 20;
 
-/// Sleeps shorter than this are not taken (they would overrun by as much); the
-/// debt is carried to the next write.
-const MIN_SLEEP: Duration = Duration::from_millis(1);
+/// Sleeps shorter than this are not taken (a wake-up of the lowered writer thread
+/// can overrun by as much); the debt is carried to the next write. At 128 MiB/s
+/// that is a sleep per 256 KiB.
+const MIN_SLEEP: Duration = Duration::from_millis(2);
 
-/// After sleeps have overrun by this much in one checkpoint, it is not paced any
-/// more.
+/// The least overrun of the sleeps, in one checkpoint, after which it may stop
+/// being paced ([`gives_up`]).
 pub(crate) const GIVE_UP_LATE: Duration = Duration::from_millis(250);
+
+/// Whether a checkpoint whose sleeps asked for `slept` in all and overran by `late`
+/// stops being paced: only when the overrun is both large ([`GIVE_UP_LATE`]) and at
+/// least the time asked for, i.e. the thread waits for CPU more than it paces.
+pub(crate) fn gives_up(late: Duration, slept: Duration) -> bool {
+    late >= GIVE_UP_LATE && late >= slept
+}
 
 impl Throttle {
     /// A throttle at `rate` bytes per second; `None` for 0 (no pacing).
@@ -208,7 +220,7 @@ impl Throttle {
         let late = started.elapsed().saturating_sub(wait);
         let mut state = self.state.lock();
         state.late += late;
-        if state.late >= GIVE_UP_LATE && !state.paced.gave_up {
+        if !state.paced.gave_up && gives_up(state.late, state.paced.slept) {
             state.paced.gave_up = true;
             tracing::debug!(
                 late_ms = state.late.as_millis(),
@@ -335,6 +347,19 @@ mod tests {
             paced.gave_up || paced.slept >= Duration::from_millis(700),
             "{paced:?}"
         );
+    }
+
+    #[test]
+    fn pacing_is_given_up_only_when_overruns_are_large_and_outweigh_the_sleeps() {
+        let ms = Duration::from_millis;
+        // Small overruns, however many sleeps: paced on.
+        assert!(!gives_up(ms(249), ms(10)));
+        // Large overruns of a long, mostly slept checkpoint (0.3 ms over each of
+        // 1,000 sleeps of 2 ms): paced on.
+        assert!(!gives_up(ms(300), ms(2_000)));
+        // The thread waits for CPU longer than it sleeps: given up.
+        assert!(gives_up(ms(300), ms(300)));
+        assert!(gives_up(ms(250), ms(40)));
     }
 
     #[test]
