@@ -13,7 +13,10 @@
 //!   log; readiness drops, and once the database is back the checkpoint lands;
 //! - with checkpoints unable to land, `storage.max_unflushed` turns writes away with
 //!   back pressure (503 `Overloaded`), never a silent success beyond the bound, and
-//!   nothing acknowledged is lost once the database is back.
+//!   nothing acknowledged is lost once the database is back;
+//! - a checkpointer with nothing to write for a while tells the store once per quiet
+//!   spell (`Store::idle`, where SQLite frees its writer's page cache), and writes
+//!   go on afterwards.
 //!
 //! No timing assertions: waits are bounded polls.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -487,6 +490,48 @@ async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
     ledger.ok(service, ack(1, 1, 40)).await;
 
     stop_and_check(running, &ledger, &fs, "after a graceful stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_checkpointer_tells_the_store_once_per_quiet_spell() {
+    let storage = TestStorage::from_env();
+    let fs = MemFs::new();
+    let (wal, _) = open_log(&fs);
+    let running = start(&storage, wal, Setup::frequent_checkpoints(10_000)).await;
+    let service = &running.service;
+    let store = running.store.clone();
+    let mut ledger = Ledger::default();
+    let idles = || store.idles.load(Ordering::SeqCst);
+
+    // A node starts quiet: that is a spell too.
+    wait_for("the store is told at start", PATIENCE, || async {
+        (idles() > 0).then_some(())
+    })
+    .await;
+    for spell in 1..=2u64 {
+        let before = idles();
+        ledger.ok(service, ack(spell, 1, 10 * spell)).await;
+        wait_for("the checkpoint lands", PATIENCE, || async {
+            ledger
+                .missing_from(store.inner.as_ref())
+                .await
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        wait_for(
+            "the quiet checkpointer tells the store",
+            PATIENCE,
+            || async { (idles() > before).then_some(()) },
+        )
+        .await;
+        // Many more quiet intervals (10 ms each) pass: once per spell, not per tick.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(idles(), before + 1, "quiet spell {spell}");
+    }
+    // The store works on after giving back its memory.
+    ledger.ok(service, ack(3, 1, 40)).await;
+    stop_and_check(running, &ledger, &fs, "after quiet spells").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

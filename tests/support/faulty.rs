@@ -26,6 +26,8 @@ pub struct FaultyStore {
     loads_down: AtomicBool,
     /// Commits refused while the database was down.
     pub refused: AtomicU64,
+    /// Calls of [`Store::idle`] (passed on to the wrapped store).
+    pub idles: AtomicU64,
 }
 
 fn down() -> StoreError {
@@ -41,6 +43,7 @@ impl FaultyStore {
             commits_down: AtomicBool::new(false),
             loads_down: AtomicBool::new(false),
             refused: AtomicU64::new(0),
+            idles: AtomicU64::new(0),
         }
     }
 
@@ -103,6 +106,10 @@ impl Store for FaultyStore {
     ) -> Result<Vec<u64>, StoreError> {
         self.check_loads()?;
         self.inner.readers(channel, message, after, limit).await
+    }
+    async fn idle(&self) {
+        self.idles.fetch_add(1, Ordering::SeqCst);
+        self.inner.idle().await;
     }
     fn commit_concurrency(&self) -> usize {
         self.inner.commit_concurrency()

@@ -5,6 +5,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::domain::allocated;
+
 /// Values that know how many heap bytes they own.
 pub trait Weigh: Default {
     fn heap_bytes(&self) -> usize;
@@ -77,11 +79,12 @@ impl<T: Weigh> Table<T> {
         self.len == 0
     }
 
-    /// Bytes held: slab slots and index buckets by capacity, plus every value's heap.
+    /// Bytes held: the slab, the index and the free list as allocated (by
+    /// capacity, rounded to the allocator's size class), plus every value's heap.
     pub fn bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot<T>>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.free.capacity() * std::mem::size_of::<u32>()
+        allocated(self.slots.capacity() * std::mem::size_of::<Slot<T>>())
+            + allocated(self.index.allocation_size())
+            + allocated(self.free.capacity() * std::mem::size_of::<u32>())
             + self.heap
     }
 

@@ -897,6 +897,13 @@ struct Checkpointer {
     urgent_at: usize,
 }
 
+/// Checkpoint intervals in a row with nothing to write after which the store is
+/// told it is idle ([`Store::idle`]: SQLite frees its writer's page cache, up to
+/// 64 MiB after a load). 30 s at the default interval: long enough that a steady
+/// trickle of writes keeps the cache, short enough that a node left idle after a
+/// burst gives the memory back.
+const IDLE_TICKS: u32 = 3;
+
 /// The threads checkpoints run on (`None`: one could not be started, and its
 /// checkpoints run on the runtime).
 struct Lanes {
@@ -952,6 +959,9 @@ impl Checkpointer {
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Intervals in a row with nothing to checkpoint; at IDLE_TICKS the store
+        // gives back what it keeps for the next checkpoint (once per quiet spell).
+        let mut quiet = 0u32;
         loop {
             let due = tokio::select! {
                 logged = rx.recv() => match logged {
@@ -965,9 +975,18 @@ impl Checkpointer {
                     }
                     None => break,
                 },
-                _ = tick.tick() => true,
+                _ = tick.tick() => {
+                    if pending.end.is_none() {
+                        quiet = quiet.saturating_add(1);
+                        if quiet == IDLE_TICKS {
+                            self.store.idle().await;
+                        }
+                    }
+                    true
+                }
             };
             if due && pending.end.is_some() {
+                quiet = 0;
                 self.checkpoint(&lanes, std::mem::take(&mut pending)).await;
             }
         }

@@ -17,10 +17,10 @@
 //! A channel's metadata (parent, group) rides along on the side, with the floor:
 //! a channel that never overflowed its window and has no metadata pays for neither.
 
-use super::ChannelMeta;
 use super::packed::{
     count_at_most, push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le,
 };
+use super::{ChannelMeta, allocated};
 
 /// The rare parts of a channel, allocated only when one of them is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -387,11 +387,12 @@ impl ChannelWindow {
 
     /// Heap bytes this window owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
-        self.ids.capacity()
+        // Each allocation as its allocator size class (`allocated`).
+        allocated(self.ids.capacity())
             + self
                 .side
                 .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Side>())
+                .map_or(0, |_| allocated(std::mem::size_of::<Side>()))
     }
 }
 
@@ -495,12 +496,12 @@ mod tests {
     fn ids_take_the_bytes_their_span_needs() {
         // The width byte, the base (1, one byte), 20 records of 1 byte (a span of 19).
         let ch = ChannelWindow::from_rows((1..=20).map(|id| (id, false)), 0, 200);
-        assert_eq!(ch.heap_bytes(), 2 + 20);
+        assert_eq!(ch.heap_bytes(), allocated(2 + 20));
         assert_eq!(ch.head(), 20);
         assert_eq!(ch.count_after(10, 100), 10);
         // Ids 1,000 apart span 19,000: 2 bytes each, with a 2-byte base.
         let mut ch = ChannelWindow::from_rows((1..=20).map(|i| (i * 1_000, false)), 0, 200);
-        assert_eq!(ch.heap_bytes(), 3 + 20 * 2);
+        assert_eq!(ch.heap_bytes(), allocated(3 + 20 * 2));
         // A snowflake re-encodes it wider; the rows stay what they were.
         assert!(ch.observe(1 << 60, false, 200));
         assert_eq!(ch.len(), 21);

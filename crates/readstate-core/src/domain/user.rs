@@ -16,10 +16,10 @@
 //! The rare parts (a non-zero unread epoch, mention ids, notification settings) live
 //! in a side allocation that most users never have.
 
-use super::Settings;
 use super::packed::{
     count_at_most, push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le,
 };
+use super::{Settings, allocated};
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
 /// within the current epoch; marking unread starts a newer epoch (a timestamp), so a
@@ -614,13 +614,14 @@ impl UserStates {
 
     /// Heap bytes this value owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
+        // Each allocation as its allocator size class (`allocated`).
         let extras = self.extras.as_ref().map_or(0, |x| {
-            std::mem::size_of::<Extras>()
-                + x.epochs.capacity() * std::mem::size_of::<(u64, u64)>()
-                + x.mentions.capacity() * std::mem::size_of::<(u64, u64)>()
-                + x.settings.capacity() * std::mem::size_of::<(u64, Settings)>()
+            allocated(std::mem::size_of::<Extras>())
+                + allocated(x.epochs.capacity() * std::mem::size_of::<(u64, u64)>())
+                + allocated(x.mentions.capacity() * std::mem::size_of::<(u64, u64)>())
+                + allocated(x.settings.capacity() * std::mem::size_of::<(u64, Settings)>())
         });
-        self.data.len() + extras
+        allocated(self.data.len()) + extras
     }
 }
 
@@ -871,10 +872,10 @@ mod tests {
         }
         // Channels span 180,000 (3 bytes), positions 18 (1 byte); header: the
         // widths, base channel 1,000 (2 bytes), base position 0 (1 byte).
-        assert_eq!(u.heap_bytes(), 4 + 10 * 4);
+        assert_eq!(u.heap_bytes(), allocated(4 + 10 * 4));
         // An ack past what one byte holds widens every record by one byte.
         assert!(u.ack(1_000, 1_000, None).is_some());
-        assert_eq!(u.heap_bytes(), 4 + 10 * 5);
+        assert_eq!(u.heap_bytes(), allocated(4 + 10 * 5));
         assert_eq!(u.get(1_000).map(|s| s.read.pos), Some(1_000));
         assert_eq!(u.get(21_000).map(|s| s.read.pos), Some(2));
     }

@@ -166,6 +166,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.commit(writes).await
     }
 
+    /// Checkpoints have had nothing to write for a while: give back memory kept
+    /// only to make the next one cheaper (SQLite: the writer's page cache). Errors
+    /// are the store's to log; nothing durable depends on this. The default does
+    /// nothing.
+    async fn idle(&self) {}
+
     /// Users whose read position in `channel` is at or past `message`, with user id
     /// greater than `after`, ascending, at most `limit`.
     async fn readers(

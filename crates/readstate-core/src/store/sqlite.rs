@@ -40,6 +40,9 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
 /// The writer connection's page cache, KiB: grown to as it is used, never beyond.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
+/// A checkpoint statement that takes longer than this is logged as a warning.
+const SLOW_CHECKPOINT_STATEMENT: Duration = Duration::from_secs(30);
+
 /// How the SQLite store is opened.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -136,6 +139,13 @@ impl SqliteStore {
             .clone()
             .thread_name(|n| format!("sqlite-writer-{n}"))
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        if opts.background_writer {
+            // Only checkpoints write: large statements that pacing stretches to
+            // seconds on purpose. sqlx's default (a warning, with the statement,
+            // past 1 s) would log one on every checkpoint under load.
+            writer_options = writer_options
+                .log_slow_statements(log::LevelFilter::Warn, SLOW_CHECKPOINT_STATEMENT);
+        }
         // The writers write through a VFS that paces checkpoints when asked to; it is
         // registered only where checkpoints are the writers' sole work.
         let throttle = opts
@@ -652,23 +662,15 @@ impl Store for SqliteStore {
             .filter(|_| !urgent)
             .map(writeback::Throttle::begin);
         let result = self.commit_on(slot, lowered, writes).await;
-        if urgent
-            && self.background_writer
-            && result.is_ok()
-            && let Some(conn) = slot.as_mut()
-        {
+        if urgent && self.background_writer && result.is_ok() {
             // The urgent writer serves bursts (a bulk load, a backlog after a
             // stall): its page cache, up to WRITER_CACHE_KIB, is given back after each
             // of its checkpoints rather than kept for the next burst. The checkpoint
             // has committed whatever this answers.
-            if let Err(e) = sqlx::query("PRAGMA shrink_memory")
-                .execute(&mut *conn)
-                .await
-            {
-                tracing::warn!(error = %crate::error_chain(&e), "releasing the urgent writer's page cache");
-            }
+            release_page_cache(slot.as_mut(), "urgent").await;
         }
         if let Some(paced) = pacing.map(writeback::Pacing::end) {
+            crate::metrics::checkpoint_paced(paced.slept, paced.gave_up);
             tracing::debug!(
                 bytes = paced.bytes,
                 slept_ms = paced.slept.as_millis(),
@@ -692,6 +694,21 @@ impl Store for SqliteStore {
                 Err(StoreError::Unavailable(sqlx::Error::Io(e)))
             }
         }
+    }
+
+    async fn idle(&self) {
+        // The main writer keeps its page cache between checkpoints (the interior
+        // B-tree pages each checkpoint walks again); with nothing to write for a
+        // while it is memory held for nothing.
+        let mut writers = self.writers.lock().await;
+        let Writers { main, urgent } = &mut *writers;
+        release_page_cache(main.as_mut(), "main").await;
+        release_page_cache(urgent.as_mut(), "urgent").await;
+        drop(writers);
+        // SQLite allocates with the C library's malloc, which (glibc) keeps what was
+        // freed until asked.
+        let trimmed = tokio::task::spawn_blocking(crate::footprint::trim_c_heap).await;
+        tracing::debug!(trimmed = ?trimmed, "idle: released the writers' page caches");
     }
 
     async fn readers(
@@ -727,6 +744,15 @@ impl Store for SqliteStore {
             }
         }
         self.readers.close().await;
+    }
+}
+
+/// Frees the page cache of a writer connection (`PRAGMA shrink_memory`), if it is
+/// open; a failure is logged, as it loses nothing but the memory.
+async fn release_page_cache(conn: Option<&mut SqliteConnection>, which: &str) {
+    let Some(conn) = conn else { return };
+    if let Err(e) = sqlx::query("PRAGMA shrink_memory").execute(conn).await {
+        tracing::warn!(error = %crate::error_chain(&e), writer = which, "releasing a SQLite writer's page cache");
     }
 }
 
@@ -785,6 +811,73 @@ mod tests {
         })
         .await
         .expect("the store opens")
+    }
+
+    /// Bytes of page cache the connection holds (`SQLITE_DBSTATUS_CACHE_USED`).
+    #[allow(unsafe_code)]
+    async fn cache_used(conn: &mut SqliteConnection) -> i64 {
+        let mut handle = conn.lock_handle().await.expect("the worker thread runs");
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: the handle is locked out of sqlx's worker thread for as long as
+        // `handle` lives, so no other call uses the connection meanwhile; the two
+        // out-pointers are valid, distinct locals; the status verb is one SQLite
+        // defines, and the call only reads counters.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_db_status(
+                handle.as_raw_handle().as_ptr(),
+                libsqlite3_sys::SQLITE_DBSTATUS_CACHE_USED,
+                &raw mut current,
+                &raw mut highwater,
+                0,
+            )
+        };
+        assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
+        i64::from(current)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_gives_back_its_writers_page_cache_and_writes_on() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = open(&dir, true).await;
+        store.migrate().await.expect("migrates");
+        let writes = |pos: u64| -> Vec<Write> {
+            (0..50_000u64)
+                .map(|i| Write::ReadPos {
+                    user: i,
+                    channel: i % 7,
+                    epoch: 0,
+                    pos,
+                    at: 0,
+                })
+                .collect()
+        };
+        store.checkpoint(&writes(1), false).await.expect("commits");
+        let mut writers = store.writers.lock().await;
+        let main = writers
+            .main
+            .as_mut()
+            .expect("the checkpoint's writer is open");
+        let held = cache_used(main).await;
+        assert!(
+            held > 1 << 20,
+            "a checkpoint of 50,000 rows fills the cache: {held}"
+        );
+        drop(writers);
+
+        store.idle().await;
+        let mut writers = store.writers.lock().await;
+        let main = writers.main.as_mut().expect("still open");
+        let left = cache_used(main).await;
+        assert!(left < held / 8, "held {held} bytes, {left} left after idle");
+        drop(writers);
+
+        // The next checkpoint reads what it needs back in.
+        store.checkpoint(&writes(2), false).await.expect("commits");
+        for user in [0, 49_999] {
+            let states = store.load_user(user, 4).await.expect("loads");
+            assert_eq!(states.get(user % 7).map(|s| s.read.pos), Some(2));
+        }
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
