@@ -236,6 +236,15 @@ impl Ledger {
         missing
     }
 
+    /// Waits (bounded) until every acknowledged write is in `store`: a checkpoint
+    /// landed.
+    async fn wait_stored(&self, store: &dyn Store, what: &str) {
+        wait_for(what, PATIENCE, || async {
+            self.missing_from(store).await.is_empty().then_some(())
+        })
+        .await;
+    }
+
     /// Every acknowledged write is in `store`.
     async fn assert_stored(&self, store: &dyn Store, when: &str) {
         let missing = self.missing_from(store).await;
@@ -443,14 +452,9 @@ async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
     for user in 1..=5 {
         ledger.ok(service, ack(user, 1, 10)).await;
     }
-    wait_for("the first checkpoint lands", PATIENCE, || async {
-        ledger
-            .missing_from(store.inner.as_ref())
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    ledger
+        .wait_stored(store.inner.as_ref(), "the first checkpoint lands")
+        .await;
 
     // The database goes down (commits, loads and its readiness check): writes to
     // cached users only need the log.
@@ -475,14 +479,9 @@ async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
 
     // The database comes back: the checkpoint lands and readiness returns.
     store.set_down(false, false);
-    wait_for("the held checkpoint lands", PATIENCE, || async {
-        ledger
-            .missing_from(store.inner.as_ref())
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    ledger
+        .wait_stored(store.inner.as_ref(), "the held checkpoint lands")
+        .await;
     wait_for("readiness returns", PATIENCE, || async {
         running.healthy().then_some(())
     })
@@ -511,14 +510,9 @@ async fn a_quiet_checkpointer_tells_the_store_once_per_quiet_spell() {
     for spell in 1..=2u64 {
         let before = idles();
         ledger.ok(service, ack(spell, 1, 10 * spell)).await;
-        wait_for("the checkpoint lands", PATIENCE, || async {
-            ledger
-                .missing_from(store.inner.as_ref())
-                .await
-                .is_empty()
-                .then_some(())
-        })
-        .await;
+        ledger
+            .wait_stored(store.inner.as_ref(), "the checkpoint lands")
+            .await;
         wait_for(
             "the quiet checkpointer tells the store",
             PATIENCE,
