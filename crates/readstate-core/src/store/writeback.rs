@@ -134,8 +134,6 @@ pub(crate) struct Paced {
     pub(crate) slept: Duration,
     /// Whether it stopped pacing because its sleeps overran ([`gives_up`]).
     pub(crate) gave_up: bool,
-    /// The rate it paced at, bytes per second.
-    pub(crate) rate: u64,
 }
 
 #[derive(Debug, Default)]
@@ -176,16 +174,11 @@ impl Throttle {
         })
     }
 
-    /// Switches pacing on, for one checkpoint, at `speedup` times the rate, until
-    /// the returned guard ends or is dropped (a cancelled checkpoint leaves nothing
-    /// paced).
-    pub(crate) fn begin(&self, speedup: u64) -> Pacing<'_> {
+    /// Switches pacing on, for one checkpoint, until the returned guard ends or is
+    /// dropped (a cancelled checkpoint leaves nothing paced).
+    pub(crate) fn begin(&self) -> Pacing<'_> {
         *self.state.lock() = ThrottleState {
             on: true,
-            paced: Paced {
-                rate: self.rate.saturating_mul(speedup.max(1)),
-                ..Paced::default()
-            },
             ..ThrottleState::default()
         };
         Pacing(self)
@@ -211,9 +204,8 @@ impl Throttle {
                 return;
             }
             let now = Instant::now();
-            let rate = state.paced.rate;
-            let cost = duration_of(rate, bytes);
-            let earliest = now.checked_sub(duration_of(rate, BURST)).unwrap_or(now);
+            let cost = self.duration_of(bytes);
+            let earliest = now.checked_sub(self.duration_of(BURST)).unwrap_or(now);
             let paid = state.paid_until.map_or(earliest, |t| t.max(earliest)) + cost;
             state.paid_until = Some(paid);
             let wait = paid.saturating_duration_since(now);
@@ -236,12 +228,12 @@ impl Throttle {
             );
         }
     }
-}
 
-/// How long `bytes` take at `rate` bytes per second (never 0).
-fn duration_of(rate: u64, bytes: u64) -> Duration {
-    let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    /// How long `bytes` take at the rate.
+    fn duration_of(&self, bytes: u64) -> Duration {
+        let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(self.rate);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// Pacing switched on by [`Throttle::begin`]; switched off when ended or dropped.
@@ -337,7 +329,7 @@ mod tests {
             throttle.take(64 << 10);
         }
         assert_eq!(throttle.end(), Paced::default(), "off: nothing counted");
-        let pacing = throttle.begin(1);
+        let pacing = throttle.begin();
         for _ in 0..64 {
             throttle.take(64 << 10);
         }
