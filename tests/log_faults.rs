@@ -125,6 +125,17 @@ async fn start(storage: &TestStorage, wal: Wal, setup: Setup) -> Running {
     }
 }
 
+/// A service in `log` mode on the storage the environment picks (returned: its
+/// files live as long as it does), with a new log on an in-memory file system
+/// (returned, to check the log after the stop).
+async fn start_on_a_new_log(setup: Setup) -> (TestStorage, MemFs, Running) {
+    let storage = TestStorage::from_env();
+    let fs = MemFs::new();
+    let (wal, _) = open_log(&fs);
+    let running = start(&storage, wal, setup).await;
+    (storage, fs, running)
+}
+
 impl Running {
     /// A graceful stop: the queue is drained into the log and the log checkpointed.
     /// Returns the store, still open.
@@ -440,10 +451,7 @@ fn a_failed_fdatasync_that_drops_the_dirty_pages_is_never_acknowledged_either() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
-    let storage = TestStorage::from_env();
-    let fs = MemFs::new();
-    let (wal, _) = open_log(&fs);
-    let running = start(&storage, wal, Setup::frequent_checkpoints(10_000)).await;
+    let (_storage, fs, running) = start_on_a_new_log(Setup::frequent_checkpoints(10_000)).await;
     let service = &running.service;
     let store = running.store.clone();
     let mut ledger = Ledger::default();
@@ -493,10 +501,7 @@ async fn a_failing_checkpoint_keeps_writes_durable_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_checkpointer_tells_the_store_once_per_quiet_spell() {
-    let storage = TestStorage::from_env();
-    let fs = MemFs::new();
-    let (wal, _) = open_log(&fs);
-    let running = start(&storage, wal, Setup::frequent_checkpoints(10_000)).await;
+    let (_storage, fs, running) = start_on_a_new_log(Setup::frequent_checkpoints(10_000)).await;
     let service = &running.service;
     let store = running.store.clone();
     let mut ledger = Ledger::default();
@@ -531,10 +536,8 @@ async fn a_quiet_checkpointer_tells_the_store_once_per_quiet_spell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_when_checkpoints_cannot_land_never_loss() {
     const MAX_UNFLUSHED: usize = 50;
-    let storage = TestStorage::from_env();
-    let fs = MemFs::new();
-    let (wal, _) = open_log(&fs);
-    let running = start(&storage, wal, Setup::frequent_checkpoints(MAX_UNFLUSHED)).await;
+    let (_storage, _fs, running) =
+        start_on_a_new_log(Setup::frequent_checkpoints(MAX_UNFLUSHED)).await;
     let service = &running.service;
     let store = running.store.clone();
     let mut ledger = Ledger::default();
