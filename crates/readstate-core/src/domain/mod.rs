@@ -21,7 +21,9 @@ mod view;
 pub use channel::{ChannelWindow, Unread};
 pub use ids::{ChannelId, GroupId, IdError, MessageId, UserId, is_canonical_decimal};
 pub use model::Model;
-pub use ops::{ChannelEffect, Op, UserChange, UserEffect, apply_user_effect, channel_meta, expand};
+pub use ops::{
+    ChannelEffect, Op, UserChange, UserChanges, UserEffect, apply_user_effect, channel_meta, expand,
+};
 pub use settings::{
     ChannelMeta, Level, MAX_PARENT_DEPTH, MAX_STAMP, MUTED_FOREVER, ParentError, Settings,
     check_parent, group_of,

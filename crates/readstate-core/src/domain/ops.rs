@@ -2,6 +2,8 @@
 //! single entities (one channel, one user), which is the unit the cache locks and
 //! the commit writer persists.
 
+use smallvec::{SmallVec, smallvec};
+
 use super::{
     ChannelId, ChannelMeta, GroupId, Level, MessageId, ReadPos, Settings, UserId, UserStates,
 };
@@ -281,6 +283,11 @@ pub enum UserChange {
     Settings { channel: u64, settings: Settings },
 }
 
+/// What one user effect changed: at most two changes inline (an ack, a mention, a
+/// join, settings that create the state), more (ack all, a user's deletion) on the
+/// heap.
+pub type UserChanges = SmallVec<[UserChange; 2]>;
+
 impl UserChange {
     /// The channel of the changed read state.
     pub fn channel(&self) -> u64 {
@@ -293,7 +300,8 @@ impl UserChange {
     }
 }
 
-/// Applies one user effect to that user's states and returns what changed.
+/// Applies one user effect to that user's states and returns what changed (held
+/// inline: most effects change one state, and the hot path allocates nothing for it).
 /// `head_of(channel)` gives a channel's head (for join without a position and for
 /// ack all); `now` (ms) stamps a mark unread.
 pub fn apply_user_effect(
@@ -302,21 +310,20 @@ pub fn apply_user_effect(
     head_of: impl Fn(u64) -> u64,
     now: u64,
     mention_window: usize,
-) -> Vec<UserChange> {
+) -> UserChanges {
     match *effect {
         UserEffect::Ack {
             channel,
             message,
             at,
             ..
-        } => states
-            .ack(channel.get(), message.get(), at)
-            .map(|read| UserChange::Read {
+        } => match states.ack(channel.get(), message.get(), at) {
+            Some(read) => smallvec![UserChange::Read {
                 channel: channel.get(),
                 read,
-            })
-            .into_iter()
-            .collect(),
+            }],
+            None => UserChanges::new(),
+        },
         UserEffect::Mention {
             channel, message, ..
         } => {
@@ -324,36 +331,35 @@ pub fn apply_user_effect(
                 .add_mention(channel.get(), message.get(), mention_window)
                 .is_yes()
             {
-                vec![UserChange::Mention {
+                smallvec![UserChange::Mention {
                     channel: channel.get(),
                     message: message.get(),
                 }]
             } else {
-                Vec::new()
+                UserChanges::new()
             }
         }
         UserEffect::Unread {
             channel, message, ..
-        } => states
-            .mark_unread(channel.get(), message.get(), now)
-            .map(|read| UserChange::Read {
+        } => match states.mark_unread(channel.get(), message.get(), now) {
+            Some(read) => smallvec![UserChange::Read {
                 channel: channel.get(),
                 read,
-            })
-            .into_iter()
-            .collect(),
+            }],
+            None => UserChanges::new(),
+        },
         UserEffect::Join { channel, read, .. } => {
             let read = ReadPos {
                 epoch: 0,
                 pos: read.unwrap_or_else(|| head_of(channel.get())),
             };
             if states.join(channel.get(), read).is_yes() {
-                vec![UserChange::Read {
+                smallvec![UserChange::Read {
                     channel: channel.get(),
                     read,
                 }]
             } else {
-                Vec::new()
+                UserChanges::new()
             }
         }
         UserEffect::AckAll { .. } => {
@@ -373,11 +379,11 @@ pub fn apply_user_effect(
         }
         UserEffect::Leave { channel, .. } => {
             if states.remove(channel.get()).is_yes() {
-                vec![UserChange::Removed {
+                smallvec![UserChange::Removed {
                     channel: channel.get(),
                 }]
             } else {
-                Vec::new()
+                UserChanges::new()
             }
         }
         UserEffect::Settings {
@@ -389,9 +395,9 @@ pub fn apply_user_effect(
                 pos: head_of(channel.get()),
             };
             match states.merge_settings(channel.get(), &settings, read) {
-                None => Vec::new(),
+                None => UserChanges::new(),
                 Some((settings, created)) => {
-                    let mut out = Vec::with_capacity(2);
+                    let mut out = UserChanges::new();
                     if created.is_yes() {
                         out.push(UserChange::Read {
                             channel: channel.get(),

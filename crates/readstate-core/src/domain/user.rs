@@ -3,7 +3,9 @@
 //!
 //! **Encoding** (frame of reference). The header is one byte holding the two widths
 //! (`channel_width` in 1..=8 in the low nibble, `pos_width` in 0..=8 in the high one),
-//! then the varints `base_channel` and `base_pos`. A record is `channel - base_channel`
+//! a byte holding the widths of the two bases the same way (1..=8 each), then
+//! `base_channel` and `base_pos` in that many little-endian bytes each (fixed-size loads to parse,
+//! where varints take a loop of up to 9 steps for a snowflake). A record is `channel - base_channel`
 //! in `channel_width` little-endian bytes, then `pos - base_pos` in `pos_width` bytes.
 //! Records keep a fixed width so that a lookup is a binary search and an ack that
 //! still fits is written in place; anything that does not fit (a channel or position
@@ -16,9 +18,7 @@
 //! The rare parts (a non-zero unread epoch, mention ids, notification settings) live
 //! in a side allocation that most users never have.
 
-use super::packed::{
-    count_at_most, push_le, push_varint, read_le, read_varint, varint_len, width_of, write_le,
-};
+use super::packed::{count_at_most, push_le, read_le, read_le_at, width_of, write_le};
 use super::{Settings, allocated};
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
@@ -148,19 +148,23 @@ impl Layout {
     /// The layout of `data`, `None` when it is empty (no state).
     #[inline]
     fn of(data: &[u8]) -> Option<Layout> {
-        let widths = *data.first()?;
-        let mut at = 1;
-        let base_channel = read_varint(data, &mut at);
-        let base_pos = read_varint(data, &mut at);
+        // An encoded user has both header bytes; an empty one has no state.
+        let &[widths, bases, ..] = data else {
+            return None;
+        };
         let channel_width = usize::from(widths & 0x0f);
         let pos_width = usize::from(widths >> 4);
+        let base_channel_width = usize::from(bases & 0x0f);
+        let pos_at = 2 + base_channel_width;
+        let base_pos_width = usize::from(bases >> 4);
+        let start = pos_at + base_pos_width;
         Some(Layout {
-            base_channel,
-            base_pos,
+            base_channel: read_le_at(data, 2, base_channel_width),
+            base_pos: read_le_at(data, pos_at, base_pos_width),
             channel_width,
             pos_width,
-            start: at,
-            len: (data.len() - at) / (channel_width + pos_width),
+            start,
+            len: (data.len() - start) / (channel_width + pos_width),
         })
     }
 
@@ -214,12 +218,19 @@ fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
         start: 0,
         len: 0,
     };
-    let header = 1 + varint_len(layout.base_channel) + varint_len(layout.base_pos);
+    // At least a byte each (channel ids are at least 1 anyway), so that reading a
+    // base is a load and a shift.
+    let (base_channel_width, base_pos_width) = (
+        width_of(layout.base_channel).max(1),
+        width_of(layout.base_pos).max(1),
+    );
+    let header = 2 + base_channel_width + base_pos_width;
     let mut out = Vec::with_capacity(header + records.len() * layout.record());
-    // Both widths are at most 8, so each fits its nibble.
+    // All four widths are at most 8, so each fits its nibble.
     out.push(layout.channel_width as u8 | (layout.pos_width as u8) << 4);
-    push_varint(&mut out, layout.base_channel);
-    push_varint(&mut out, layout.base_pos);
+    out.push(base_channel_width as u8 | (base_pos_width as u8) << 4);
+    push_le(&mut out, layout.base_channel, base_channel_width);
+    push_le(&mut out, layout.base_pos, base_pos_width);
     for &(channel, pos) in records {
         layout.push(&mut out, channel, pos);
     }
@@ -288,7 +299,12 @@ impl UserStates {
 
     /// Number of read states.
     pub fn len(&self) -> usize {
-        Layout::of(&self.data).map_or(0, |l| l.len)
+        // From the two header bytes alone, without reading the bases.
+        let &[widths, bases, ..] = &self.data[..] else {
+            return 0;
+        };
+        let start = 2 + usize::from(bases & 0x0f) + usize::from(bases >> 4);
+        (self.data.len() - start) / (usize::from(widths & 0x0f) + usize::from(widths >> 4))
     }
 
     /// True when the user has no read state.
