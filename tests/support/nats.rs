@@ -50,15 +50,32 @@ impl TestStream {
     }
 
     /// Creates the stream (as the service would: its subjects, file storage).
+    ///
+    /// Retried a few times: nats-server 2.9 removes an account's storage directory
+    /// when its last stream is deleted, and a stream created at that moment by a test
+    /// running alongside fails with "error creating store for stream" (10049; the
+    /// server logs `mkdir .../jetstream/$G/streams/...: no such file or directory`).
     pub async fn create(&self) {
-        self.js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: self.stream.clone(),
-                subjects: vec![format!("{}.>", self.prefix)],
-                ..Default::default()
-            })
-            .await
-            .expect("the stream is created");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let created = self
+                .js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: self.stream.clone(),
+                    subjects: vec![format!("{}.>", self.prefix)],
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => return,
+                Err(e) if attempt < 5 => {
+                    eprintln!("creating stream {} failed ({e}); again", self.stream);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the stream is created: {e:?}"),
+            }
+        }
     }
 
     /// `READSTATE_NATS__*` settings pointing a server at this stream.
