@@ -7,7 +7,7 @@
 //! `base_channel` and `base_pos` in that many little-endian bytes each (fixed-size loads to parse,
 //! where varints take a loop of up to 9 steps for a snowflake). A record is `channel - base_channel`
 //! in `channel_width` little-endian bytes, then `pos - base_pos` in `pos_width` bytes.
-//! Records keep a fixed width so that a lookup is a binary search and an ack that
+//! Records keep a fixed width so that a lookup is a search of fixed-size fields and an ack that
 //! still fits is written in place; anything that does not fit (a channel or position
 //! below its base, a difference wider than its field) re-encodes the user with the
 //! narrowest widths and the smallest bases. A user in 10 channels whose ids span less
