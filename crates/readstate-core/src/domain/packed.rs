@@ -103,23 +103,20 @@ fn count_at_most_w<const W: usize>(
     len: usize,
     key: u64,
 ) -> usize {
-    let field = |i: usize| {
-        let at = start + i * stride;
+    // The W-byte field a record starts with.
+    let load = |record: &[u8]| {
         let mut word = [0u8; 8];
-        word[..W].copy_from_slice(&data[at..at + W]);
+        word[..W].copy_from_slice(&record[..W]);
         u64::from_le_bytes(word)
     };
+    let field = |i: usize| load(&data[start + i * stride..]);
     if len <= LINEAR_SEARCH_MAX {
         // Few records: a scan that stops at the first field above the key costs
         // fewer instructions than the halvings (no index arithmetic per probe).
         let end = start + len * stride;
         return data[start..end]
             .chunks_exact(stride)
-            .take_while(|record| {
-                let mut word = [0u8; 8];
-                word[..W].copy_from_slice(&record[..W]);
-                u64::from_le_bytes(word) <= key
-            })
+            .take_while(|record| load(record) <= key)
             .count();
     }
     let (mut lo, mut hi) = (0, len);

@@ -144,6 +144,12 @@ struct Layout {
     len: usize,
 }
 
+/// The two widths a header byte holds: (low nibble, high nibble).
+#[inline]
+fn nibbles(byte: u8) -> (usize, usize) {
+    (usize::from(byte & 0x0f), usize::from(byte >> 4))
+}
+
 impl Layout {
     /// The layout of `data`, `None` when it is empty (no state).
     #[inline]
@@ -152,11 +158,9 @@ impl Layout {
         let &[widths, bases, ..] = data else {
             return None;
         };
-        let channel_width = usize::from(widths & 0x0f);
-        let pos_width = usize::from(widths >> 4);
-        let base_channel_width = usize::from(bases & 0x0f);
+        let (channel_width, pos_width) = nibbles(widths);
+        let (base_channel_width, base_pos_width) = nibbles(bases);
         let pos_at = 2 + base_channel_width;
-        let base_pos_width = usize::from(bases >> 4);
         let start = pos_at + base_pos_width;
         Some(Layout {
             base_channel: read_le_at(data, 2, base_channel_width),
@@ -303,8 +307,10 @@ impl UserStates {
         let &[widths, bases, ..] = &self.data[..] else {
             return 0;
         };
-        let start = 2 + usize::from(bases & 0x0f) + usize::from(bases >> 4);
-        (self.data.len() - start) / (usize::from(widths & 0x0f) + usize::from(widths >> 4))
+        let ((channel_width, pos_width), (base_channel_width, base_pos_width)) =
+            (nibbles(widths), nibbles(bases));
+        let start = 2 + base_channel_width + base_pos_width;
+        (self.data.len() - start) / (channel_width + pos_width)
     }
 
     /// True when the user has no read state.
