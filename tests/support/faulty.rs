@@ -1,5 +1,6 @@
 //! A [`Store`] wrapper for the service's fault tests (`service_faults`, `log_faults`)
-//! that makes storage fail for real callers: loads held at a gate, the next N commits
+//! that makes storage fail for real callers: loads held at a gate (before or after
+//! they read, so that what they read can go stale meanwhile), the next N commits
 //! failing, or the whole database down (commits refused and counted; with loads down,
 //! loads, readers and the readiness check fail too). Every fault is off at first.
 
@@ -20,6 +21,11 @@ pub struct FaultyStore {
     pub inner: Arc<dyn Store>,
     /// `load_user` waits for a permit (take them all to hold loads).
     pub load_gate: Semaphore,
+    /// Loads (users and channels) wait for a permit after reading, before returning
+    /// what they read (take them all to hold loads with their rows in hand).
+    pub loaded_gate: Semaphore,
+    /// Loads that have read their rows (counted before `loaded_gate`).
+    pub loads_read: AtomicU64,
     /// The next this-many commits fail (`StoreError::Corrupt`).
     pub failing_commits: AtomicU32,
     commits_down: AtomicBool,
@@ -39,6 +45,8 @@ impl FaultyStore {
         Self {
             inner,
             load_gate: Semaphore::new(LOAD_PERMITS as usize),
+            loaded_gate: Semaphore::new(LOAD_PERMITS as usize),
+            loads_read: AtomicU64::new(0),
             failing_commits: AtomicU32::new(0),
             commits_down: AtomicBool::new(false),
             loads_down: AtomicBool::new(false),
@@ -51,6 +59,12 @@ impl FaultyStore {
     pub fn set_down(&self, commits: bool, loads: bool) {
         self.commits_down.store(commits, Ordering::SeqCst);
         self.loads_down.store(loads, Ordering::SeqCst);
+    }
+
+    /// Counts a load that has read its rows and holds it at `loaded_gate`.
+    async fn loaded(&self) {
+        self.loads_read.fetch_add(1, Ordering::SeqCst);
+        let _permit = self.loaded_gate.acquire().await.expect("never closed");
     }
 
     fn check_loads(&self) -> Result<(), StoreError> {
@@ -73,7 +87,9 @@ impl Store for FaultyStore {
     async fn load_user(&self, user: u64, mention_window: usize) -> Result<UserStates, StoreError> {
         let _permit = self.load_gate.acquire().await.expect("never closed");
         self.check_loads()?;
-        self.inner.load_user(user, mention_window).await
+        let states = self.inner.load_user(user, mention_window).await?;
+        self.loaded().await;
+        Ok(states)
     }
     async fn load_channels(
         &self,
@@ -81,7 +97,9 @@ impl Store for FaultyStore {
         window: usize,
     ) -> Result<Vec<(u64, ChannelWindow)>, StoreError> {
         self.check_loads()?;
-        self.inner.load_channels(channels, window).await
+        let windows = self.inner.load_channels(channels, window).await?;
+        self.loaded().await;
+        Ok(windows)
     }
     async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         if self.commits_down.load(Ordering::SeqCst) {

@@ -205,6 +205,21 @@ impl Shard {
         self.users.get(user).is_some()
     }
 
+    /// Applies `f` to a cached user's states and marks them used: a read, which
+    /// changes no byte count and evicts nothing. `None` if not cached.
+    pub fn read_user<R>(&mut self, user: u64, f: impl FnOnce(&UserStates) -> R) -> Option<R> {
+        self.users.read(user, f)
+    }
+
+    /// [`Shard::read_user`] for a cached channel's window.
+    pub fn read_channel<R>(
+        &mut self,
+        channel: u64,
+        f: impl FnOnce(&ChannelWindow) -> R,
+    ) -> Option<R> {
+        self.channels.read(channel, f)
+    }
+
     /// Applies `f` to a cached user's states, keeps the byte count exact and evicts
     /// others if the change grew the shard past its budget. `None` if not cached.
     pub fn update_user<R>(&mut self, user: u64, f: impl FnOnce(&mut UserStates) -> R) -> Option<R> {

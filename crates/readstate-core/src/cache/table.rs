@@ -104,6 +104,15 @@ impl<T: Weigh> Table<T> {
         }
     }
 
+    /// Applies `f` to the value of `id` and marks it used: a read, which cannot change
+    /// the byte count (so nothing is recounted). `None` when it is not cached.
+    pub fn read<R>(&mut self, id: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let pos = self.position(id)?;
+        let slot = &mut self.slots[pos];
+        slot.referenced = true;
+        Some(f(&slot.value))
+    }
+
     /// Applies `f` to the value of `id`, keeping the byte count exact.
     pub fn update<R>(&mut self, id: u64, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let pos = self.position(id)?;

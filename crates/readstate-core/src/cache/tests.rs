@@ -13,6 +13,7 @@ enum Action {
     Ack { user: u64, channel: u64 },
     Dirty { user: u64 },
     Commit { user: u64 },
+    Read { user: u64 },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -21,6 +22,7 @@ fn action() -> impl Strategy<Value = Action> {
         (1..300u64, 1..50u64).prop_map(|(user, channel)| Action::Ack { user, channel }),
         (1..300u64).prop_map(|user| Action::Dirty { user }),
         (1..300u64).prop_map(|user| Action::Commit { user }),
+        (1..300u64).prop_map(|user| Action::Read { user }),
     ]
 }
 
@@ -58,6 +60,17 @@ proptest! {
                             truth.entry(user).or_default().ack(channel, 1_000, None);
                         }
                     }
+                }
+                Action::Read { user } => {
+                    let mut shard = cache.lock(cache.user_shard(user));
+                    let bytes = shard.bytes();
+                    let cached = shard.has_user(user);
+                    let read = shard.read_user(user, Clone::clone);
+                    prop_assert_eq!(read.is_some(), cached);
+                    if let Some(read) = read {
+                        prop_assert_eq!(Some(&read), truth.get(&user));
+                    }
+                    prop_assert_eq!(shard.bytes(), bytes, "a read changes no byte count");
                 }
                 Action::Dirty { user } | Action::Commit { user } => {
                     let mut shard = cache.lock(cache.user_shard(user));

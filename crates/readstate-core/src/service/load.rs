@@ -35,7 +35,16 @@ impl Service {
                     let inserted = {
                         let mut shard = self.cache.lock(index);
                         match loaded {
-                            Ok(states) => Ok(shard.finish_user_load(user, states)),
+                            // A channel delete bumps the epoch holding every shard's
+                            // lock: checked under this shard's lock, no delete can
+                            // fall between the check and the insert.
+                            Ok((states, epoch)) if self.no_delete_since(epoch) => {
+                                Ok(shard.finish_user_load(user, states))
+                            }
+                            Ok(_) => {
+                                shard.abort_user_load(user);
+                                Ok(false)
+                            }
                             Err(e) => {
                                 shard.abort_user_load(user);
                                 Err(e)
@@ -43,7 +52,8 @@ impl Service {
                         }
                     };
                     self.user_loads[index].notify_waiters();
-                    // Not inserted: another node changed the user during the load; load again.
+                    // Not inserted: another node changed the user, or a channel was
+                    // deleted, during the load; load again.
                     if inserted? {
                         return Ok(());
                     }
@@ -52,7 +62,10 @@ impl Service {
         }
     }
 
-    pub(super) async fn load_user(&self, user: u64) -> Result<UserStates, ServiceError> {
+    /// Reads `user` from storage once no channel delete is waiting to be stored (the
+    /// rows it removes would be read), with the delete epoch the read began in: the
+    /// caller inserts the states only if no delete ran since ([`Self::no_delete_since`]).
+    pub(super) async fn load_user(&self, user: u64) -> Result<(UserStates, u64), ServiceError> {
         crate::metrics::cache_load("user");
         loop {
             if self.committer.deletes_pending() {
@@ -63,10 +76,17 @@ impl Service {
                 .store
                 .load_user(user, self.caps.mention_window())
                 .await?;
-            if self.delete_epoch.load(Ordering::SeqCst) == epoch {
-                return Ok(states);
+            if self.no_delete_since(epoch) {
+                return Ok((states, epoch));
             }
         }
+    }
+
+    /// Whether no channel delete began since `epoch` was read: what a load read
+    /// from storage then is still current. Loads check it again holding the shard
+    /// lock they insert under; a delete changes the epoch holding every shard's lock.
+    fn no_delete_since(&self, epoch: u64) -> bool {
+        self.delete_epoch.load(Ordering::SeqCst) == epoch
     }
 
     /// Makes sure every listed channel is cached (one storage query for the misses).
@@ -100,6 +120,7 @@ impl Service {
                 service: self,
                 channels: &own,
             };
+            let epoch = self.delete_epoch.load(Ordering::SeqCst);
             let loaded = self
                 .store
                 .load_channels(&own, self.caps.channel_window())
@@ -109,11 +130,18 @@ impl Service {
                 Ok(windows) => {
                     let mut all_inserted = true;
                     for (channel, window) in windows {
-                        // False when another node changed it during the load.
-                        all_inserted &= self
-                            .cache
-                            .lock(self.cache.channel_shard(channel))
-                            .finish_channel_load(channel, window);
+                        let mut shard = self.cache.lock(self.cache.channel_shard(channel));
+                        // A channel deleted during the load may have had its (empty)
+                        // window evicted already once the delete was stored: what the
+                        // load read predates it. The epoch is checked under the lock
+                        // (see `no_delete_since`).
+                        if self.no_delete_since(epoch) {
+                            // False when another node changed it during the load.
+                            all_inserted &= shard.finish_channel_load(channel, window);
+                        } else {
+                            shard.abort_channel_load(channel);
+                            all_inserted = false;
+                        }
                     }
                     self.channel_loads.notify_waiters();
                     if all_inserted && !waiting {
@@ -151,13 +179,13 @@ impl Service {
                 self.ensure_channels(&missing).await?;
             }
             missing.retain(|&c| {
-                let mut shard = self.cache.lock(self.cache.channel_shard(c));
-                if !shard.channels.touch(c) {
-                    return true;
-                }
-                match shard.channels.get(c) {
-                    Some(window) => {
-                        out.insert(c, f(c, window));
+                let read = self
+                    .cache
+                    .lock(self.cache.channel_shard(c))
+                    .read_channel(c, |window| f(c, window));
+                match read {
+                    Some(r) => {
+                        out.insert(c, r);
                         false
                     }
                     None => true,
@@ -215,7 +243,7 @@ impl Service {
             if let Some(r) = self
                 .cache
                 .lock(self.cache.user_shard(user))
-                .update_user(user, |states| f(states))
+                .read_user(user, |states| f(states))
             {
                 return Ok(r);
             }
