@@ -207,7 +207,12 @@ impl ChannelWindow {
             self.ids = encode(&[(id, deleted)]);
             return true;
         };
-        let at = layout.partition(&self.ids, id);
+        // A new message is almost always newer than every id the window holds: it
+        // goes at the end, without a search.
+        let at = match layout.len.checked_sub(1) {
+            Some(last) if layout.id(&self.ids, last) < id => layout.len,
+            _ => layout.partition(&self.ids, id),
+        };
         if at > 0 && layout.id(&self.ids, at - 1) == id {
             let off = layout.start + (at - 1) * layout.width;
             if deleted && !layout.tombstone(&self.ids, at - 1) {

@@ -18,7 +18,7 @@
 //! The rare parts (a non-zero unread epoch, mention ids, notification settings) live
 //! in a side allocation that most users never have.
 
-use super::packed::{count_at_most, push_le, read_le, read_le_at, width_of, write_le};
+use super::packed::{count_at_most, read_le, read_le_at, width_of, write_le};
 use super::{Settings, allocated};
 
 /// A read position: `(epoch, pos)`, merged by lexicographic max. Acks raise `pos`
@@ -199,10 +199,12 @@ impl Layout {
         pos >= self.base_pos && width_of(pos - self.base_pos) <= self.pos_width
     }
 
-    /// Appends the record of `(channel, pos)`; it must fit.
-    fn push(&self, out: &mut Vec<u8>, channel: u64, pos: u64) {
-        push_le(out, channel - self.base_channel, self.channel_width);
-        push_le(out, pos - self.base_pos, self.pos_width);
+    /// Writes the record of `(channel, pos)` into `record` (a record's bytes); it
+    /// must fit.
+    fn write(&self, record: &mut [u8], channel: u64, pos: u64) {
+        let (channel_field, pos_field) = record.split_at_mut(self.channel_width);
+        write_le(channel_field, channel - self.base_channel);
+        write_le(pos_field, pos - self.base_pos);
     }
 }
 
@@ -228,22 +230,19 @@ fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
         width_of(layout.base_channel).max(1),
         width_of(layout.base_pos).max(1),
     );
-    let header = 2 + base_channel_width + base_pos_width;
-    let mut out = Vec::with_capacity(header + records.len() * layout.record());
+    let pos_at = 2 + base_channel_width;
+    let header = pos_at + base_pos_width;
+    // Written in place into a buffer of the exact length (one allocation, no growth).
+    let mut out = vec![0u8; header + records.len() * layout.record()].into_boxed_slice();
     // All four widths are at most 8, so each fits its nibble.
-    out.push(layout.channel_width as u8 | (layout.pos_width as u8) << 4);
-    out.push(base_channel_width as u8 | (base_pos_width as u8) << 4);
-    push_le(&mut out, layout.base_channel, base_channel_width);
-    push_le(&mut out, layout.base_pos, base_pos_width);
-    for &(channel, pos) in records {
-        layout.push(&mut out, channel, pos);
+    out[0] = layout.channel_width as u8 | (layout.pos_width as u8) << 4;
+    out[1] = base_channel_width as u8 | (base_pos_width as u8) << 4;
+    write_le(&mut out[2..pos_at], layout.base_channel);
+    write_le(&mut out[pos_at..header], layout.base_pos);
+    for (record, &(channel, pos)) in out[header..].chunks_exact_mut(layout.record()).zip(records) {
+        layout.write(record, channel, pos);
     }
-    debug_assert_eq!(
-        out.len(),
-        out.capacity(),
-        "the encoded length is computed exactly"
-    );
-    out.into_boxed_slice()
+    out
 }
 
 /// Every read state of one user, sorted by channel id (see the module's encoding).
@@ -375,11 +374,12 @@ impl UserStates {
         match Layout::of(&self.data) {
             Some(layout) if layout.fits(channel, pos) => {
                 let split = layout.start + at * layout.record();
-                let mut out = Vec::with_capacity(self.data.len() + layout.record());
-                out.extend_from_slice(&self.data[..split]);
-                layout.push(&mut out, channel, pos);
-                out.extend_from_slice(&self.data[split..]);
-                self.data = out.into_boxed_slice();
+                let end = split + layout.record();
+                let mut out = vec![0u8; self.data.len() + layout.record()].into_boxed_slice();
+                out[..split].copy_from_slice(&self.data[..split]);
+                layout.write(&mut out[split..end], channel, pos);
+                out[end..].copy_from_slice(&self.data[split..]);
+                self.data = out;
             }
             _ => {
                 let mut records: Vec<(u64, u64)> = self.records().collect();
