@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use readstate::cache::{Cache, Lookup};
+use readstate::cache::{Cache, Lookup, Shard};
 use readstate::domain::{
     Caps, ChannelId, ChannelWindow, MessageId, Op, ReadPos, ReadStateView, UserEffect, UserId,
     UserStates, apply_user_effect, derive, expand,
@@ -204,30 +204,26 @@ fn cached_users() -> (Cache, u64) {
 /// A cache hit as the service's reads make it (`Shard::read_user`), and as its writes
 /// do (`Shard::update_user`, which keeps the byte count exact and the budget).
 fn cache_lookup() -> Vec<Workload> {
-    let hit = {
-        let (cache, users) = cached_users();
-        let mut user = 0u64;
-        Workload::new("cache", "user_hit".to_string(), 1, move || {
-            // A stride through the users, so lookups do not stay in one cache line.
-            user = (user + 7_919) % users + 1;
-            let found = cache
-                .lock(cache.user_shard(black_box(user)))
-                .read_user(user, |states| states.len());
-            black_box(found);
-        })
-    };
-    let update = {
-        let (cache, users) = cached_users();
-        let mut user = 0u64;
-        Workload::new("cache", "user_update".to_string(), 1, move || {
-            user = (user + 7_919) % users + 1;
-            let found = cache
-                .lock(cache.user_shard(black_box(user)))
-                .update_user(user, |states| states.len());
-            black_box(found);
-        })
-    };
-    vec![hit, update]
+    vec![
+        cache_workload("user_hit", |shard, user| {
+            shard.read_user(user, |states| states.len())
+        }),
+        cache_workload("user_update", |shard, user| {
+            shard.update_user(user, |states| states.len())
+        }),
+    ]
+}
+
+/// Looks up `lookup` of the cached users in turn, with a stride so that lookups do
+/// not stay in one cache line.
+fn cache_workload(param: &str, lookup: fn(&mut Shard, u64) -> Option<usize>) -> Workload {
+    let (cache, users) = cached_users();
+    let mut user = 0u64;
+    Workload::new("cache", param.to_string(), 1, move || {
+        user = (user + 7_919) % users + 1;
+        let found = lookup(&mut cache.lock(cache.user_shard(black_box(user))), user);
+        black_box(found);
+    })
 }
 
 fn workloads() -> Vec<Workload> {
