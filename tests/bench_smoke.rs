@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -85,16 +85,48 @@ impl Leftovers {
     }
 
     async fn redis_keys(&self) -> Vec<String> {
-        let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
-        let mut con = client
-            .get_multiplexed_async_connection()
+        let mut con = redis_connection().await.expect("Redis is reachable");
+        namespace_keys(&mut con, &self.namespace)
             .await
-            .expect("Redis is reachable");
-        redis::cmd("KEYS")
-            .arg(format!("{}:*", self.namespace))
-            .query_async(&mut con)
-            .await
-            .expect("KEYS answers")
+            .expect("SCAN answers")
+    }
+}
+
+/// A connection whose replies may take as long as a busy shared Redis needs: the
+/// client's default 500 ms response timeout failed a CI run while another test
+/// was loading Redis.
+async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(120)));
+    redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// The keys under `<namespace>:`, by `SCAN` (`KEYS` would block a Redis that other
+/// tests share for as long as it walks every key).
+async fn namespace_keys(
+    con: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let pattern = format!("{namespace}:*");
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(con)
+            .await?;
+        found.extend(keys);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
     }
 }
 
@@ -124,12 +156,8 @@ impl Drop for Leftovers {
                         .await;
                     }
                 }
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut con) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{namespace}:*"))
-                        .query_async(&mut con)
+                if let Ok(mut con) = redis_connection().await {
+                    let keys = namespace_keys(&mut con, &namespace)
                         .await
                         .unwrap_or_default();
                     if !keys.is_empty() {
