@@ -210,16 +210,27 @@ impl Layout {
 
 /// Encodes `records` (ascending by channel, distinct) with the narrowest widths.
 fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+    encode_with(records.len(), |i| records[i])
+}
+
+/// Encodes the `len` records `record(0..len)` (ascending by channel, distinct) with
+/// the narrowest widths. An insert that does not fit reads the records from the old
+/// encoding through `record` (each twice: once for the widths, once to write it), so
+/// it allocates only the result rather than collecting the records first.
+#[inline]
+fn encode_with(len: usize, record: impl Fn(usize) -> (u64, u64)) -> Box<[u8]> {
+    let Some(last) = len.checked_sub(1) else {
         return Box::default();
     };
-    let (min_pos, max_pos) = records
-        .iter()
-        .fold((u64::MAX, 0), |(lo, hi), (_, p)| (lo.min(*p), hi.max(*p)));
+    let (first_channel, last_channel) = (record(0).0, record(last).0);
+    let (min_pos, max_pos) = (0..len).fold((u64::MAX, 0), |(lo, hi), i| {
+        let pos = record(i).1;
+        (lo.min(pos), hi.max(pos))
+    });
     let layout = Layout {
-        base_channel: first.0,
+        base_channel: first_channel,
         base_pos: min_pos,
-        channel_width: width_of(last.0 - first.0).max(1),
+        channel_width: width_of(last_channel - first_channel).max(1),
         pos_width: width_of(max_pos - min_pos),
         start: 0,
         len: 0,
@@ -233,14 +244,65 @@ fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
     let pos_at = 2 + base_channel_width;
     let header = pos_at + base_pos_width;
     // Written in place into a buffer of the exact length (one allocation, no growth).
-    let mut out = vec![0u8; header + records.len() * layout.record()].into_boxed_slice();
+    let mut out = vec![0u8; header + len * layout.record()].into_boxed_slice();
     // All four widths are at most 8, so each fits its nibble.
     out[0] = layout.channel_width as u8 | (layout.pos_width as u8) << 4;
     out[1] = base_channel_width as u8 | (base_pos_width as u8) << 4;
     write_le(&mut out[2..pos_at], layout.base_channel);
     write_le(&mut out[pos_at..header], layout.base_pos);
-    for (record, &(channel, pos)) in out[header..].chunks_exact_mut(layout.record()).zip(records) {
-        layout.write(record, channel, pos);
+    for (i, field) in out[header..].chunks_exact_mut(layout.record()).enumerate() {
+        let (channel, pos) = record(i);
+        layout.write(field, channel, pos);
+    }
+    out
+}
+
+/// `data` (encoded as `layout` says) re-encoded with the position of record `at`
+/// set to `pos`, which does not fit `layout`'s position fields. The channels do not
+/// change, so neither do their base and width: each channel field is copied as it
+/// is, and only the positions get a new base and width (the narrowest that hold
+/// them all). Record by record without decoding the channels, and one allocation:
+/// with small ids, the positions of an active user outgrow their width every few
+/// hundred acks.
+#[cold]
+#[inline(never)]
+fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
+    let (channel_width, stride) = (layout.channel_width, layout.record());
+    let records = &data[layout.start..];
+    let pos_of = |i: usize, record: &[u8]| {
+        if i == at {
+            pos
+        } else {
+            layout.base_pos + read_le(&record[channel_width..])
+        }
+    };
+    let (min_pos, max_pos) =
+        records
+            .chunks_exact(stride)
+            .enumerate()
+            .fold((pos, pos), |(lo, hi), (i, record)| {
+                let p = pos_of(i, record);
+                (lo.min(p), hi.max(p))
+            });
+    let pos_width = width_of(max_pos - min_pos);
+    // The header keeps the channel width and base (its bytes copied), and takes the
+    // new position width and base: at least a byte, as `encode_with` writes it.
+    let (base_channel_width, _) = nibbles(data[1]);
+    let base_pos_width = width_of(min_pos).max(1);
+    let pos_at = 2 + base_channel_width;
+    let header = pos_at + base_pos_width;
+    let new_stride = channel_width + pos_width;
+    let mut out = vec![0u8; header + layout.len * new_stride].into_boxed_slice();
+    // Both widths are at most 8, so each fits its nibble.
+    out[0] = channel_width as u8 | (pos_width as u8) << 4;
+    out[1] = base_channel_width as u8 | (base_pos_width as u8) << 4;
+    out[2..pos_at].copy_from_slice(&data[2..pos_at]);
+    write_le(&mut out[pos_at..header], min_pos);
+    let fields = out[header..].chunks_exact_mut(new_stride);
+    for (i, (field, record)) in fields.zip(records.chunks_exact(stride)).enumerate() {
+        let (channel_field, pos_field) = field.split_at_mut(channel_width);
+        write_le(channel_field, read_le(&record[..channel_width]));
+        write_le(pos_field, pos_of(i, record) - min_pos);
     }
     out
 }
@@ -363,9 +425,7 @@ impl UserStates {
                 pos - layout.base_pos,
             );
         } else {
-            let mut records: Vec<(u64, u64)> = self.records().collect();
-            records[at].1 = pos;
-            self.data = encode(&records);
+            self.data = with_pos(&self.data, layout, at, pos);
         }
     }
 
@@ -381,11 +441,16 @@ impl UserStates {
                 out[end..].copy_from_slice(&self.data[split..]);
                 self.data = out;
             }
-            _ => {
-                let mut records: Vec<(u64, u64)> = self.records().collect();
-                records.insert(at, (channel, pos));
-                self.data = encode(&records);
+            Some(layout) => {
+                let data = &self.data;
+                let old = |i: usize| (layout.channel(data, i), layout.pos(data, i));
+                self.data = encode_with(layout.len + 1, |i| match i.cmp(&at) {
+                    std::cmp::Ordering::Less => old(i),
+                    std::cmp::Ordering::Equal => (channel, pos),
+                    std::cmp::Ordering::Greater => old(i - 1),
+                });
             }
+            None => self.data = encode(&[(channel, pos)]),
         }
     }
 
