@@ -71,8 +71,9 @@ pub(super) fn push_le(out: &mut Vec<u8>, v: u64, width: usize) {
 /// How many of `len` records (the first at `start`, `stride` bytes apart, ascending
 /// by the `width`-byte field they start with) have a field of at most `key`: a binary
 /// search. One loop per width, so that reading a field is a fixed-size load rather
-/// than a dispatch on its width at every probe.
-#[inline]
+/// than a dispatch on its width at every probe. The dispatch itself is always inlined
+/// into its caller (a lookup is on the path of every ack).
+#[inline(always)]
 pub(super) fn count_at_most(
     data: &[u8],
     start: usize,

@@ -151,8 +151,11 @@ fn nibbles(byte: u8) -> (usize, usize) {
 }
 
 impl Layout {
-    /// The layout of `data`, `None` when it is empty (no state).
-    #[inline]
+    /// The layout of `data`, `None` when it is empty (no state). Always inlined, as
+    /// are `find_in` and `count_at_most`: as calls, the lookup of an ack passed this
+    /// struct through memory and spilled registers three times (ack/10 402.6 -> 351.4
+    /// instructions, ack/100 490.0 -> 446.9, for the three together).
+    #[inline(always)]
     fn of(data: &[u8]) -> Option<Layout> {
         // An encoded user has both header bytes; an empty one has no state.
         let &[widths, bases, ..] = data else {
@@ -386,6 +389,9 @@ impl UserStates {
         })
     }
 
+    /// Where `channel` is (`Ok`) or would go (`Err`) among the states `layout`
+    /// describes. Always inlined (see [`Layout::of`]).
+    #[inline(always)]
     fn find_in(&self, layout: &Layout, channel: u64) -> Result<usize, usize> {
         if channel < layout.base_channel {
             return Err(0);
