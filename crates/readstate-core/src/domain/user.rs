@@ -10,7 +10,9 @@
 //! Records keep a fixed width so that a lookup is a search of fixed-size fields and an ack that
 //! still fits is written in place; anything that does not fit (a channel or position
 //! below its base, a difference wider than its field) re-encodes the user with the
-//! narrowest widths and the smallest bases. A user in 10 channels whose ids span less
+//! narrowest widths and the smallest bases (a position that outgrows its field
+//! rewrites only the positions when the channels' base and width are already the
+//! narrowest). A removal keeps the widths and bases. A user in 10 channels whose ids span less
 //! than 2^24 and whose positions are within 255 of each other takes 4 bytes per state
 //! plus a header of a few bytes; 63-bit snowflakes (channels years apart, positions
 //! days apart) take 13 to 15 bytes per state, still less than the 16 of two `u64`s.
@@ -153,8 +155,8 @@ fn nibbles(byte: u8) -> (usize, usize) {
 impl Layout {
     /// The layout of `data`, `None` when it is empty (no state). Always inlined, as
     /// are `find_in` and `count_at_most`: as calls, the lookup of an ack passed this
-    /// struct through memory and spilled registers three times (ack/10 402.6 -> 351.4
-    /// instructions, ack/100 490.0 -> 446.9, for the three together).
+    /// struct through memory and spilled registers three times (ack/10 402.6 -> 351.5
+    /// instructions, ack/100 490.0 -> 447.0, for the three together).
     #[inline(always)]
     fn of(data: &[u8]) -> Option<Layout> {
         // An encoded user has both header bytes; an empty one has no state.
@@ -217,8 +219,8 @@ fn encode(records: &[(u64, u64)]) -> Box<[u8]> {
 }
 
 /// Encodes the `len` records `record(0..len)` (ascending by channel, distinct) with
-/// the narrowest widths. An insert that does not fit reads the records from the old
-/// encoding through `record` (each twice: once for the widths, once to write it), so
+/// the narrowest widths. A re-encode reads the records from the old encoding through
+/// `record` (twice each, and the first and last once more for the channel span), so
 /// it allocates only the result rather than collecting the records first.
 #[inline]
 fn encode_with(len: usize, record: impl Fn(usize) -> (u64, u64)) -> Box<[u8]> {
@@ -261,17 +263,29 @@ fn encode_with(len: usize, record: impl Fn(usize) -> (u64, u64)) -> Box<[u8]> {
 }
 
 /// `data` (encoded as `layout` says) re-encoded with the position of record `at`
-/// set to `pos`, which does not fit `layout`'s position fields. The channels do not
-/// change, so neither do their base and width: each channel field is copied as it
-/// is, and only the positions get a new base and width (the narrowest that hold
-/// them all). Record by record without decoding the channels, and one allocation:
-/// with small ids, the positions of an active user outgrow their width every few
-/// hundred acks.
+/// set to `pos`, which does not fit `layout`'s position fields, as [`encode`] would
+/// encode it. The channels do not change, so when their base and width are already
+/// the narrowest (the first channel is the base and the span needs the whole width)
+/// each channel field is copied as it is, and only the positions get a new base and
+/// width: record by record without decoding the channels, and one allocation. With
+/// small ids, the positions of an active user outgrow their width every few hundred
+/// acks. After a removal the channels' base or width may be wider than they need
+/// (`remove_at` keeps them); then the whole user is encoded afresh.
 #[cold]
 #[inline(never)]
 fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
     let (channel_width, stride) = (layout.channel_width, layout.record());
     let records = &data[layout.start..];
+    // `at` exists, so there is a record; the first and last channel fields.
+    let first = read_le(&records[..channel_width]);
+    let last_at = (layout.len - 1) * stride;
+    let last = read_le(&records[last_at..last_at + channel_width]);
+    if first != 0 || width_of(last).max(1) != channel_width {
+        return encode_with(layout.len, |i| {
+            let p = if i == at { pos } else { layout.pos(data, i) };
+            (layout.channel(data, i), p)
+        });
+    }
     let pos_of = |i: usize, record: &[u8]| {
         if i == at {
             pos
@@ -971,5 +985,34 @@ mod tests {
         assert_eq!(u.heap_bytes(), allocated(4 + 10 * 5));
         assert_eq!(u.get(1_000).map(|s| s.read.pos), Some(1_000));
         assert_eq!(u.get(21_000).map(|s| s.read.pos), Some(2));
+    }
+
+    /// A position that outgrows its field re-encodes the user as `encode` would, also
+    /// after a removal left the channels' base or width wider than they need.
+    #[test]
+    fn a_position_that_outgrows_its_field_encodes_the_user_afresh() {
+        let read = |pos| ReadPos { epoch: 0, pos };
+        // Channels as narrow as can be: only the positions are rewritten.
+        let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12))]);
+        assert!(u.ack(9, 10_000, None).is_some());
+        let fresh = UserStates::from_reads(vec![(5, read(10)), (9, read(10_000))]);
+        assert_eq!(u.data, fresh.data);
+        // A removal keeps the widths: channel 70,000 took the channel fields to 3
+        // bytes and its removal leaves them so; the next re-encode narrows them.
+        let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12)), (70_000, read(11))]);
+        assert!(u.remove(70_000).is_yes());
+        assert_eq!(
+            u.data.len(),
+            4 + 2 * 4,
+            "3-byte channel fields after the removal"
+        );
+        assert!(u.ack(9, 10_000, None).is_some());
+        assert_eq!(u.data, fresh.data);
+        // And when the first channel, the base, is the one removed.
+        let mut u = UserStates::from_reads(vec![(2, read(10)), (5, read(10)), (9, read(12))]);
+        assert!(u.remove(2).is_yes());
+        assert!(u.ack(9, 10_000, None).is_some());
+        assert_eq!(u.data, fresh.data);
+        assert_eq!(u.get(5).map(|s| s.read.pos), Some(10));
     }
 }
