@@ -262,18 +262,19 @@ fn encode_with(len: usize, record: impl Fn(usize) -> (u64, u64)) -> Box<[u8]> {
     out
 }
 
-/// `data` (encoded as `layout` says) re-encoded with the position of record `at`
+/// Re-encodes `data` (encoded as `layout` says) with the position of record `at`
 /// set to `pos`, which does not fit `layout`'s position fields, as [`encode`] would
 /// encode it. The channels do not change, so when their base and width are already
 /// the narrowest (the first channel is the base and the span needs the whole width)
-/// each channel field is copied as it is, and only the positions get a new base and
-/// width: record by record without decoding the channels, and one allocation. With
-/// small ids, the positions of an active user outgrow their width every few hundred
-/// acks. After a removal the channels' base or width may be wider than they need
-/// (`remove_at` keeps them); then the whole user is encoded afresh.
+/// only the positions get a new base and width, the channel fields copied as they
+/// are: in place when the widths stay (the common case: the positions moved up
+/// together and a new base brings them back into their fields), else into one new
+/// allocation. With small ids, the positions of an active user outgrow their field
+/// every few hundred acks. After a removal the channels' base or width may be wider
+/// than they need (`remove_at` keeps them); then the whole user is encoded afresh.
 #[cold]
 #[inline(never)]
-fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
+fn with_pos(data: &mut Box<[u8]>, layout: &Layout, at: usize, pos: u64) {
     let (channel_width, stride) = (layout.channel_width, layout.record());
     let records = &data[layout.start..];
     // `at` exists, so there is a record; the first and last channel fields.
@@ -281,10 +282,13 @@ fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
     let last_at = (layout.len - 1) * stride;
     let last = read_le(&records[last_at..last_at + channel_width]);
     if first != 0 || width_of(last).max(1) != channel_width {
-        return encode_with(layout.len, |i| {
-            let p = if i == at { pos } else { layout.pos(data, i) };
-            (layout.channel(data, i), p)
+        let old: &[u8] = data;
+        let fresh = encode_with(layout.len, |i| {
+            let p = if i == at { pos } else { layout.pos(old, i) };
+            (layout.channel(old, i), p)
         });
+        *data = fresh;
+        return;
     }
     let pos_of = |i: usize, record: &[u8]| {
         if i == at {
@@ -302,11 +306,21 @@ fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
                 (lo.min(p), hi.max(p))
             });
     let pos_width = width_of(max_pos - min_pos);
-    // The header keeps the channel width and base (its bytes copied), and takes the
-    // new position width and base: at least a byte, as `encode_with` writes it.
-    let (base_channel_width, _) = nibbles(data[1]);
+    // The header keeps the channel width and base, and takes the new position width
+    // and base: at least a byte, as `encode_with` writes it.
+    let (base_channel_width, old_base_pos_width) = nibbles(data[1]);
     let base_pos_width = width_of(min_pos).max(1);
     let pos_at = 2 + base_channel_width;
+    if pos_width == layout.pos_width && base_pos_width == old_base_pos_width {
+        // The same layout with a new position base: each position is read under the
+        // old base and written under the new one, record by record.
+        write_le(&mut data[pos_at..layout.start], min_pos);
+        for (i, record) in data[layout.start..].chunks_exact_mut(stride).enumerate() {
+            let p = pos_of(i, record);
+            write_le(&mut record[channel_width..], p - min_pos);
+        }
+        return;
+    }
     let header = pos_at + base_pos_width;
     let new_stride = channel_width + pos_width;
     let mut out = vec![0u8; header + layout.len * new_stride].into_boxed_slice();
@@ -321,7 +335,7 @@ fn with_pos(data: &[u8], layout: &Layout, at: usize, pos: u64) -> Box<[u8]> {
         write_le(channel_field, read_le(&record[..channel_width]));
         write_le(pos_field, pos_of(i, record) - min_pos);
     }
-    out
+    *data = out;
 }
 
 /// Every read state of one user, sorted by channel id (see the module's encoding).
@@ -445,7 +459,7 @@ impl UserStates {
                 pos - layout.base_pos,
             );
         } else {
-            self.data = with_pos(&self.data, layout, at, pos);
+            with_pos(&mut self.data, layout, at, pos);
         }
     }
 
@@ -990,13 +1004,20 @@ mod tests {
     /// A position that outgrows its field re-encodes the user as `encode` would, also
     /// after a removal left the channels' base or width wider than they need.
     #[test]
-    fn a_position_that_outgrows_its_field_encodes_the_user_afresh() {
+    fn a_position_that_outgrows_its_field_re_encodes_as_encode_would() {
         let read = |pos| ReadPos { epoch: 0, pos };
         // Channels as narrow as can be: only the positions are rewritten.
         let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12))]);
         assert!(u.ack(9, 10_000, None).is_some());
         let fresh = UserStates::from_reads(vec![(5, read(10)), (9, read(10_000))]);
         assert_eq!(u.data, fresh.data);
+        // Positions that a new base brings back into their fields: rewritten in place.
+        let mut u = UserStates::from_reads(vec![(5, read(1_000)), (9, read(1_200))]);
+        let before = u.data.as_ptr();
+        assert!(u.ack(5, 1_400, None).is_some());
+        let moved = UserStates::from_reads(vec![(5, read(1_400)), (9, read(1_200))]);
+        assert_eq!(u.data, moved.data);
+        assert_eq!(u.data.as_ptr(), before, "rewritten in place");
         // A removal keeps the widths: channel 70,000 took the channel fields to 3
         // bytes and its removal leaves them so; the next re-encode narrows them.
         let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12)), (70_000, read(11))]);
