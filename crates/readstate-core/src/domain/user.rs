@@ -10,10 +10,9 @@
 //! Records keep a fixed width so that a lookup is a search of fixed-size fields and an ack that
 //! still fits is written in place; anything that does not fit (a channel or position
 //! below its base, a difference wider than its field) re-encodes the user with the
-//! narrowest widths and the smallest bases (a position that outgrows its field
-//! rewrites only the positions when the channels' base and width are already the
-//! narrowest). A removal keeps the widths and bases. A user in 10 channels whose ids span less
-//! than 2^24 and whose positions are within 255 of each other takes 4 bytes per state
+//! narrowest widths and the smallest bases (in place when only the positions'
+//! base changes). A removal keeps the widths and bases. A user in 10 channels whose
+//! ids span less than 2^24 and whose positions are within 255 of each other takes 4 bytes per state
 //! plus a header of a few bytes; 63-bit snowflakes (channels years apart, positions
 //! days apart) take 13 to 15 bytes per state, still less than the 16 of two `u64`s.
 //!
@@ -189,8 +188,14 @@ impl Layout {
 
     #[inline]
     fn pos(&self, data: &[u8], i: usize) -> u64 {
+        self.base_pos + read_le(&data[self.pos_field(i)])
+    }
+
+    /// Where the position field of record `i` is in the data.
+    #[inline]
+    fn pos_field(&self, i: usize) -> std::ops::Range<usize> {
         let at = self.start + i * self.record() + self.channel_width;
-        self.base_pos + read_le(&data[at..at + self.pos_width])
+        at..at + self.pos_width
     }
 
     /// Whether `(channel, pos)` can be stored without re-encoding.
@@ -264,78 +269,44 @@ fn encode_with(len: usize, record: impl Fn(usize) -> (u64, u64)) -> Box<[u8]> {
 
 /// Re-encodes `data` (encoded as `layout` says) with the position of record `at`
 /// set to `pos`, which does not fit `layout`'s position fields, as [`encode`] would
-/// encode it. The channels do not change, so when their base and width are already
-/// the narrowest (the first channel is the base and the span needs the whole width)
-/// only the positions get a new base and width, the channel fields copied as they
-/// are: in place when the widths stay (the common case: the positions moved up
-/// together and a new base brings them back into their fields), else into one new
-/// allocation. With small ids, the positions of an active user outgrow their field
-/// every few hundred acks. After a removal the channels' base or width may be wider
-/// than they need (`remove_at` keeps them); then the whole user is encoded afresh.
+/// encode it. The common case is rewritten in place: the positions moved up together
+/// and a new base brings them back into fields of the same width, while the channels,
+/// which do not change, are already the narrowest (the first is the base and the span
+/// needs the whole width; a removal keeps both, so after one they may not be). With
+/// small ids, the positions of an active user outgrow their field every few hundred
+/// acks. Anything else encodes the user afresh.
 #[cold]
 #[inline(never)]
 fn with_pos(data: &mut Box<[u8]>, layout: &Layout, at: usize, pos: u64) {
-    let (channel_width, stride) = (layout.channel_width, layout.record());
-    let records = &data[layout.start..];
-    // `at` exists, so there is a record; the first and last channel fields.
-    let first = read_le(&records[..channel_width]);
-    let last_at = (layout.len - 1) * stride;
-    let last = read_le(&records[last_at..last_at + channel_width]);
-    if first != 0 || width_of(last).max(1) != channel_width {
-        let old: &[u8] = data;
-        let fresh = encode_with(layout.len, |i| {
-            let p = if i == at { pos } else { layout.pos(old, i) };
-            (layout.channel(old, i), p)
-        });
-        *data = fresh;
+    let pos_of = |data: &[u8], i: usize| if i == at { pos } else { layout.pos(data, i) };
+    let (min_pos, max_pos) = (0..layout.len).fold((pos, pos), |(lo, hi), i| {
+        let p = pos_of(data, i);
+        (lo.min(p), hi.max(p))
+    });
+    // `at` exists, so there is a first and a last record.
+    let span = layout.channel(data, layout.len - 1) - layout.base_channel;
+    let channels_narrowest = layout.channel(data, 0) == layout.base_channel
+        && width_of(span).max(1) == layout.channel_width;
+    let (_, base_pos_width) = nibbles(data[1]);
+    if channels_narrowest
+        && width_of(max_pos - min_pos) == layout.pos_width
+        && width_of(min_pos).max(1) == base_pos_width
+    {
+        // Each position is read under the old base (kept in `layout`) and written
+        // under the new one.
+        for i in 0..layout.len {
+            let p = pos_of(data, i);
+            write_le(&mut data[layout.pos_field(i)], p - min_pos);
+        }
+        write_le(
+            &mut data[layout.start - base_pos_width..layout.start],
+            min_pos,
+        );
         return;
     }
-    let pos_of = |i: usize, record: &[u8]| {
-        if i == at {
-            pos
-        } else {
-            layout.base_pos + read_le(&record[channel_width..])
-        }
-    };
-    let (min_pos, max_pos) =
-        records
-            .chunks_exact(stride)
-            .enumerate()
-            .fold((pos, pos), |(lo, hi), (i, record)| {
-                let p = pos_of(i, record);
-                (lo.min(p), hi.max(p))
-            });
-    let pos_width = width_of(max_pos - min_pos);
-    // The header keeps the channel width and base, and takes the new position width
-    // and base: at least a byte, as `encode_with` writes it.
-    let (base_channel_width, old_base_pos_width) = nibbles(data[1]);
-    let base_pos_width = width_of(min_pos).max(1);
-    let pos_at = 2 + base_channel_width;
-    if pos_width == layout.pos_width && base_pos_width == old_base_pos_width {
-        // The same layout with a new position base: each position is read under the
-        // old base and written under the new one, record by record.
-        write_le(&mut data[pos_at..layout.start], min_pos);
-        for (i, record) in data[layout.start..].chunks_exact_mut(stride).enumerate() {
-            let p = pos_of(i, record);
-            write_le(&mut record[channel_width..], p - min_pos);
-        }
-        return;
-    }
-    let header = pos_at + base_pos_width;
-    let new_stride = channel_width + pos_width;
-    let mut out = vec![0u8; header + layout.len * new_stride].into_boxed_slice();
-    // Both widths are at most 8, so each fits its nibble.
-    out[0] = channel_width as u8 | (pos_width as u8) << 4;
-    out[1] = base_channel_width as u8 | (base_pos_width as u8) << 4;
-    out[2..pos_at].copy_from_slice(&data[2..pos_at]);
-    write_le(&mut out[pos_at..header], min_pos);
-    let fields = out[header..].chunks_exact_mut(new_stride);
-    for (i, (field, record)) in fields.zip(records.chunks_exact(stride)).enumerate() {
-        let (channel_field, pos_field) = field.split_at_mut(channel_width);
-        write_le(channel_field, read_le(&record[..channel_width]));
-        write_le(pos_field, pos_of(i, record) - min_pos);
-    }
-    *data = out;
+    let old: &[u8] = data;
+    let fresh = encode_with(layout.len, |i| (layout.channel(old, i), pos_of(old, i)));
+    *data = fresh;
 }
 
 /// Every read state of one user, sorted by channel id (see the module's encoding).
@@ -453,11 +424,7 @@ impl UserStates {
     /// in place when it fits, by re-encoding otherwise.
     fn set_pos(&mut self, layout: &Layout, at: usize, pos: u64) {
         if layout.fits_pos(pos) {
-            let off = layout.start + at * layout.record() + layout.channel_width;
-            write_le(
-                &mut self.data[off..off + layout.pos_width],
-                pos - layout.base_pos,
-            );
+            write_le(&mut self.data[layout.pos_field(at)], pos - layout.base_pos);
         } else {
             with_pos(&mut self.data, layout, at, pos);
         }
