@@ -30,6 +30,10 @@ static MALLOC_CONF: &u8 = &b"percpu_arena:percpu\0"[0];
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // Before any thread starts and before anything uses SQLite, which is when SQLite
+    // accepts an allocator: its page caches and statement buffers then come from
+    // jemalloc, and what it frees goes back to the system with everything else.
+    readstate::store::sqlite::use_jemalloc();
     let (command, config_path) = Cli::parse().into_parts();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

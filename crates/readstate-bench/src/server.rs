@@ -217,7 +217,10 @@ impl ServerProcess {
                 if status.success() {
                     return Ok(());
                 }
-                bail!("the server exited with {status}");
+                bail!(
+                    "the server exited with {status}; its last log lines:\n{}",
+                    self.recent_log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -2,7 +2,8 @@
 //!
 //! Design (see also docs/ARCHITECTURE.md):
 //! - **Layout.** `SHARDS` shards, each behind its own mutex, each holding two tables
-//!   (users, channels). A table is a slab `Vec<Slot<T>>` indexed by a
+//!   (users, channels). A table is a slab `Vec<Slot<T>>` (id and value only; the
+//!   pending counts and the referenced and stale bits lie beside it) indexed by a
 //!   `hashbrown::HashTable<u32>` of slab positions: 4 bytes of index per entry and no
 //!   per-entry allocation besides the value's own. A user's read states are one
 //!   [`UserStates`] (one allocation, a few bytes per state: see its encoding), so

@@ -12,28 +12,64 @@ pub trait Weigh: Default {
     fn heap_bytes(&self) -> usize;
 }
 
+/// An entry of the slab: the id and the value, nothing else, so that a user's entry
+/// is three words. What eviction needs per entry lives beside the slab, in
+/// `Table::pending` and two bit sets.
 #[derive(Debug, Default)]
 struct Slot<T> {
     /// 0 = free slot (ids are never 0).
     id: u64,
     value: T,
-    /// Storage writes queued for this entry and not yet committed.
-    pending: u32,
-    /// CLOCK's second-chance bit, set on every access.
-    referenced: bool,
-    /// Another node changed this entry while it was dirty: drop it as soon as its
-    /// own writes have committed.
-    stale: bool,
+}
+
+/// One bit per slab position.
+#[derive(Debug, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn get(&self, pos: usize) -> bool {
+        self.0[pos / 64] & (1 << (pos % 64)) != 0
+    }
+
+    fn set(&mut self, pos: usize, on: bool) {
+        let word = &mut self.0[pos / 64];
+        if on {
+            *word |= 1 << (pos % 64);
+        } else {
+            *word &= !(1 << (pos % 64));
+        }
+    }
+
+    /// Room for positions below `len`.
+    fn cover(&mut self, len: usize) {
+        self.0.resize(len.div_ceil(64), 0);
+    }
+
+    fn bytes(&self) -> usize {
+        allocated(self.0.capacity() * std::mem::size_of::<u64>())
+    }
 }
 
 /// Entries of one kind in one shard.
 #[derive(Debug)]
 pub struct Table<T> {
     slots: Vec<Slot<T>>,
+    /// Per slab position: storage writes queued for the entry and not yet committed
+    /// (it is unevictable while any are).
+    pending: Vec<u32>,
+    /// Per slab position: CLOCK's second-chance bit, set on every access.
+    referenced: Bits,
+    /// Per slab position: another node changed the entry while it was dirty; it goes
+    /// as soon as its own writes have committed.
+    stale: Bits,
     index: HashTable<u32>,
     free: Vec<u32>,
     hand: usize,
     heap: usize,
+    /// Bytes of the slab, what lies beside it, the index and the free list, as of the
+    /// last change of a capacity ([`Table::recount`]): the budget check after every
+    /// update reads it rather than recomputing six size classes.
+    overhead: usize,
     len: usize,
     hasher: foldhash::fast::FixedState,
 }
@@ -49,10 +85,14 @@ impl<T: Weigh> Table<T> {
     pub fn new() -> Self {
         Self {
             slots: Vec::new(),
+            pending: Vec::new(),
+            referenced: Bits::default(),
+            stale: Bits::default(),
             index: HashTable::new(),
             free: Vec::new(),
             hand: 0,
             heap: 0,
+            overhead: 0,
             len: 0,
             hasher: foldhash::fast::FixedState::with_seed(0x7265_6164_7374_6174),
         }
@@ -79,13 +119,31 @@ impl<T: Weigh> Table<T> {
         self.len == 0
     }
 
-    /// Bytes held: the slab, the index and the free list as allocated (by
-    /// capacity, rounded to the allocator's size class), plus every value's heap.
+    /// Bytes held: the slab and what lies beside it, the index and the free list as
+    /// allocated (by capacity, rounded to the allocator's size class), plus every
+    /// value's heap.
     pub fn bytes(&self) -> usize {
+        debug_assert_eq!(
+            self.overhead,
+            self.structure_bytes(),
+            "recounted after every change of a capacity"
+        );
+        self.overhead + self.heap
+    }
+
+    /// Counts the bytes of the structures again; called after anything that may have
+    /// changed one of their capacities.
+    fn recount(&mut self) {
+        self.overhead = self.structure_bytes();
+    }
+
+    fn structure_bytes(&self) -> usize {
         allocated(self.slots.capacity() * std::mem::size_of::<Slot<T>>())
+            + allocated(self.pending.capacity() * std::mem::size_of::<u32>())
+            + self.referenced.bytes()
+            + self.stale.bytes()
             + allocated(self.index.allocation_size())
             + allocated(self.free.capacity() * std::mem::size_of::<u32>())
-            + self.heap
     }
 
     /// The value of `id`, without marking it used.
@@ -97,7 +155,7 @@ impl<T: Weigh> Table<T> {
     pub fn touch(&mut self, id: u64) -> bool {
         match self.position(id) {
             Some(pos) => {
-                self.slots[pos].referenced = true;
+                self.referenced.set(pos, true);
                 true
             }
             None => false,
@@ -108,16 +166,15 @@ impl<T: Weigh> Table<T> {
     /// the byte count (so nothing is recounted). `None` when it is not cached.
     pub fn read<R>(&mut self, id: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
         let pos = self.position(id)?;
-        let slot = &mut self.slots[pos];
-        slot.referenced = true;
-        Some(f(&slot.value))
+        self.referenced.set(pos, true);
+        Some(f(&self.slots[pos].value))
     }
 
     /// Applies `f` to the value of `id`, keeping the byte count exact.
     pub fn update<R>(&mut self, id: u64, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let pos = self.position(id)?;
+        self.referenced.set(pos, true);
         let slot = &mut self.slots[pos];
-        slot.referenced = true;
         let before = slot.value.heap_bytes();
         let out = f(&mut slot.value);
         let after = slot.value.heap_bytes();
@@ -132,19 +189,15 @@ impl<T: Weigh> Table<T> {
             let slot = &mut self.slots[pos];
             self.heap = self.heap - slot.value.heap_bytes() + value.heap_bytes();
             slot.value = value;
-            slot.referenced = true;
+            self.referenced.set(pos, true);
             return;
         }
         self.heap += value.heap_bytes();
-        let slot = Slot {
-            id,
-            value,
-            pending: 0,
-            referenced: true,
-            stale: false,
-        };
+        let slot = Slot { id, value };
         let pos = match self.free.pop() {
             Some(pos) => {
+                // A free slot's pending count and stale bit were cleared when it
+                // was freed.
                 self.slots[pos as usize] = slot;
                 pos
             }
@@ -153,32 +206,38 @@ impl<T: Weigh> Table<T> {
                     // Grow by an eighth, not by doubling: the slab's capacity counts
                     // against the budget, and doubling a full slab could take the
                     // shard over it with nothing left to evict.
-                    self.slots.reserve_exact((self.slots.len() / 8).max(4));
+                    let more = (self.slots.len() / 8).max(4);
+                    self.slots.reserve_exact(more);
+                    self.pending.reserve_exact(more);
                 }
                 self.slots.push(slot);
+                self.pending.push(0);
+                self.referenced.cover(self.slots.len());
+                self.stale.cover(self.slots.len());
                 u32::try_from(self.slots.len() - 1).expect("a shard holds fewer than 2^32 entries")
             }
         };
+        self.referenced.set(pos as usize, true);
         let hash = self.hash(id);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index
             .insert_unique(hash, pos, |&p| hasher.hash_one(slots[p as usize].id));
         self.len += 1;
+        self.recount();
     }
 
     /// Counts a queued storage write for `id` (it becomes unevictable).
     pub fn add_pending(&mut self, id: u64) {
         if let Some(pos) = self.position(id) {
-            self.slots[pos].pending += 1;
+            self.pending[pos] += 1;
         }
     }
 
     /// Counts a committed storage write for `id`; a stale entry goes once clean.
     pub fn done_pending(&mut self, id: u64) {
         if let Some(pos) = self.position(id) {
-            let slot = &mut self.slots[pos];
-            slot.pending = slot.pending.saturating_sub(1);
-            if slot.pending == 0 && slot.stale {
+            self.pending[pos] = self.pending[pos].saturating_sub(1);
+            if self.pending[pos] == 0 && self.stale.get(pos) {
                 self.remove_at(pos);
             }
         }
@@ -188,10 +247,10 @@ impl<T: Weigh> Table<T> {
     /// stale so that it goes when its own writes have committed.
     pub fn invalidate(&mut self, id: u64) {
         if let Some(pos) = self.position(id) {
-            if self.slots[pos].pending == 0 {
+            if self.pending[pos] == 0 {
                 self.remove_at(pos);
             } else {
-                self.slots[pos].stale = true;
+                self.stale.set(pos, true);
             }
         }
     }
@@ -202,10 +261,10 @@ impl<T: Weigh> Table<T> {
             if self.slots[pos].id == 0 {
                 continue;
             }
-            if self.slots[pos].pending == 0 {
+            if self.pending[pos] == 0 {
                 self.remove_at(pos);
             } else {
-                self.slots[pos].stale = true;
+                self.stale.set(pos, true);
             }
         }
     }
@@ -216,8 +275,8 @@ impl<T: Weigh> Table<T> {
         let id = slot.id;
         let value = std::mem::take(&mut slot.value);
         slot.id = 0;
-        slot.stale = false;
-        slot.pending = 0;
+        self.stale.set(pos, false);
+        self.pending[pos] = 0;
         self.heap -= value.heap_bytes();
         drop(value);
         let hash = self.hash(id);
@@ -227,6 +286,7 @@ impl<T: Weigh> Table<T> {
         self.free
             .push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
         self.len -= 1;
+        self.recount();
     }
 
     /// Rebuilds the slab and its index around the live entries when at least half of
@@ -240,13 +300,23 @@ impl<T: Weigh> Table<T> {
         if free < 16 || free < self.len {
             return false;
         }
-        let mut live: Vec<Slot<T>> = Vec::with_capacity(self.len);
-        live.extend(
-            std::mem::take(&mut self.slots)
-                .into_iter()
-                .filter(|s| s.id != 0),
-        );
-        self.slots = live;
+        let mut slots: Vec<Slot<T>> = Vec::with_capacity(self.len);
+        let mut pending: Vec<u32> = Vec::with_capacity(self.len);
+        let (mut referenced, mut stale) = (Bits::default(), Bits::default());
+        referenced.cover(self.len);
+        stale.cover(self.len);
+        for (pos, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
+            if slot.id == 0 {
+                continue;
+            }
+            let to = slots.len();
+            referenced.set(to, self.referenced.get(pos));
+            stale.set(to, self.stale.get(pos));
+            pending.push(self.pending[pos]);
+            slots.push(slot);
+        }
+        (self.slots, self.pending) = (slots, pending);
+        (self.referenced, self.stale) = (referenced, stale);
         self.free = Vec::new();
         self.hand = 0;
         let mut index = HashTable::with_capacity(self.slots.len());
@@ -258,6 +328,7 @@ impl<T: Weigh> Table<T> {
             });
         }
         self.index = index;
+        self.recount();
         true
     }
 
@@ -265,7 +336,8 @@ impl<T: Weigh> Table<T> {
     pub fn dirty(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.id != 0 && s.pending > 0)
+            .zip(&self.pending)
+            .filter(|(s, pending)| s.id != 0 && **pending > 0)
             .count()
     }
 
@@ -300,12 +372,12 @@ impl<T: Weigh> Table<T> {
             }
             let pos = self.hand;
             self.hand += 1;
-            let slot = &mut self.slots[pos];
-            if slot.id == 0 || slot.pending > 0 || Some(slot.id) == keep {
+            let id = self.slots[pos].id;
+            if id == 0 || self.pending[pos] > 0 || Some(id) == keep {
                 continue;
             }
-            if slot.referenced {
-                slot.referenced = false;
+            if self.referenced.get(pos) {
+                self.referenced.set(pos, false);
                 continue;
             }
             self.remove_at(pos);

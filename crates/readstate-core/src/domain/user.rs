@@ -310,18 +310,44 @@ fn with_pos(data: &mut Box<[u8]>, layout: &Layout, at: usize, pos: u64) {
 }
 
 /// Every read state of one user, sorted by channel id (see the module's encoding).
-#[derive(Clone, Default)]
-pub struct UserStates {
+///
+/// Two words: the encoding's boxed slice, or, for the few users with rare parts, one
+/// box holding both (the enum keeps its tag in the slice pointer's niche). A cache
+/// entry of every user pays for that size, so the side allocation's pointer is not a
+/// third word that almost every user would carry as null.
+#[derive(Clone)]
+pub struct UserStates(Repr);
+
+#[derive(Clone)]
+enum Repr {
     /// The header and the records; empty (no allocation) when the user has no state.
-    data: Box<[u8]>,
-    extras: Option<Box<Extras>>,
+    Plain(Box<[u8]>),
+    /// The encoding and the rare parts, which are never empty here.
+    Rare(Box<Rare>),
 }
+
+#[derive(Clone, Default)]
+struct Rare {
+    data: Box<[u8]>,
+    extras: Extras,
+}
+
+impl Default for UserStates {
+    fn default() -> Self {
+        UserStates(Repr::Plain(Box::default()))
+    }
+}
+
+const _: () = assert!(
+    std::mem::size_of::<UserStates>() == 16,
+    "a user's states are two words"
+);
 
 /// Equal when the states are: two encodings of the same states (say one written in
 /// place, the other re-encoded) are equal.
 impl PartialEq for UserStates {
     fn eq(&self, other: &Self) -> bool {
-        let extras = |u: &Self| u.extras.as_deref().filter(|x| !x.is_empty()).cloned();
+        let extras = |u: &Self| u.extras().filter(|x| !x.is_empty()).cloned();
         self.len() == other.len()
             && self.records().eq(other.records())
             && extras(self) == extras(other)
@@ -353,45 +379,102 @@ impl UserStates {
             .filter(|(_, r)| r.epoch != 0)
             .map(|(c, r)| (*c, r.epoch))
             .collect();
-        Self {
-            data: encode(&records),
-            extras: (!epochs.is_empty()).then(|| {
-                Box::new(Extras {
-                    epochs,
-                    ..Extras::default()
-                })
-            }),
+        let data = encode(&records);
+        if epochs.is_empty() {
+            return UserStates(Repr::Plain(data));
+        }
+        UserStates(Repr::Rare(Box::new(Rare {
+            data,
+            extras: Extras {
+                epochs,
+                ..Extras::default()
+            },
+        })))
+    }
+
+    /// The encoding (header and records).
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Plain(data) => data,
+            Repr::Rare(rare) => &rare.data,
+        }
+    }
+
+    /// The encoding, to write or replace.
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut Box<[u8]> {
+        match &mut self.0 {
+            Repr::Plain(data) => data,
+            Repr::Rare(rare) => &mut rare.data,
+        }
+    }
+
+    /// The rare parts, if the user has any.
+    fn extras(&self) -> Option<&Extras> {
+        match &self.0 {
+            Repr::Plain(_) => None,
+            Repr::Rare(rare) => Some(&rare.extras),
+        }
+    }
+
+    /// The rare parts, allocated when the user has none; call
+    /// [`UserStates::drop_empty_extras`] after anything that may empty them.
+    fn extras_mut(&mut self) -> &mut Extras {
+        if let Repr::Plain(data) = &mut self.0 {
+            let data = std::mem::take(data);
+            self.0 = Repr::Rare(Box::new(Rare {
+                data,
+                extras: Extras::default(),
+            }));
+        }
+        match &mut self.0 {
+            Repr::Rare(rare) => &mut rare.extras,
+            Repr::Plain(_) => unreachable!("a plain user was made rare just above"),
+        }
+    }
+
+    /// Goes back to the plain form when the rare parts became empty.
+    fn drop_empty_extras(&mut self) {
+        if let Repr::Rare(rare) = &mut self.0
+            && rare.extras.is_empty()
+        {
+            let data = std::mem::take(&mut rare.data);
+            self.0 = Repr::Plain(data);
         }
     }
 
     /// Number of read states.
     pub fn len(&self) -> usize {
         // From the two header bytes alone, without reading the bases.
-        let &[widths, bases, ..] = &self.data[..] else {
+        let data = self.data();
+        let &[widths, bases, ..] = data else {
             return 0;
         };
         let ((channel_width, pos_width), (base_channel_width, base_pos_width)) =
             (nibbles(widths), nibbles(bases));
         let start = 2 + base_channel_width + base_pos_width;
-        (self.data.len() - start) / (channel_width + pos_width)
+        (data.len() - start) / (channel_width + pos_width)
     }
 
     /// True when the user has no read state.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.data().is_empty()
     }
 
     /// `(channel, pos)` of every state, ascending by channel.
     fn records(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        Layout::of(&self.data).into_iter().flat_map(move |l| {
-            (0..l.len).map(move |i| (l.channel(&self.data, i), l.pos(&self.data, i)))
-        })
+        let data = self.data();
+        Layout::of(data)
+            .into_iter()
+            .flat_map(move |l| (0..l.len).map(move |i| (l.channel(data, i), l.pos(data, i))))
     }
 
     /// Where `channel` is (`Ok`) or would go (`Err`) among the states `layout`
-    /// describes. Always inlined (see [`Layout::of`]).
+    /// describes, in `data` (this user's encoding, read once by the caller). Always
+    /// inlined (see [`Layout::of`]).
     #[inline(always)]
-    fn find_in(&self, layout: &Layout, channel: u64) -> Result<usize, usize> {
+    fn find_in(data: &[u8], layout: &Layout, channel: u64) -> Result<usize, usize> {
         if channel < layout.base_channel {
             return Err(0);
         }
@@ -400,7 +483,7 @@ impl UserStates {
             return Err(layout.len);
         }
         let at_most = count_at_most(
-            &self.data,
+            data,
             layout.start,
             layout.record(),
             layout.channel_width,
@@ -408,14 +491,14 @@ impl UserStates {
             key,
         );
         match at_most.checked_sub(1) {
-            Some(last) if layout.channel(&self.data, last) == channel => Ok(last),
+            Some(last) if layout.channel(data, last) == channel => Ok(last),
             _ => Err(at_most),
         }
     }
 
     fn find(&self, channel: u64) -> Result<usize, usize> {
-        match Layout::of(&self.data) {
-            Some(layout) => self.find_in(&layout, channel),
+        match Layout::of(self.data()) {
+            Some(layout) => Self::find_in(self.data(), &layout, channel),
             None => Err(0),
         }
     }
@@ -424,55 +507,60 @@ impl UserStates {
     /// in place when it fits, by re-encoding otherwise.
     fn set_pos(&mut self, layout: &Layout, at: usize, pos: u64) {
         if layout.fits_pos(pos) {
-            write_le(&mut self.data[layout.pos_field(at)], pos - layout.base_pos);
+            write_le(
+                &mut self.data_mut()[layout.pos_field(at)],
+                pos - layout.base_pos,
+            );
         } else {
-            with_pos(&mut self.data, layout, at, pos);
+            with_pos(self.data_mut(), layout, at, pos);
         }
     }
 
     /// Inserts the state `(channel, pos)` at index `at` (where `find` said it goes).
     fn insert_at(&mut self, at: usize, channel: u64, pos: u64) {
-        match Layout::of(&self.data) {
+        match Layout::of(self.data()) {
             Some(layout) if layout.fits(channel, pos) => {
                 let split = layout.start + at * layout.record();
                 let end = split + layout.record();
-                let mut out = vec![0u8; self.data.len() + layout.record()].into_boxed_slice();
-                out[..split].copy_from_slice(&self.data[..split]);
+                let mut out = vec![0u8; self.data().len() + layout.record()].into_boxed_slice();
+                out[..split].copy_from_slice(&self.data()[..split]);
                 layout.write(&mut out[split..end], channel, pos);
-                out[end..].copy_from_slice(&self.data[split..]);
-                self.data = out;
+                out[end..].copy_from_slice(&self.data()[split..]);
+                *self.data_mut() = out;
             }
             Some(layout) => {
-                let data = &self.data;
+                let data = self.data();
                 let old = |i: usize| (layout.channel(data, i), layout.pos(data, i));
-                self.data = encode_with(layout.len + 1, |i| match i.cmp(&at) {
+                *self.data_mut() = encode_with(layout.len + 1, |i| match i.cmp(&at) {
                     std::cmp::Ordering::Less => old(i),
                     std::cmp::Ordering::Equal => (channel, pos),
                     std::cmp::Ordering::Greater => old(i - 1),
                 });
             }
-            None => self.data = encode(&[(channel, pos)]),
+            None => *self.data_mut() = encode(&[(channel, pos)]),
         }
     }
 
     /// Removes the record at `at` (which exists), keeping the widths.
     fn remove_at(&mut self, at: usize) {
-        let Some(layout) = Layout::of(&self.data) else {
+        let Some(layout) = Layout::of(self.data()) else {
             return;
         };
         if layout.len == 1 {
-            self.data = Box::default();
+            *self.data_mut() = Box::default();
             return;
         }
         let split = layout.start + at * layout.record();
-        let mut out = Vec::with_capacity(self.data.len() - layout.record());
-        out.extend_from_slice(&self.data[..split]);
-        out.extend_from_slice(&self.data[split + layout.record()..]);
-        self.data = out.into_boxed_slice();
+        let mut out = Vec::with_capacity(self.data().len() - layout.record());
+        out.extend_from_slice(&self.data()[..split]);
+        out.extend_from_slice(&self.data()[split + layout.record()..]);
+        *self.data_mut() = out.into_boxed_slice();
     }
 
     fn epoch_of(&self, channel: u64) -> u64 {
-        let Some(extras) = &self.extras else { return 0 };
+        let Some(extras) = self.extras() else {
+            return 0;
+        };
         extras
             .epochs
             .binary_search_by_key(&channel, |(c, _)| *c)
@@ -480,7 +568,7 @@ impl UserStates {
     }
 
     fn set_epoch(&mut self, channel: u64, epoch: u64) {
-        let extras = self.extras.get_or_insert_with(Box::default);
+        let extras = self.extras_mut();
         match extras.epochs.binary_search_by_key(&channel, |(c, _)| *c) {
             Ok(at) => extras.epochs[at].1 = epoch,
             Err(at) => extras.epochs.insert(at, (channel, epoch)),
@@ -488,7 +576,7 @@ impl UserStates {
     }
 
     fn settings_of(&self, channel: u64) -> Settings {
-        let Some(extras) = &self.extras else {
+        let Some(extras) = self.extras() else {
             return Settings::default();
         };
         extras
@@ -498,7 +586,7 @@ impl UserStates {
     }
 
     fn mention_range(&self, channel: u64) -> &[(u64, u64)] {
-        let Some(extras) = &self.extras else {
+        let Some(extras) = self.extras() else {
             return &[];
         };
         let lo = extras.mentions.partition_point(|(c, _)| *c < channel);
@@ -508,9 +596,10 @@ impl UserStates {
 
     /// The read state of `channel`, if the user has one.
     pub fn get(&self, channel: u64) -> Option<StateRef<'_>> {
-        let layout = Layout::of(&self.data)?;
-        let at = self.find_in(&layout, channel).ok()?;
-        Some(self.state(channel, layout.pos(&self.data, at)))
+        let data = self.data();
+        let layout = Layout::of(data)?;
+        let at = Self::find_in(data, &layout, channel).ok()?;
+        Some(self.state(channel, layout.pos(data, at)))
     }
 
     fn state(&self, channel: u64, pos: u64) -> StateRef<'_> {
@@ -527,10 +616,10 @@ impl UserStates {
 
     /// Every read state, ascending by channel.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = StateRef<'_>> + '_ {
-        let extras = self.extras.as_deref();
+        let extras = self.extras();
         States {
-            data: &self.data,
-            layout: Layout::of(&self.data),
+            data: self.data(),
+            layout: Layout::of(self.data()),
             next: 0,
             epochs: extras.map_or(&[], |x| &x.epochs),
             mentions: extras.map_or(&[], |x| &x.mentions),
@@ -560,15 +649,18 @@ impl UserStates {
     /// Merges a read position in: the state becomes the lexicographic max of the
     /// two (created at `read` when missing). This is also how storage merges rows.
     pub fn merge_read(&mut self, channel: u64, read: ReadPos) -> Changed {
-        // The header is parsed once for the lookup, the comparison and the write.
-        let found = Layout::of(&self.data)
-            .and_then(|layout| Some((layout, self.find_in(&layout, channel).ok()?)));
+        // The encoding is read and its header parsed once for the lookup, the
+        // comparison and the write.
+        let data = self.data();
+        let found = Layout::of(data)
+            .and_then(|layout| Some((layout, Self::find_in(data, &layout, channel).ok()?)));
         let Some((layout, at)) = found else {
             return self.ensure(channel, read).1;
         };
+        let pos = layout.pos(data, at);
         let current = ReadPos {
             epoch: self.epoch_of(channel),
-            pos: layout.pos(&self.data, at),
+            pos,
         };
         if read <= current {
             return Changed::No;
@@ -620,7 +712,7 @@ impl UserStates {
     /// newest `window` mention ids of the state. Returns whether anything changed.
     pub fn add_mention(&mut self, channel: u64, message: u64, window: usize) -> Changed {
         let created = self.ensure(channel, ReadPos::default()).1;
-        let extras = self.extras.get_or_insert_with(Box::default);
+        let extras = self.extras_mut();
         let lo = extras.mentions.partition_point(|(c, _)| *c < channel);
         let hi = extras.mentions.partition_point(|(c, _)| *c <= channel);
         let ids = &extras.mentions[lo..hi];
@@ -635,9 +727,7 @@ impl UserStates {
                 true
             }
         };
-        if extras.is_empty() {
-            self.extras = None;
-        }
+        self.drop_empty_extras();
         if inserted || created.is_yes() {
             Changed::Yes
         } else {
@@ -651,13 +741,12 @@ impl UserStates {
             return Changed::No;
         };
         self.remove_at(at);
-        if let Some(extras) = &mut self.extras {
+        if let Repr::Rare(rare) = &mut self.0 {
+            let extras = &mut rare.extras;
             extras.epochs.retain(|(c, _)| *c != channel);
             extras.mentions.retain(|(c, _)| *c != channel);
             extras.settings.retain(|(c, _)| *c != channel);
-            if extras.is_empty() {
-                self.extras = None;
-            }
+            self.drop_empty_extras();
         }
         Changed::Yes
     }
@@ -675,7 +764,7 @@ impl UserStates {
         let mut merged = self.settings_of(channel);
         let changed = merged.merge(settings);
         if changed {
-            let extras = self.extras.get_or_insert_with(Box::default);
+            let extras = self.extras_mut();
             match extras.settings.binary_search_by_key(&channel, |(c, _)| *c) {
                 Ok(at) => extras.settings[at].1 = merged,
                 Err(at) => extras.settings.insert(at, (channel, merged)),
@@ -693,7 +782,8 @@ impl UserStates {
 
     /// Drops spare capacity of the side allocation (the records never have any).
     pub fn shrink(&mut self) {
-        if let Some(extras) = &mut self.extras {
+        if let Repr::Rare(rare) = &mut self.0 {
+            let extras = &mut rare.extras;
             extras.epochs.shrink_to_fit();
             extras.mentions.shrink_to_fit();
             extras.settings.shrink_to_fit();
@@ -703,13 +793,13 @@ impl UserStates {
     /// Heap bytes this value owns (for the cache's byte budget).
     pub fn heap_bytes(&self) -> usize {
         // Each allocation as its allocator size class (`allocated`).
-        let extras = self.extras.as_ref().map_or(0, |x| {
-            allocated(std::mem::size_of::<Extras>())
+        let rare = self.extras().map_or(0, |x| {
+            allocated(std::mem::size_of::<Rare>())
                 + allocated(x.epochs.capacity() * std::mem::size_of::<(u64, u64)>())
                 + allocated(x.mentions.capacity() * std::mem::size_of::<(u64, u64)>())
                 + allocated(x.settings.capacity() * std::mem::size_of::<(u64, Settings)>())
         });
-        allocated(self.data.len()) + extras
+        allocated(self.data().len()) + rare
     }
 }
 
@@ -971,36 +1061,68 @@ mod tests {
     /// A position that outgrows its field re-encodes the user as `encode` would, also
     /// after a removal left the channels' base or width wider than they need.
     #[test]
+    fn rare_parts_move_the_user_to_the_boxed_form_and_back_when_they_go() {
+        let read = |pos| ReadPos { epoch: 0, pos };
+        let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12))]);
+        let plain = u.heap_bytes();
+        assert!(matches!(u.0, Repr::Plain(_)));
+        assert!(u.add_mention(9, 20, 8).is_yes());
+        assert!(matches!(u.0, Repr::Rare(_)), "a mention is a rare part");
+        assert!(u.heap_bytes() > plain, "the box and the list are counted");
+        assert_eq!(u.get(5).map(|s| s.read.pos), Some(10), "records kept");
+        assert!(u.ack(9, 30, None).is_some());
+        assert_eq!(u.get(9).map(|s| s.mentions), Some(&[(9, 20)][..]));
+        assert!(u.mark_unread(5, 8, 1_000).is_some());
+        assert!(u.remove(9).is_yes());
+        assert!(matches!(u.0, Repr::Rare(_)), "channel 5's epoch is left");
+        assert_eq!(
+            u.get(5).map(|s| s.read),
+            Some(ReadPos {
+                epoch: 1_000,
+                pos: 7
+            })
+        );
+        assert!(u.remove(5).is_yes());
+        assert!(matches!(u.0, Repr::Plain(_)), "nothing rare is left");
+        assert!(u.is_empty());
+        assert_eq!(u.heap_bytes(), 0);
+        // Loading a user with an epoch builds the boxed form directly.
+        let loaded = UserStates::from_reads(vec![(5, ReadPos { epoch: 3, pos: 1 })]);
+        assert!(matches!(loaded.0, Repr::Rare(_)));
+        assert_eq!(loaded.get(5).map(|s| s.read.epoch), Some(3));
+    }
+
+    #[test]
     fn a_position_that_outgrows_its_field_re_encodes_as_encode_would() {
         let read = |pos| ReadPos { epoch: 0, pos };
         // Channels as narrow as can be: only the positions are rewritten.
         let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12))]);
         assert!(u.ack(9, 10_000, None).is_some());
         let fresh = UserStates::from_reads(vec![(5, read(10)), (9, read(10_000))]);
-        assert_eq!(u.data, fresh.data);
+        assert_eq!(u.data(), fresh.data());
         // Positions that a new base brings back into their fields: rewritten in place.
         let mut u = UserStates::from_reads(vec![(5, read(1_000)), (9, read(1_200))]);
-        let before = u.data.as_ptr();
+        let before = u.data().as_ptr();
         assert!(u.ack(5, 1_400, None).is_some());
         let moved = UserStates::from_reads(vec![(5, read(1_400)), (9, read(1_200))]);
-        assert_eq!(u.data, moved.data);
-        assert_eq!(u.data.as_ptr(), before, "rewritten in place");
+        assert_eq!(u.data(), moved.data());
+        assert_eq!(u.data().as_ptr(), before, "rewritten in place");
         // A removal keeps the widths: channel 70,000 took the channel fields to 3
         // bytes and its removal leaves them so; the next re-encode narrows them.
         let mut u = UserStates::from_reads(vec![(5, read(10)), (9, read(12)), (70_000, read(11))]);
         assert!(u.remove(70_000).is_yes());
         assert_eq!(
-            u.data.len(),
+            u.data().len(),
             4 + 2 * 4,
             "3-byte channel fields after the removal"
         );
         assert!(u.ack(9, 10_000, None).is_some());
-        assert_eq!(u.data, fresh.data);
+        assert_eq!(u.data(), fresh.data());
         // And when the first channel, the base, is the one removed.
         let mut u = UserStates::from_reads(vec![(2, read(10)), (5, read(10)), (9, read(12))]);
         assert!(u.remove(2).is_yes());
         assert!(u.ack(9, 10_000, None).is_some());
-        assert_eq!(u.data, fresh.data);
+        assert_eq!(u.data(), fresh.data());
         assert_eq!(u.get(5).map(|s| s.read.pos), Some(10));
     }
 }

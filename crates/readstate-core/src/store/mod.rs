@@ -8,6 +8,8 @@ mod paced_vfs;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+#[cfg(target_os = "linux")]
+mod sqlite_alloc;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

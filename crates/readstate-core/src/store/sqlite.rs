@@ -492,6 +492,23 @@ pub(crate) fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Makes SQLite allocate with jemalloc, the process's allocator (see
+/// `store/sqlite_alloc.rs`). Call it first thing in `main`, before any thread starts
+/// and anything uses SQLite: SQLite accepts an allocator only before it initialises,
+/// and the call must not race another thread's SQLite call. True when SQLite now
+/// uses jemalloc; false when it was initialised already (it keeps the C library's
+/// `malloc`) or off Linux.
+pub fn use_jemalloc() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        super::sqlite_alloc::install()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// Registers the VFS that paces writes with `throttle` and returns its name, or
 /// `None` where there is none (not Linux, or SQLite's default VFS is not `unix`).
 #[cfg(target_os = "linux")]
