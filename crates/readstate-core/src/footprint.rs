@@ -24,8 +24,10 @@ pub fn purge_in_background() -> Result<(), tikv_jemalloc_ctl::Error> {
 }
 
 /// Gives the C library's freed heap memory back to the system and says whether any
-/// went back. SQLite allocates its page caches with the C library's `malloc`, not
-/// with jemalloc. glibc keeps what is freed inside its arenas (one per thread that
+/// went back. The service's SQLite allocates with jemalloc (`store/sqlite_alloc.rs`,
+/// installed by `main`); what is left on the C heap is other C code's, and SQLite's
+/// wherever that install was refused (SQLite used before it). Measured before the
+/// install existed, with SQLite on the C heap: glibc keeps what is freed inside its arenas (one per thread that
 /// allocated, in 64 MiB heaps) until `malloc_trim`: after the `medium` bench's load,
 /// with the writer's page cache already freed, a glibc build held 349 MB resident and
 /// 174 MB after the trim. musl's allocator returns freed memory by itself and has no

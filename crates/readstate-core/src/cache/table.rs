@@ -283,10 +283,14 @@ impl<T: Weigh> Table<T> {
         if let Ok(entry) = self.index.find_entry(hash, |&p| p as usize == pos) {
             entry.remove();
         }
+        let free_capacity = self.free.capacity();
         self.free
             .push(u32::try_from(pos).expect("a shard holds fewer than 2^32 entries"));
         self.len -= 1;
-        self.recount();
+        // Removing from the index never shrinks it: only the free list can have grown.
+        if self.free.capacity() != free_capacity {
+            self.recount();
+        }
     }
 
     /// Rebuilds the slab and its index around the live entries when at least half of

@@ -418,6 +418,14 @@ impl UserStates {
         }
     }
 
+    /// The rare parts, to change, if the user has any.
+    fn extras_if_any_mut(&mut self) -> Option<&mut Extras> {
+        match &mut self.0 {
+            Repr::Plain(_) => None,
+            Repr::Rare(rare) => Some(&mut rare.extras),
+        }
+    }
+
     /// The rare parts, allocated when the user has none; call
     /// [`UserStates::drop_empty_extras`] after anything that may empty them.
     fn extras_mut(&mut self) -> &mut Extras {
@@ -497,8 +505,9 @@ impl UserStates {
     }
 
     fn find(&self, channel: u64) -> Result<usize, usize> {
-        match Layout::of(self.data()) {
-            Some(layout) => Self::find_in(self.data(), &layout, channel),
+        let data = self.data();
+        match Layout::of(data) {
+            Some(layout) => Self::find_in(data, &layout, channel),
             None => Err(0),
         }
     }
@@ -518,18 +527,18 @@ impl UserStates {
 
     /// Inserts the state `(channel, pos)` at index `at` (where `find` said it goes).
     fn insert_at(&mut self, at: usize, channel: u64, pos: u64) {
-        match Layout::of(self.data()) {
+        let data = self.data();
+        match Layout::of(data) {
             Some(layout) if layout.fits(channel, pos) => {
                 let split = layout.start + at * layout.record();
                 let end = split + layout.record();
-                let mut out = vec![0u8; self.data().len() + layout.record()].into_boxed_slice();
-                out[..split].copy_from_slice(&self.data()[..split]);
+                let mut out = vec![0u8; data.len() + layout.record()].into_boxed_slice();
+                out[..split].copy_from_slice(&data[..split]);
                 layout.write(&mut out[split..end], channel, pos);
-                out[end..].copy_from_slice(&self.data()[split..]);
+                out[end..].copy_from_slice(&data[split..]);
                 *self.data_mut() = out;
             }
             Some(layout) => {
-                let data = self.data();
                 let old = |i: usize| (layout.channel(data, i), layout.pos(data, i));
                 *self.data_mut() = encode_with(layout.len + 1, |i| match i.cmp(&at) {
                     std::cmp::Ordering::Less => old(i),
@@ -543,7 +552,8 @@ impl UserStates {
 
     /// Removes the record at `at` (which exists), keeping the widths.
     fn remove_at(&mut self, at: usize) {
-        let Some(layout) = Layout::of(self.data()) else {
+        let data = self.data();
+        let Some(layout) = Layout::of(data) else {
             return;
         };
         if layout.len == 1 {
@@ -551,9 +561,9 @@ impl UserStates {
             return;
         }
         let split = layout.start + at * layout.record();
-        let mut out = Vec::with_capacity(self.data().len() - layout.record());
-        out.extend_from_slice(&self.data()[..split]);
-        out.extend_from_slice(&self.data()[split + layout.record()..]);
+        let mut out = Vec::with_capacity(data.len() - layout.record());
+        out.extend_from_slice(&data[..split]);
+        out.extend_from_slice(&data[split + layout.record()..]);
         *self.data_mut() = out.into_boxed_slice();
     }
 
@@ -616,10 +626,10 @@ impl UserStates {
 
     /// Every read state, ascending by channel.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = StateRef<'_>> + '_ {
-        let extras = self.extras();
+        let (data, extras) = (self.data(), self.extras());
         States {
-            data: self.data(),
-            layout: Layout::of(self.data()),
+            data,
+            layout: Layout::of(data),
             next: 0,
             epochs: extras.map_or(&[], |x| &x.epochs),
             mentions: extras.map_or(&[], |x| &x.mentions),
@@ -741,8 +751,7 @@ impl UserStates {
             return Changed::No;
         };
         self.remove_at(at);
-        if let Repr::Rare(rare) = &mut self.0 {
-            let extras = &mut rare.extras;
+        if let Some(extras) = self.extras_if_any_mut() {
             extras.epochs.retain(|(c, _)| *c != channel);
             extras.mentions.retain(|(c, _)| *c != channel);
             extras.settings.retain(|(c, _)| *c != channel);
@@ -782,8 +791,7 @@ impl UserStates {
 
     /// Drops spare capacity of the side allocation (the records never have any).
     pub fn shrink(&mut self) {
-        if let Repr::Rare(rare) = &mut self.0 {
-            let extras = &mut rare.extras;
+        if let Some(extras) = self.extras_if_any_mut() {
             extras.epochs.shrink_to_fit();
             extras.mentions.shrink_to_fit();
             extras.settings.shrink_to_fit();
